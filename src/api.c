@@ -1,0 +1,481 @@
+/* api.c - REST routes. Validation happens here, before anything reaches the store, so
+ * a refused request changes nothing. */
+#include <errno.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "config.h"
+#include "jwt.h"
+#include "store.h"
+#include "util/clock.h"
+#include "util/xmalloc.h"
+#include "validate.h"
+
+#define PAGE_DEFAULT 50
+#define PAGE_MAX 200
+#define TOKEN_TTL_DEFAULT 3600
+#define TOKEN_TTL_MAX 31536000
+
+void api_error(struct api_response *resp, int status, const char *code, const char *message)
+{
+    json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
+    resp->status = status;
+    resp->body = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+}
+
+/* Serializes j (stealing it) as the response body. */
+static void respond_json(struct api_response *resp, int status, json_t *j)
+{
+    if (!j) {
+        api_error(resp, 500, "internal", "a stored value is not valid UTF-8");
+        return;
+    }
+    resp->status = status;
+    resp->body = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+}
+
+/* True when the Authorization header carries the API key; compares digests in
+ * constant time so neither content nor length leaks through timing. */
+static bool authorized(const struct config *cfg, const char *header)
+{
+    if (!header || strncmp(header, "Bearer ", 7))
+        return false;
+    const char *key = header + 7;
+    unsigned char a[SHA256_DIGEST_LENGTH], b[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)key, strlen(key), a);
+    SHA256((const unsigned char *)cfg->api_key, strlen(cfg->api_key), b);
+    return CRYPTO_memcmp(a, b, sizeof a) == 0;
+}
+
+/* Splits a path into at most max segments (copies into buf); returns the count, or -1
+ * when there are more. */
+static int split_path(const char *path, char *buf, size_t cap, char **seg, int max)
+{
+    snprintf(buf, cap, "%s", path);
+    int n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, "/", &save); t; t = strtok_r(NULL, "/", &save)) {
+        if (n == max)
+            return -1;
+        seg[n++] = t;
+    }
+    return n;
+}
+
+/* Parses the body as a JSON object; on failure fills resp and returns NULL. */
+static json_t *parse_object(const struct api_request *req, struct api_response *resp)
+{
+    json_error_t jerr;
+    json_t *j = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES,
+                           &jerr);
+    if (!j) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "malformed JSON body: %s", jerr.text);
+        api_error(resp, 400, "invalid_json", msg);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        api_error(resp, 400, "invalid_request", "the request body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* Reads an optional string field; false (with resp filled) when present but not a
+ * string (null counts as absent). */
+static bool opt_string(json_t *obj, const char *key, const char **out, struct api_response *resp)
+{
+    json_t *v = json_object_get(obj, key);
+    *out = NULL;
+    if (!v || json_is_null(v))
+        return true;
+    if (!json_is_string(v)) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "\"%s\" must be a string", key);
+        api_error(resp, 400, "invalid_request", msg);
+        return false;
+    }
+    *out = json_string_value(v);
+    return true;
+}
+
+/* Reads a required string field. */
+static bool req_string(json_t *obj, const char *key, const char **out, struct api_response *resp)
+{
+    if (!opt_string(obj, key, out, resp))
+        return false;
+    if (!*out) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "\"%s\" is required", key);
+        api_error(resp, 400, "invalid_request", msg);
+        return false;
+    }
+    return true;
+}
+
+/* Parses a decimal query parameter in [min, max]; absent leaves *out unchanged. */
+static bool query_int(const struct api_request *req, const char *name, int64_t min, int64_t max,
+                      int64_t *out)
+{
+    const char *v = req->query(req->query_arg, name);
+    if (!v)
+        return true;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end || x < min || x > max)
+        return false;
+    *out = x;
+    return true;
+}
+
+/* Validates a room id from the path. */
+static bool check_room(const char *id, struct api_response *resp)
+{
+    if (validate_room_id(id))
+        return true;
+    api_error(resp, 422, "invalid_room_id",
+              "room ids are 1 to 100 characters of letters, digits, '_', '.' and '-'");
+    return false;
+}
+
+/* Validates a user id. */
+static bool check_user(const char *id, struct api_response *resp)
+{
+    if (validate_user_id(id))
+        return true;
+    api_error(resp, 422, "invalid_user_id",
+              "user ids are 1 to 255 bytes of UTF-8 without control characters");
+    return false;
+}
+
+/* PUT /api/users/{id} */
+static bool put_user(const struct api_request *req, const char *id, struct api_response *resp,
+                     struct store_req **pending)
+{
+    if (!check_user(id, resp))
+        return false;
+    json_t *j = parse_object(req, resp);
+    if (!j)
+        return false;
+    const char *name, *avatar;
+    bool ok = opt_string(j, "name", &name, resp) && opt_string(j, "avatar_url", &avatar, resp);
+    if (ok) {
+        struct store_req *s = store_req_create(STORE_USER_PUT);
+        s->user_id = xstrdup(id);
+        s->name = xstrdup(name ? name : id);
+        s->avatar_url = avatar ? xstrdup(avatar) : NULL;
+        *pending = s;
+    }
+    json_decref(j);
+    return ok;
+}
+
+/* POST /api/rooms */
+static bool create_room(const struct api_request *req, struct api_response *resp,
+                        struct store_req **pending)
+{
+    json_t *j = parse_object(req, resp);
+    if (!j)
+        return false;
+    const char *id, *name;
+    bool ok = req_string(j, "id", &id, resp) && opt_string(j, "name", &name, resp) &&
+              check_room(id, resp);
+    if (ok) {
+        struct store_req *s = store_req_create(STORE_ROOM_CREATE);
+        s->room_id = xstrdup(id);
+        s->name = xstrdup(name ? name : id);
+        *pending = s;
+    }
+    json_decref(j);
+    return ok;
+}
+
+/* PUT /api/rooms/{id}/members/{user} */
+static bool put_member(const struct api_request *req, const char *room, const char *user,
+                       struct api_response *resp, struct store_req **pending)
+{
+    json_t *j = parse_object(req, resp);
+    if (!j)
+        return false;
+    const char *role;
+    bool ok = req_string(j, "role", &role, resp);
+    if (ok && !validate_role(role)) {
+        api_error(resp, 422, "invalid_role", "role must be owner, editor, member or viewer");
+        ok = false;
+    }
+    if (ok) {
+        struct store_req *s = store_req_create(STORE_MEMBER_PUT);
+        s->room_id = xstrdup(room);
+        s->user_id = xstrdup(user);
+        s->role = xstrdup(role);
+        *pending = s;
+    }
+    json_decref(j);
+    return ok;
+}
+
+/* POST /api/rooms/{id}/messages */
+static bool post_message(const struct api_request *req, const char *room,
+                         struct api_response *resp, struct store_req **pending)
+{
+    json_t *j = parse_object(req, resp);
+    if (!j)
+        return false;
+    const char *user;
+    bool ok = req_string(j, "user_id", &user, resp) && check_user(user, resp);
+    if (ok) {
+        json_t *body = json_object_get(j, "body");
+        enum body_check c = json_is_string(body)
+                                ? validate_body(json_string_value(body), json_string_length(body))
+                                : BODY_INVALID;
+        if (c != BODY_OK) {
+            const char *why = c == BODY_EMPTY      ? "the message body is empty"
+                              : c == BODY_TOO_LONG ? "the message body is over 10000 characters"
+                                                   : "the message body must be a string";
+            api_error(resp, 422, validate_body_reason(c), why);
+            ok = false;
+        } else {
+            struct store_req *s = store_req_create(STORE_MESSAGE_ADD);
+            s->room_id = xstrdup(room);
+            s->user_id = xstrdup(user);
+            s->body = xstrndup(json_string_value(body), json_string_length(body));
+            *pending = s;
+        }
+    }
+    json_decref(j);
+    return ok;
+}
+
+/* GET /api/rooms/{id}/messages */
+static bool get_messages(const struct api_request *req, const char *room,
+                         struct api_response *resp, struct store_req **pending)
+{
+    int64_t limit = PAGE_DEFAULT, after = -1, before = -1;
+    if (!query_int(req, "limit", 1, PAGE_MAX, &limit)) {
+        api_error(resp, 422, "invalid_limit", "limit must be an integer from 1 to 200");
+        return false;
+    }
+    if (!query_int(req, "after_seq", 0, INT64_MAX, &after) ||
+        !query_int(req, "before_seq", 0, INT64_MAX, &before)) {
+        api_error(resp, 422, "invalid_seq", "after_seq and before_seq must be integers >= 0");
+        return false;
+    }
+    struct store_req *s = store_req_create(STORE_MESSAGES_PAGE);
+    s->room_id = xstrdup(room);
+    s->limit = (int)limit;
+    s->after_seq = after;
+    s->before_seq = before;
+    *pending = s;
+    return true;
+}
+
+/* POST /api/tokens */
+static void post_token(const struct config *cfg, const struct api_request *req,
+                       struct api_response *resp)
+{
+    json_t *j = parse_object(req, resp);
+    if (!j)
+        return;
+    const char *user;
+    if (!req_string(j, "user_id", &user, resp) || !check_user(user, resp))
+        goto out;
+    json_t *ttlv = json_object_get(j, "ttl");
+    json_int_t ttl = TOKEN_TTL_DEFAULT;
+    if (ttlv && !json_is_null(ttlv)) {
+        if (!json_is_integer(ttlv)) {
+            api_error(resp, 400, "invalid_request", "\"ttl\" must be an integer");
+            goto out;
+        }
+        ttl = json_integer_value(ttlv);
+        if (ttl < 1 || ttl > TOKEN_TTL_MAX) {
+            api_error(resp, 422, "invalid_ttl", "ttl must be from 1 to 31536000 seconds");
+            goto out;
+        }
+    }
+    int64_t now = clock_unix();
+    char *token = NULL;
+    if (jwt_sign((const uint8_t *)cfg->jwt_secret, strlen(cfg->jwt_secret), user, now,
+                 now + ttl, &token)) {
+        api_error(resp, 500, "internal", "could not sign the token");
+        goto out;
+    }
+    respond_json(resp, 200, json_pack("{s:s,s:I}", "token", token, "expires_at", (json_int_t)(now + ttl)));
+    free(token);
+out:
+    json_decref(j);
+}
+
+/* Fills resp for a known path with the wrong method. */
+static bool bad_method(struct api_response *resp)
+{
+    api_error(resp, 405, "method_not_allowed", "method not allowed on this path");
+    return false;
+}
+
+bool api_handle(const struct config *cfg, const struct api_request *req,
+                struct api_response *resp, struct store_req **pending)
+{
+    const char *m = req->method;
+    bool get = !strcmp(m, "GET"), post = !strcmp(m, "POST"), put = !strcmp(m, "PUT"),
+         del = !strcmp(m, "DELETE");
+    *pending = NULL;
+    if (!strcmp(req->path, "/healthz")) {
+        if (!get)
+            return bad_method(resp);
+        *pending = store_req_create(STORE_PING);
+        return true;
+    }
+    char buf[1024];
+    char *seg[6];
+    int n = strlen(req->path) < sizeof buf ? split_path(req->path, buf, sizeof buf, seg, 6) : -1;
+    if (n < 2 || strcmp(seg[0], "api")) {
+        api_error(resp, 404, "not_found", "no such route");
+        return false;
+    }
+    if (!authorized(cfg, req->authorization)) {
+        api_error(resp, 401, "unauthorized", "missing or wrong API key (Authorization: Bearer)");
+        return false;
+    }
+    if (!strcmp(seg[1], "users") && n == 3)
+        return put ? put_user(req, seg[2], resp, pending) : bad_method(resp);
+    if (!strcmp(seg[1], "tokens") && n == 2) {
+        if (!post)
+            return bad_method(resp);
+        post_token(cfg, req, resp);
+        return false;
+    }
+    if (strcmp(seg[1], "rooms")) {
+        api_error(resp, 404, "not_found", "no such route");
+        return false;
+    }
+    if (n == 2)
+        return post ? create_room(req, resp, pending) : bad_method(resp);
+    if (n == 3 && !get && !del)
+        return bad_method(resp);
+    if (n >= 3 && !check_room(seg[2], resp)) {
+        if (n > 3 || get || del)
+            api_error(resp, 404, "not_found", "no such room");
+        return false;
+    }
+    if (n == 3) {
+        struct store_req *s = store_req_create(get ? STORE_ROOM_GET : STORE_ROOM_DELETE);
+        s->room_id = xstrdup(seg[2]);
+        *pending = s;
+        return true;
+    }
+    if (!strcmp(seg[3], "members") && n == 4) {
+        if (!get)
+            return bad_method(resp);
+        struct store_req *s = store_req_create(STORE_MEMBERS_LIST);
+        s->room_id = xstrdup(seg[2]);
+        *pending = s;
+        return true;
+    }
+    if (!strcmp(seg[3], "members") && n == 5) {
+        if (!check_user(seg[4], resp))
+            return false;
+        if (put)
+            return put_member(req, seg[2], seg[4], resp, pending);
+        if (!del)
+            return bad_method(resp);
+        struct store_req *s = store_req_create(STORE_MEMBER_DELETE);
+        s->room_id = xstrdup(seg[2]);
+        s->user_id = xstrdup(seg[4]);
+        *pending = s;
+        return true;
+    }
+    if (!strcmp(seg[3], "messages") && n == 4) {
+        if (post)
+            return post_message(req, seg[2], resp, pending);
+        if (get)
+            return get_messages(req, seg[2], resp, pending);
+        return bad_method(resp);
+    }
+    api_error(resp, 404, "not_found", "no such route");
+    return false;
+}
+
+/* A message as REST and channels show it. */
+static json_t *msg_json(const struct store_msg *m)
+{
+    return json_pack("{s:I,s:I,s:s,s:s,s:s}", "id", (json_int_t)m->id, "seq",
+                     (json_int_t)m->seq, "user_id", m->user_id, "body", m->body, "inserted_at",
+                     m->inserted_at);
+}
+
+/* A room as REST shows it. */
+static json_t *room_json(const struct store_room *r)
+{
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", r->id, "name", r->name, "last_seq",
+                     (json_int_t)r->last_seq, "created_at", r->created_at);
+}
+
+void api_finish(const struct store_req *s, struct api_response *resp)
+{
+    if (s->op == STORE_PING) {
+        if (s->rc)
+            respond_json(resp, 503, json_pack("{s:s,s:s}", "status", "unavailable", "database",
+                                              rc_strerror(s->rc)));
+        else
+            respond_json(resp, 200, json_pack("{s:s,s:s}", "status", "ok", "database", "ok"));
+        return;
+    }
+    switch (s->rc) {
+    case 0: break;
+    case RC_ENOTFOUND:
+        api_error(resp, 404, "not_found",
+                  s->op == STORE_MEMBER_DELETE ? "no such member" : "no such room");
+        return;
+    case RC_ECONFLICT: api_error(resp, 409, "conflict", "a room with this id exists"); return;
+    case RC_EFORBIDDEN: api_error(resp, 404, "not_found", "no such member"); return;
+    default: api_error(resp, 503, "store_unavailable", "the database failed; nothing was changed"); return;
+    }
+    switch (s->op) {
+    case STORE_USER_PUT:
+        respond_json(resp, 200,
+                     json_pack("{s:s,s:s,s:s?,s:s}", "id", s->user.id, "name", s->user.name,
+                               "avatar_url", s->user.avatar_url, "created_at", s->user.created_at));
+        return;
+    case STORE_ROOM_CREATE: respond_json(resp, 201, room_json(&s->room)); return;
+    case STORE_ROOM_GET: respond_json(resp, 200, room_json(&s->room)); return;
+    case STORE_ROOM_DELETE:
+    case STORE_MEMBER_DELETE: resp->status = 204; resp->body = NULL; return;
+    case STORE_MEMBER_PUT:
+        respond_json(resp, 200,
+                     json_pack("{s:s,s:s,s:s,s:s}", "room_id", s->member.room_id, "user_id",
+                               s->member.user_id, "role", s->member.role, "name", s->member.name));
+        return;
+    case STORE_MEMBERS_LIST: {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < s->n_members; i++)
+            json_array_append_new(arr, json_pack("{s:s,s:s,s:s}", "user_id",
+                                                 s->members[i].user_id, "role",
+                                                 s->members[i].role, "name", s->members[i].name));
+        respond_json(resp, 200, json_pack("{s:o}", "members", arr));
+        return;
+    }
+    case STORE_MESSAGE_ADD:
+        respond_json(resp, 201, json_pack("{s:I,s:I,s:s}", "id", (json_int_t)s->msg.id, "seq",
+                                          (json_int_t)s->msg.seq, "inserted_at",
+                                          s->msg.inserted_at));
+        return;
+    case STORE_MESSAGES_PAGE: {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < s->n_msgs; i++)
+            json_array_append_new(arr, msg_json(&s->msgs[i]));
+        respond_json(resp, 200, json_pack("{s:o}", "messages", arr));
+        return;
+    }
+    default: api_error(resp, 500, "internal", "unexpected request"); return;
+    }
+}

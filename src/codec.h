@@ -1,0 +1,88 @@
+/* codec.h - the Phoenix Channels wire format: V1 JSON objects, V2 JSON arrays and V2
+ * binary frames (see docs/phoenix-protocol.md). Pure functions; any thread.
+ *
+ * Decoding gives a struct phx_in that owns its JSON. Encoding appends text to an sbuf;
+ * join_ref/ref are passed as already-serialized JSON text ("\"3\"", "7", or NULL for
+ * null) because refs are opaque values the server echoes byte for byte. */
+#ifndef RC_CODEC_H
+#define RC_CODEC_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rc.h"
+#include "util/sbuf.h"
+
+enum codec_vsn {
+    CODEC_V1 = 1, /* JSON objects, no binary frames */
+    CODEC_V2 = 2, /* JSON arrays [jr, ref, topic, event, payload] + binary kinds 0..2 */
+};
+
+/* Parses a `vsn` query value: NULL (absent) or "1.0.x" → V1, "2.0.x" → V2 (x digits).
+ * Returns 0 and sets *out, or RC_EINVAL for anything else ("2.1.0", "", "2.0", …). */
+int codec_parse_vsn(const char *vsn, enum codec_vsn *out) MUSTCHECK;
+
+/* One decoded client → server message. */
+struct phx_in {
+    json_t *join_ref;      /* NULL when null or absent (or zero-length in binary) */
+    json_t *ref;           /* NULL when null */
+    json_t *topic;         /* the topic value as it arrived; may be a non-string */
+    const char *topic_str; /* topic as a C string, NULL when the topic is not a string */
+    size_t topic_len;
+    const char *event;     /* always a string (non-string event is RC_EPROTO) */
+    json_t *payload;       /* text frames: the payload value as it arrived (any type) */
+    bool binary;           /* decoded from a binary kind-0 frame */
+    const uint8_t *bin;    /* binary frames: view of the payload inside the input buffer */
+    size_t bin_len;
+    json_t *_root;         /* owns everything above */
+};
+
+/* Decodes one text frame. V2: a JSON array of at least 5 elements; V1: a JSON object
+ * with keys topic, event, payload, ref (join_ref optional). JSON nested deeper than
+ * max_depth (arrays/objects) is refused before it is parsed. On success the caller
+ * owns *out and must call codec_in_cleanup. Returns 0 or RC_EPROTO (invalid JSON,
+ * wrong shape, non-string event, too deep); on error *out needs no cleanup. */
+int codec_decode_text(enum codec_vsn vsn, const char *data, size_t len, size_t max_depth,
+                      struct phx_in *out) MUSTCHECK;
+
+/* Decodes one binary frame (V2 only, kind 0 push). Field bytes must be valid UTF-8;
+ * bin/bin_len point into data, which must outlive *out. Returns 0, or RC_EPROTO for V1,
+ * an empty frame, a kind other than 0, or lengths running past the end. */
+int codec_decode_binary(enum codec_vsn vsn, const uint8_t *data, size_t len,
+                        struct phx_in *out) MUSTCHECK;
+
+/* Releases what a successful decode produced. Accepts a zeroed struct. */
+void codec_in_cleanup(struct phx_in *m);
+
+/* Serializes a JSON value for use as a join_ref/ref argument below: returns a malloc'd
+ * compact JSON text, or NULL when v is NULL/null. */
+char *codec_ref_text(const json_t *v);
+
+/* Appends one message. jr and ref are JSON text or NULL (null). topic and event are
+ * plain strings (escaped here). payload is JSON object text (payload_len bytes).
+ * V1 writes {"event","payload","ref","topic"} (no join_ref, as Phoenix does);
+ * V2 writes [jr,ref,topic,event,payload]. */
+void codec_encode(enum codec_vsn vsn, struct sbuf *out, const char *jr, const char *ref,
+                  const char *topic, size_t topic_len, const char *event, const char *payload,
+                  size_t payload_len);
+
+/* Appends a phx_reply: payload {"response":<response>,"status":"<status>"};
+ * response is JSON text (use "{}" for none). */
+void codec_encode_reply(enum codec_vsn vsn, struct sbuf *out, const char *jr, const char *ref,
+                        const char *topic, size_t topic_len, const char *status,
+                        const char *response);
+
+/* V2 binary frames, server → client (§3.2–3.4). Fields over 255 bytes → RC_EINVAL.
+ * jr/ref here are raw strings (NULL → length 0), not JSON text. */
+int codec_encode_binary_push(struct sbuf *out, const char *jr, const char *topic,
+                             const char *event, const uint8_t *payload,
+                             size_t payload_len) MUSTCHECK;
+int codec_encode_binary_reply(struct sbuf *out, const char *jr, const char *ref,
+                              const char *topic, const char *status, const uint8_t *response,
+                              size_t response_len) MUSTCHECK;
+int codec_encode_binary_broadcast(struct sbuf *out, const char *topic, const char *event,
+                                  const uint8_t *payload, size_t payload_len) MUSTCHECK;
+
+#endif

@@ -1,0 +1,295 @@
+/* http.c - libmicrohttpd front. REST requests are collected (bounded by
+ * --max-body-bytes), handed to api.c, and, when they need the database, suspended until
+ * the store's completion resumes them: no HTTP thread ever waits on SQL. */
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "api.h"
+#include "config.h"
+#include "http.h"
+#include "store.h"
+#include "util/log.h"
+#include "util/sbuf.h"
+#include "util/xmalloc.h"
+
+struct http {
+    struct MHD_Daemon *daemon;
+    struct http_options opts;
+    uint16_t port;
+};
+
+/* Where a request is in its life. */
+enum req_state {
+    REQ_READING,   /* collecting the body */
+    REQ_WAITING,   /* suspended, store request in flight */
+    REQ_RESPONDED, /* response queued */
+    REQ_SOCKET,    /* owned by the socket transport handler */
+};
+
+struct http_req {
+    struct http *http;
+    struct MHD_Connection *conn;
+    enum req_state state;
+    struct sbuf body;
+    bool too_large;
+    struct store_req *pending;
+    atomic_bool done;
+    void *sock_cls; /* the socket handler's own state */
+};
+
+/* Queues resp on conn and frees its body. */
+static enum MHD_Result send_response(struct MHD_Connection *conn, struct api_response *resp)
+{
+    const char *body = resp->body ? resp->body : "";
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (resp->body)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)resp->status, r);
+    MHD_destroy_response(r);
+    free(resp->body);
+    resp->body = NULL;
+    return ret;
+}
+
+/* Store completion: runs on a store thread; only wakes the suspended connection. */
+static void req_done(struct store_req *sreq)
+{
+    struct http_req *hr = sreq->arg;
+    atomic_store(&hr->done, true);
+    MHD_resume_connection(hr->conn);
+}
+
+/* Query-parameter lookup for api.c. */
+static const char *lookup_query(void *arg, const char *name)
+{
+    return MHD_lookup_connection_value(arg, MHD_GET_ARGUMENT_KIND, name);
+}
+
+/* Hands a fully read request to the API. */
+static enum MHD_Result dispatch(struct http_req *hr, const char *url, const char *method)
+{
+    struct api_response resp = {0};
+    if (hr->too_large) {
+        api_error(&resp, 413, "payload_too_large", "the request body is over the size limit");
+        hr->state = REQ_RESPONDED;
+        return send_response(hr->conn, &resp);
+    }
+    struct api_request req = {
+        .method = method,
+        .path = url,
+        .body = hr->body.data,
+        .body_len = hr->body.len,
+        .authorization =
+            MHD_lookup_connection_value(hr->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+        .query = lookup_query,
+        .query_arg = hr->conn,
+    };
+    struct store_req *pending = NULL;
+    if (!api_handle(hr->http->opts.cfg, &req, &resp, &pending)) {
+        hr->state = REQ_RESPONDED;
+        return send_response(hr->conn, &resp);
+    }
+    hr->pending = pending;
+    hr->state = REQ_WAITING;
+    pending->done = req_done;
+    pending->arg = hr;
+    MHD_suspend_connection(hr->conn);
+    store_submit(hr->http->opts.store, pending);
+    return MHD_YES;
+}
+
+/* Builds the response of a resumed request. */
+static enum MHD_Result finish(struct http_req *hr)
+{
+    struct api_response resp = {0};
+    api_finish(hr->pending, &resp);
+    store_req_destroy(hr->pending);
+    hr->pending = NULL;
+    hr->state = REQ_RESPONDED;
+    return send_response(hr->conn, &resp);
+}
+
+/* The libmicrohttpd access handler: called once at the headers, once per body chunk,
+ * and once more at the end (and again after a resume). */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **req_cls)
+{
+    struct http *h = cls;
+    struct http_req *hr = *req_cls;
+    if (!hr) {
+        hr = xcalloc(1, sizeof *hr);
+        hr->http = h;
+        hr->conn = conn;
+        *req_cls = hr;
+        if (!strncmp(url, "/socket/", 8)) {
+            hr->state = REQ_SOCKET;
+        } else {
+            const char *cl =
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+            if (cl && strtoull(cl, NULL, 10) > (unsigned long long)h->opts.cfg->max_body_bytes) {
+                struct api_response resp = {0};
+                api_error(&resp, 413, "payload_too_large",
+                          "the request body is over the size limit");
+                hr->state = REQ_RESPONDED;
+                return send_response(conn, &resp);
+            }
+            return MHD_YES;
+        }
+    }
+    if (hr->state == REQ_SOCKET) {
+        if (!h->opts.socket_handler) {
+            struct api_response resp = {0};
+            api_error(&resp, 404, "not_found", "no such route");
+            hr->state = REQ_RESPONDED;
+            return send_response(conn, &resp);
+        }
+        return (enum MHD_Result)h->opts.socket_handler(h->opts.socket_arg, conn, url, method,
+                                                       &hr->sock_cls);
+    }
+    if (hr->state == REQ_RESPONDED) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!hr->too_large &&
+            hr->body.len + *upload_data_size > (size_t)h->opts.cfg->max_body_bytes) {
+            hr->too_large = true;
+            sbuf_cleanup(&hr->body);
+        }
+        if (!hr->too_large)
+            sbuf_add(&hr->body, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (hr->state == REQ_WAITING)
+        return atomic_load(&hr->done) ? finish(hr) : MHD_YES;
+    return dispatch(hr, url, method);
+}
+
+/* Frees a request's state when libmicrohttpd is done with it. */
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct http_req *hr = *req_cls;
+    if (!hr)
+        return;
+    sbuf_cleanup(&hr->body);
+    store_req_destroy(hr->pending);
+    free(hr->sock_cls);
+    free(hr);
+    *req_cls = NULL;
+}
+
+/* Logs libmicrohttpd's own errors. */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '"'))
+        msg[--n] = '\0';
+    for (char *p = msg; *p; p++)
+        if (*p == '"')
+            *p = '\'';
+    log_warn("http", "detail=\"%s\"", msg);
+}
+
+/* Parses "host:port" or "[v6]:port" into a socket address. */
+static int parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[256];
+    const char *colon = strrchr(s, ':');
+    if (!colon || (size_t)(colon - s) >= sizeof host)
+        return RC_EINVAL;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || end == colon + 1 || port < 0 || port > 65535)
+        return RC_EINVAL;
+    memset(ss, 0, sizeof *ss);
+    size_t hl = strlen(host);
+    if (hl > 2 && host[0] == '[' && host[hl - 1] == ']') {
+        host[hl - 1] = '\0';
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, host + 1, &a->sin6_addr) != 1)
+            return RC_EINVAL;
+        *len = sizeof *a;
+        return 0;
+    }
+    struct sockaddr_in *a = (struct sockaddr_in *)ss;
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)port);
+    if (!strcmp(host, "localhost"))
+        snprintf(host, sizeof host, "127.0.0.1");
+    if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+        return RC_EINVAL;
+    *len = sizeof *a;
+    return 0;
+}
+
+int http_start(const struct http_options *opts, struct http **out, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (parse_listen(opts->cfg->listen, &ss, &sl)) {
+        snprintf(err, errlen, "--listen wants HOST:PORT (e.g. 127.0.0.1:4000), got \"%s\"",
+                 opts->cfg->listen);
+        return RC_EINVAL;
+    }
+    struct http *h = xcalloc(1, sizeof *h);
+    h->opts = *opts;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    unsigned threads = (unsigned)opts->cfg->http_threads;
+    struct MHD_OptionItem ops[12];
+    int n = 0;
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, h};
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h};
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 120, NULL};
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096, NULL};
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, 65000, NULL};
+    if (threads > 1)
+        ops[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, threads, NULL};
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_ARRAY, ops,
+                                 MHD_OPTION_END);
+    if (!h->daemon) {
+        snprintf(err, errlen, "cannot listen on %s (address in use or not local?)",
+                 opts->cfg->listen);
+        free(h);
+        return RC_EIO;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = info ? info->port : 0;
+    *out = h;
+    return 0;
+}
+
+uint16_t http_port(const struct http *h)
+{
+    return h->port;
+}
+
+void http_stop(struct http *h)
+{
+    if (!h)
+        return;
+    MHD_stop_daemon(h->daemon);
+    free(h);
+}

@@ -1,0 +1,190 @@
+/* main.c - the rowcast command line: serve (default), migrate, token. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "http.h"
+#include "jwt.h"
+#include "store.h"
+#include "util/clock.h"
+#include "util/log.h"
+
+#include "rc_autoconf.h"
+
+#define ROWCAST_VERSION PACKAGE_VERSION
+
+extern char **environ;
+
+static volatile sig_atomic_t stop_signal;
+
+/* Records the signal; the main loop notices. */
+static void on_signal(int sig)
+{
+    stop_signal = sig;
+}
+
+/* Prints the usage text. */
+static void usage(FILE *f)
+{
+    fprintf(f, "rowcast %s - a real-time messaging server for Phoenix Channels clients\n\n"
+               "usage: rowcast [serve] [options]     run the server (default)\n"
+               "       rowcast migrate [options]     apply pending database migrations\n"
+               "       rowcast token --user ID [--ttl SECONDS] [options]\n"
+               "                                     print a socket token (JWT HS256)\n"
+               "       rowcast --help | --version\n\n"
+               "serve options:\n",
+            ROWCAST_VERSION);
+    config_print_help(f, CMD_SERVE);
+    fprintf(f, "\nmigrate options:\n");
+    config_print_help(f, CMD_MIGRATE);
+    fprintf(f, "\ntoken options:\n");
+    config_print_help(f, CMD_TOKEN);
+    fprintf(f, "\nEvery option can also be set by its ROWCAST_* environment variable; flags win.\n");
+}
+
+/* Warns about development defaults in use. */
+static void warn_defaults(const struct config *cfg)
+{
+    if (cfg->jwt_secret_is_default)
+        log_warn("INSECURE: using the development JWT secret; anyone can mint tokens. "
+                 "Set --jwt-secret (or ROWCAST_JWT_SECRET) before exposing this server",
+                 NULL);
+    if (cfg->api_key_is_default)
+        log_warn("INSECURE: using the development API key '" CONFIG_DEV_API_KEY "'. "
+                 "Set --api-key (or ROWCAST_API_KEY) before exposing this server",
+                 NULL);
+}
+
+/* rowcast serve */
+static int cmd_serve(struct config *cfg)
+{
+    char err[512];
+    struct store *store = NULL;
+    struct http *http = NULL;
+    int status = 1;
+    warn_defaults(cfg);
+    struct store_options so = {
+        .url = cfg->db,
+        .batch_max = (int)cfg->batch_max,
+        .data_poll_ms = (int)cfg->data_poll_ms,
+    };
+    if (store_open(&so, &store, err, sizeof err)) {
+        log_error("cannot open the database", "db=%s err=\"%s\"", cfg->db, err);
+        fprintf(stderr, "rowcast: %s\n", err);
+        goto out;
+    }
+    struct http_options ho = {.cfg = cfg, .store = store};
+    if (http_start(&ho, &http, err, sizeof err)) {
+        log_error("cannot start HTTP", "err=\"%s\"", err);
+        fprintf(stderr, "rowcast: %s\n", err);
+        goto out;
+    }
+    char addr[300];
+    snprintf(addr, sizeof addr, "%s", cfg->listen);
+    char *colon = strrchr(addr, ':');
+    if (colon)
+        snprintf(colon + 1, sizeof addr - (size_t)(colon + 1 - addr), "%u", http_port(http));
+    log_info("listening", "addr=%s db=%s env=%s", addr, cfg->db, cfg->env);
+
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    while (!stop_signal)
+        pause();
+    log_info("shutting down", "signal=%d", (int)stop_signal);
+    status = 0;
+out:
+    http_stop(http);
+    store_close(store);
+    if (status == 0)
+        log_info("stopped", NULL);
+    return status;
+}
+
+/* rowcast migrate */
+static int cmd_migrate(struct config *cfg)
+{
+    char err[512];
+    int applied = 0;
+    if (store_migrate(cfg->db, &applied, err, sizeof err)) {
+        fprintf(stderr, "rowcast: %s\n", err);
+        return 1;
+    }
+    printf("%d migration%s applied to %s\n", applied, applied == 1 ? "" : "s", cfg->db);
+    return 0;
+}
+
+/* rowcast token */
+static int cmd_token(struct config *cfg)
+{
+    char *token = NULL;
+    int64_t now = clock_unix();
+    int rc = jwt_sign((const uint8_t *)cfg->jwt_secret, strlen(cfg->jwt_secret), cfg->user, now,
+                      now + cfg->ttl, &token);
+    if (rc) {
+        fprintf(stderr, "rowcast: cannot sign a token for this user: %s\n", rc_strerror(rc));
+        return 1;
+    }
+    if (cfg->jwt_secret_is_default)
+        fprintf(stderr, "rowcast: warning: signed with the development JWT secret\n");
+    printf("%s\n", token);
+    free(token);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    enum config_cmd cmd = CMD_SERVE;
+    int first = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(argv[i], "--version") || !strcmp(argv[i], "-V")) {
+            printf("rowcast %s\n", ROWCAST_VERSION);
+            return 0;
+        }
+    }
+    if (argc > 1 && argv[1][0] != '-') {
+        if (!strcmp(argv[1], "serve"))
+            cmd = CMD_SERVE;
+        else if (!strcmp(argv[1], "migrate"))
+            cmd = CMD_MIGRATE;
+        else if (!strcmp(argv[1], "token"))
+            cmd = CMD_TOKEN;
+        else {
+            fprintf(stderr, "rowcast: unknown command \"%s\" (see rowcast --help)\n", argv[1]);
+            return 2;
+        }
+        first = 2;
+    }
+    struct config cfg;
+    char err[512];
+    if (config_parse(&cfg, cmd, argc - first, argv + first, environ, err, sizeof err)) {
+        fprintf(stderr, "rowcast: %s\n", err);
+        config_cleanup(&cfg);
+        return 2;
+    }
+    int lvl = log_level_parse(cfg.log_level);
+    if (lvl < 0) {
+        fprintf(stderr, "rowcast: --log-level must be debug, info, warn or error\n");
+        config_cleanup(&cfg);
+        return 2;
+    }
+    log_min_level = lvl;
+    int status;
+    switch (cmd) {
+    case CMD_MIGRATE: status = cmd_migrate(&cfg); break;
+    case CMD_TOKEN: status = cmd_token(&cfg); break;
+    default: status = cmd_serve(&cfg); break;
+    }
+    config_cleanup(&cfg);
+    return status;
+}

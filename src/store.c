@@ -1,0 +1,110 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+#include "util/xmalloc.h"
+
+struct store_req *store_req_create(enum store_op op)
+{
+    struct store_req *r = xcalloc(1, sizeof *r);
+    r->op = op;
+    r->after_seq = -1;
+    r->before_seq = -1;
+    r->limit = 50;
+    return r;
+}
+
+void store_msg_cleanup(struct store_msg *m)
+{
+    free(m->room_id);
+    free(m->user_id);
+    free(m->body);
+    m->room_id = m->user_id = m->body = NULL;
+}
+
+/* Frees a member's strings. */
+static void member_cleanup(struct store_member *m)
+{
+    free(m->room_id);
+    free(m->user_id);
+    free(m->role);
+    free(m->name);
+}
+
+void store_req_destroy(struct store_req *r)
+{
+    if (!r)
+        return;
+    free(r->room_id);
+    free(r->user_id);
+    free(r->name);
+    free(r->avatar_url);
+    free(r->role);
+    free(r->body);
+    free(r->user.id);
+    free(r->user.name);
+    free(r->user.avatar_url);
+    free(r->room.id);
+    free(r->room.name);
+    member_cleanup(&r->member);
+    store_msg_cleanup(&r->msg);
+    for (size_t i = 0; i < r->n_msgs; i++)
+        store_msg_cleanup(&r->msgs[i]);
+    free(r->msgs);
+    for (size_t i = 0; i < r->n_members; i++)
+        member_cleanup(&r->members[i]);
+    free(r->members);
+    free(r);
+}
+
+static const struct store_ops *const backends[] = {&store_sqlite_ops};
+
+/* Finds the backend for a database URL. */
+static const struct store_ops *backend_for(const char *url, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
+        if (!strncmp(url, backends[i]->scheme, strlen(backends[i]->scheme)))
+            return backends[i];
+    if (!strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13))
+        snprintf(err, errlen,
+                 "the PostgreSQL store is not built yet in this version; use --db sqlite:PATH");
+    else
+        snprintf(err, errlen, "unsupported database URL \"%s\" (want sqlite:PATH)", url);
+    return NULL;
+}
+
+int store_open(const struct store_options *opts, struct store **out, char *err, size_t errlen)
+{
+    const struct store_ops *ops = backend_for(opts->url, err, errlen);
+    if (!ops)
+        return RC_EINVAL;
+    int rc = ops->open(opts, out, err, errlen);
+    if (rc == 0)
+        (*out)->ops = ops;
+    return rc;
+}
+
+int store_migrate(const char *url, int *applied, char *err, size_t errlen)
+{
+    const struct store_ops *ops = backend_for(url, err, errlen);
+    if (!ops)
+        return RC_EINVAL;
+    return ops->migrate(url, applied, err, errlen);
+}
+
+void store_set_listener(struct store *s, store_msg_listener fn, void *arg)
+{
+    s->ops->set_listener(s, fn, arg);
+}
+
+void store_submit(struct store *s, struct store_req *req)
+{
+    s->ops->submit(s, req);
+}
+
+void store_close(struct store *s)
+{
+    if (s)
+        s->ops->close(s);
+}

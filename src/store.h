@@ -1,0 +1,142 @@
+/* store.h - durable rows: users, rooms, memberships, messages, notifications.
+ *
+ * One interface, one backend per database (store_sqlite.c; PostgreSQL later). All
+ * database I/O runs on the store's own threads, never on the caller's. A caller fills a
+ * struct store_req and submits it; writes are group-committed (the writer thread drains
+ * its queue and commits the batch in one transaction), reads run on a reader thread.
+ * When the request is finished, req->done(req) is called ON A STORE THREAD: it must only
+ * hand the request back to its owner (post to a worker inbox, resume an HTTP
+ * connection), never block. A successful write's completion runs after its commit.
+ *
+ * After each commit, and whenever another process has written to the database, the
+ * store reads the messages committed since the last ones it delivered, in commit order
+ * (which is seq order within a room), and passes them to the message listener. */
+#ifndef RC_STORE_H
+#define RC_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rc.h"
+
+struct store_ops;
+
+/* Base of every backend's handle: backends embed it first. */
+struct store {
+    const struct store_ops *ops;
+};
+
+enum store_op {
+    STORE_PING,          /* read: checks the database answers */
+    STORE_USER_PUT,      /* write: user_id, name, avatar_url → user */
+    STORE_ROOM_CREATE,   /* write: room_id, name → room; RC_ECONFLICT if it exists */
+    STORE_ROOM_GET,      /* read: room_id → room; RC_ENOTFOUND */
+    STORE_ROOM_DELETE,   /* write: room_id; RC_ENOTFOUND */
+    STORE_MEMBER_PUT,    /* write: room_id, user_id, role → member (creates the user) */
+    STORE_MEMBER_DELETE, /* write: room_id, user_id; RC_ENOTFOUND */
+    STORE_MEMBERS_LIST,  /* read: room_id → members sorted by user_id; RC_ENOTFOUND */
+    STORE_MESSAGE_ADD,   /* write: room_id, user_id, body → msg; RC_ENOTFOUND (room) */
+    STORE_MESSAGES_PAGE, /* read: room_id, after_seq|before_seq|latest, limit → msgs */
+    STORE_JOIN_ROOM,     /* read, one snapshot: room_id, user_id → room, member (role),
+                          * msgs (the last `limit`, or those after after_seq, oldest first);
+                          * RC_ENOTFOUND (room), RC_EFORBIDDEN (not a member) */
+    STORE_OP_COUNT
+};
+
+struct store_user {
+    char *id, *name, *avatar_url; /* avatar_url may be NULL */
+    char created_at[32];
+};
+
+struct store_room {
+    char *id, *name;
+    int64_t last_seq;
+    char created_at[32];
+};
+
+struct store_member {
+    char *room_id, *user_id, *role, *name;
+};
+
+struct store_msg {
+    int64_t id, seq;
+    char *room_id, *user_id, *body;
+    char inserted_at[32];
+};
+
+struct store_req {
+    enum store_op op;
+    /* arguments (owned by the request, freed by store_req_destroy) */
+    char *room_id, *user_id, *name, *avatar_url, *role, *body;
+    int64_t after_seq;  /* >= 0: rows with seq > after_seq (first `limit` of them) */
+    int64_t before_seq; /* >= 0: rows with seq < before_seq (last `limit` of them) */
+    int limit;          /* rows to return; with neither bound, the latest `limit` */
+    /* results */
+    int rc;             /* 0 or RC_E* */
+    struct store_user user;
+    struct store_room room;
+    struct store_member member;
+    struct store_msg msg;
+    struct store_msg *msgs;
+    size_t n_msgs;
+    struct store_member *members;
+    size_t n_members;
+    /* completion, called on a store thread */
+    void (*done)(struct store_req *req);
+    void *arg;
+    struct store_req *_next;
+};
+
+/* Called on the writer thread with newly committed messages, in commit order. The
+ * array and its strings are only valid during the call. */
+typedef void (*store_msg_listener)(const struct store_msg *msgs, size_t n, void *arg);
+
+struct store_options {
+    const char *url;     /* sqlite:PATH */
+    int batch_max;       /* writes per transaction */
+    int data_poll_ms;    /* how often to look for writes by other processes */
+};
+
+/* Allocates a request for op with its bounds unset (after_seq = before_seq = -1). */
+struct store_req *store_req_create(enum store_op op);
+/* Frees a request, its arguments and results. Accepts NULL. */
+void store_req_destroy(struct store_req *req);
+/* Frees a message's strings. */
+void store_msg_cleanup(struct store_msg *m);
+
+/* Opens the database named by opts->url, applies pending migrations and starts the
+ * store threads. Returns 0 and sets *out, or RC_EINVAL (bad URL, unsupported backend,
+ * message in err), RC_ESTORE (open or migration failed, message in err). Main thread. */
+int store_open(const struct store_options *opts, struct store **out, char *err,
+               size_t errlen) MUSTCHECK;
+
+/* Applies pending migrations to the database at url and returns; the number applied
+ * goes to *applied. Same errors as store_open. */
+int store_migrate(const char *url, int *applied, char *err, size_t errlen) MUSTCHECK;
+
+/* Sets the listener for committed messages; set it before the first write. At most one;
+ * NULL removes it. Main thread, before traffic. */
+void store_set_listener(struct store *s, store_msg_listener fn, void *arg);
+
+/* Queues req; req->done will be called exactly once, even during shutdown (then with
+ * rc RC_ESTORE). The store owns req until done is called. Any thread. */
+void store_submit(struct store *s, struct store_req *req);
+
+/* Stops the threads after finishing every queued request, closes the database and
+ * frees s. Accepts NULL. Main thread. */
+void store_close(struct store *s);
+
+/* Backend function table (store_sqlite.c). */
+struct store_ops {
+    const char *scheme; /* URL prefix, e.g. "sqlite:" */
+    int (*open)(const struct store_options *opts, struct store **out, char *err, size_t errlen);
+    int (*migrate)(const char *url, int *applied, char *err, size_t errlen);
+    void (*set_listener)(struct store *s, store_msg_listener fn, void *arg);
+    void (*submit)(struct store *s, struct store_req *req);
+    void (*close)(struct store *s);
+};
+
+extern const struct store_ops store_sqlite_ops;
+
+#endif

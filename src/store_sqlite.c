@@ -1,0 +1,851 @@
+/* store_sqlite.c - the embedded store: SQLite in WAL mode, one writer thread that
+ * group-commits, one reader thread for queries. */
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "migrations.h"
+#include "store.h"
+#include "util/clock.h"
+#include "util/log.h"
+#include "util/xmalloc.h"
+
+/* Rows read per query when looking for newly committed messages. */
+#define SCAN_CHUNK 512
+
+/* A request queue shared by submitters and one store thread. */
+struct queue {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct store_req *head, *tail;
+    size_t len;
+    bool stop;
+};
+
+/* Prepared statements, one set per connection. */
+enum stmt_id {
+    ST_USER_PUT,
+    ST_ROOM_CREATE,
+    ST_ROOM_GET,
+    ST_ROOM_DELETE,
+    ST_ROOM_EXISTS,
+    ST_USER_ENSURE,
+    ST_MEMBER_PUT,
+    ST_MEMBER_GET,
+    ST_MEMBER_DELETE,
+    ST_MEMBERS_LIST,
+    ST_MSG_INSERT,
+    ST_MSG_SEQ,
+    ST_MSGS_AFTER,
+    ST_MSGS_BEFORE,
+    ST_MSGS_BETWEEN,
+    ST_MSGS_LATEST,
+    ST_SCAN,
+    ST_PING,
+    ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_USER_PUT] = "INSERT INTO users(id, name, avatar_url) VALUES (?1, ?2, ?3) "
+                    "ON CONFLICT(id) DO UPDATE SET name = excluded.name, "
+                    "avatar_url = excluded.avatar_url "
+                    "RETURNING id, name, avatar_url, created_at",
+    [ST_ROOM_CREATE] = "INSERT INTO rooms(id, name) VALUES (?1, ?2) "
+                       "RETURNING id, name, last_seq, created_at",
+    [ST_ROOM_GET] = "SELECT id, name, last_seq, created_at FROM rooms WHERE id = ?1",
+    [ST_ROOM_DELETE] = "DELETE FROM rooms WHERE id = ?1",
+    [ST_ROOM_EXISTS] = "SELECT 1 FROM rooms WHERE id = ?1",
+    [ST_USER_ENSURE] = "INSERT INTO users(id, name) VALUES (?1, ?1) ON CONFLICT(id) DO NOTHING",
+    [ST_MEMBER_PUT] = "INSERT INTO memberships(room_id, user_id, role) VALUES (?1, ?2, ?3) "
+                      "ON CONFLICT(room_id, user_id) DO UPDATE SET role = excluded.role",
+    [ST_MEMBER_GET] = "SELECT m.role, COALESCE(u.name, m.user_id) FROM memberships m "
+                      "LEFT JOIN users u ON u.id = m.user_id "
+                      "WHERE m.room_id = ?1 AND m.user_id = ?2",
+    [ST_MEMBER_DELETE] = "DELETE FROM memberships WHERE room_id = ?1 AND user_id = ?2",
+    [ST_MEMBERS_LIST] = "SELECT m.user_id, m.role, COALESCE(u.name, m.user_id) "
+                        "FROM memberships m LEFT JOIN users u ON u.id = m.user_id "
+                        "WHERE m.room_id = ?1 ORDER BY m.user_id",
+    [ST_MSG_INSERT] = "INSERT INTO messages(room_id, user_id, body, inserted_at) "
+                      "VALUES (?1, ?2, ?3, ?4)",
+    [ST_MSG_SEQ] = "SELECT seq FROM messages WHERE id = ?1",
+    [ST_MSGS_AFTER] = "SELECT id, room_id, seq, user_id, body, inserted_at FROM messages "
+                      "WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    [ST_MSGS_BEFORE] = "SELECT * FROM (SELECT id, room_id, seq, user_id, body, inserted_at "
+                       "FROM messages WHERE room_id = ?1 AND seq < ?2 "
+                       "ORDER BY seq DESC LIMIT ?3) ORDER BY seq",
+    [ST_MSGS_BETWEEN] = "SELECT id, room_id, seq, user_id, body, inserted_at FROM messages "
+                        "WHERE room_id = ?1 AND seq > ?2 AND seq < ?4 ORDER BY seq LIMIT ?3",
+    [ST_MSGS_LATEST] = "SELECT * FROM (SELECT id, room_id, seq, user_id, body, inserted_at "
+                       "FROM messages WHERE room_id = ?1 ORDER BY seq DESC LIMIT ?3) "
+                       "ORDER BY seq",
+    [ST_SCAN] = "SELECT id, room_id, seq, user_id, body, inserted_at FROM messages "
+                "WHERE id > ?1 ORDER BY id LIMIT ?2",
+    [ST_PING] = "SELECT 1",
+};
+
+/* One connection with its statement cache. */
+struct conn {
+    sqlite3 *db;
+    sqlite3_stmt *st[ST_COUNT];
+};
+
+struct sqlite_store {
+    struct store base;
+    char *path;
+    int batch_max;
+    int data_poll_ms;
+    struct conn w, r;
+    struct queue wq, rq;
+    pthread_t writer, reader;
+    bool threads_started;
+    store_msg_listener listener;
+    void *listener_arg;
+    int64_t delivered_id; /* highest message id handed to the listener */
+    int data_version;
+};
+
+/* Copies a column as a malloc'd string (NULL for SQL NULL). */
+static char *col_str(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    if (!t)
+        return NULL;
+    return xstrndup((const char *)t, (size_t)sqlite3_column_bytes(st, i));
+}
+
+/* Copies a column into a fixed timestamp buffer. */
+static void col_ts(sqlite3_stmt *st, int i, char out[32])
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    snprintf(out, 32, "%s", t ? (const char *)t : "");
+}
+
+/* Returns the prepared statement id on connection c, preparing it once. */
+static sqlite3_stmt *stmt(struct conn *c, enum stmt_id id)
+{
+    if (!c->st[id]) {
+        int rc = sqlite3_prepare_v3(c->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
+                                    &c->st[id], NULL);
+        if (rc != SQLITE_OK) {
+            log_error("sqlite prepare failed", "err=\"%s\"", sqlite3_errmsg(c->db));
+            return NULL;
+        }
+    }
+    sqlite3_reset(c->st[id]);
+    sqlite3_clear_bindings(c->st[id]);
+    return c->st[id];
+}
+
+/* Binds a text argument (NULL binds SQL NULL). */
+static void bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s)
+        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+/* Runs a statement without results; returns the sqlite result code. */
+static int exec_simple(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK)
+        log_error("sqlite exec failed", "sql=\"%.40s\" err=\"%s\"", sql, msg ? msg : "?");
+    sqlite3_free(msg);
+    return rc;
+}
+
+/* Opens one connection with the pragmas every rowcast connection uses. */
+static int conn_open(struct conn *c, const char *path, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    int rc = sqlite3_open_v2(path, &c->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open SQLite database %s: %s", path,
+                 c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        sqlite3_close(c->db);
+        c->db = NULL;
+        return RC_ESTORE;
+    }
+    sqlite3_busy_timeout(c->db, 5000);
+    sqlite3_extended_result_codes(c->db, 1);
+    if (exec_simple(c->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
+                           "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY") != SQLITE_OK) {
+        snprintf(err, errlen, "cannot configure SQLite database %s: %s", path,
+                 sqlite3_errmsg(c->db));
+        sqlite3_close(c->db);
+        c->db = NULL;
+        return RC_ESTORE;
+    }
+    return 0;
+}
+
+/* Finalizes the statements and closes the connection. */
+static void conn_close(struct conn *c)
+{
+    for (int i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(c->st[i]);
+    sqlite3_close(c->db);
+    memset(c, 0, sizeof *c);
+}
+
+/* Applies every migration not yet recorded in schema_migrations. */
+static int run_migrations(sqlite3 *db, int *applied, char *err, size_t errlen)
+{
+    *applied = 0;
+    if (exec_simple(db, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                        "name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT "
+                        "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))") != SQLITE_OK) {
+        snprintf(err, errlen, "cannot create schema_migrations: %s", sqlite3_errmsg(db));
+        return RC_ESTORE;
+    }
+    for (const struct migration *m = migrations_sqlite; m->name; m++) {
+        if (exec_simple(db, "BEGIN IMMEDIATE") != SQLITE_OK) {
+            snprintf(err, errlen, "cannot lock the database: %s", sqlite3_errmsg(db));
+            return RC_ESTORE;
+        }
+        sqlite3_stmt *st = NULL;
+        sqlite3_prepare_v2(db, "SELECT 1 FROM schema_migrations WHERE name = ?1", -1, &st, NULL);
+        sqlite3_bind_text(st, 1, m->name, -1, SQLITE_STATIC);
+        bool done = sqlite3_step(st) == SQLITE_ROW;
+        sqlite3_finalize(st);
+        if (done) {
+            exec_simple(db, "COMMIT");
+            continue;
+        }
+        char *msg = NULL;
+        if (sqlite3_exec(db, m->sql, NULL, NULL, &msg) != SQLITE_OK) {
+            snprintf(err, errlen, "migration %s failed: %s", m->name, msg ? msg : "?");
+            sqlite3_free(msg);
+            exec_simple(db, "ROLLBACK");
+            return RC_ESTORE;
+        }
+        sqlite3_prepare_v2(db, "INSERT INTO schema_migrations(name) VALUES (?1)", -1, &st, NULL);
+        sqlite3_bind_text(st, 1, m->name, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE || exec_simple(db, "COMMIT") != SQLITE_OK) {
+            snprintf(err, errlen, "cannot record migration %s: %s", m->name, sqlite3_errmsg(db));
+            exec_simple(db, "ROLLBACK");
+            return RC_ESTORE;
+        }
+        log_info("migration applied", "name=%s", m->name);
+        (*applied)++;
+    }
+    return 0;
+}
+
+/* Extracts PATH from "sqlite:PATH". */
+static const char *url_path(const char *url)
+{
+    return url + strlen("sqlite:");
+}
+
+/* Maps a failed step to an rc, logging unexpected errors. */
+static int step_error(struct conn *c, int rc)
+{
+    if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+        if (strstr(sqlite3_errmsg(c->db), "no such room"))
+            return RC_ENOTFOUND;
+        if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
+            return RC_ECONFLICT;
+        if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+            return RC_ENOTFOUND;
+        return RC_EINVAL;
+    }
+    log_error("sqlite step failed", "code=%d err=\"%s\"", rc, sqlite3_errmsg(c->db));
+    return RC_ESTORE;
+}
+
+/* Reads a message row (id, room_id, seq, user_id, body, inserted_at). */
+static void read_msg(sqlite3_stmt *st, struct store_msg *m)
+{
+    m->id = sqlite3_column_int64(st, 0);
+    m->room_id = col_str(st, 1);
+    m->seq = sqlite3_column_int64(st, 2);
+    m->user_id = col_str(st, 3);
+    m->body = col_str(st, 4);
+    col_ts(st, 5, m->inserted_at);
+}
+
+/* Reads a room row (id, name, last_seq, created_at). */
+static void read_room(sqlite3_stmt *st, struct store_room *r)
+{
+    r->id = col_str(st, 0);
+    r->name = col_str(st, 1);
+    r->last_seq = sqlite3_column_int64(st, 2);
+    col_ts(st, 3, r->created_at);
+}
+
+/* Returns 0 when the room exists, RC_ENOTFOUND or RC_ESTORE. */
+static int room_exists(struct conn *c, const char *room_id)
+{
+    sqlite3_stmt *st = stmt(c, ST_ROOM_EXISTS);
+    if (!st)
+        return RC_ESTORE;
+    bind_text(st, 1, room_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        return 0;
+    return rc == SQLITE_DONE ? RC_ENOTFOUND : step_error(c, rc);
+}
+
+/* Loads a room into req->room. */
+static int do_room_get(struct conn *c, struct store_req *req)
+{
+    sqlite3_stmt *st = stmt(c, ST_ROOM_GET);
+    if (!st)
+        return RC_ESTORE;
+    bind_text(st, 1, req->room_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return RC_ENOTFOUND;
+    if (rc != SQLITE_ROW)
+        return step_error(c, rc);
+    read_room(st, &req->room);
+    return 0;
+}
+
+/* Loads a page of messages into req->msgs according to the request's bounds. */
+static int do_messages(struct conn *c, struct store_req *req)
+{
+    enum stmt_id id = ST_MSGS_LATEST;
+    if (req->after_seq >= 0 && req->before_seq >= 0)
+        id = ST_MSGS_BETWEEN;
+    else if (req->after_seq >= 0)
+        id = ST_MSGS_AFTER;
+    else if (req->before_seq >= 0)
+        id = ST_MSGS_BEFORE;
+    sqlite3_stmt *st = stmt(c, id);
+    if (!st)
+        return RC_ESTORE;
+    bind_text(st, 1, req->room_id);
+    sqlite3_bind_int64(st, 2, req->after_seq);
+    sqlite3_bind_int(st, 3, req->limit);
+    if (id == ST_MSGS_BEFORE)
+        sqlite3_bind_int64(st, 2, req->before_seq);
+    if (id == ST_MSGS_BETWEEN)
+        sqlite3_bind_int64(st, 4, req->before_seq);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (req->n_msgs == cap) {
+            cap = cap ? cap * 2 : 16;
+            req->msgs = xrealloc(req->msgs, cap * sizeof *req->msgs);
+        }
+        read_msg(st, &req->msgs[req->n_msgs++]);
+    }
+    return rc == SQLITE_DONE ? 0 : step_error(c, rc);
+}
+
+/* Loads a room's members into req->members. */
+static int do_members_list(struct conn *c, struct store_req *req)
+{
+    int rc = room_exists(c, req->room_id);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = stmt(c, ST_MEMBERS_LIST);
+    if (!st)
+        return RC_ESTORE;
+    bind_text(st, 1, req->room_id);
+    size_t cap = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (req->n_members == cap) {
+            cap = cap ? cap * 2 : 16;
+            req->members = xrealloc(req->members, cap * sizeof *req->members);
+        }
+        struct store_member *m = &req->members[req->n_members++];
+        m->room_id = xstrdup(req->room_id);
+        m->user_id = col_str(st, 0);
+        m->role = col_str(st, 1);
+        m->name = col_str(st, 2);
+    }
+    return rc == SQLITE_DONE ? 0 : step_error(c, rc);
+}
+
+/* Loads the member row (role, name) of req->user_id in req->room_id. */
+static int do_member_get(struct conn *c, struct store_req *req)
+{
+    sqlite3_stmt *st = stmt(c, ST_MEMBER_GET);
+    if (!st)
+        return RC_ESTORE;
+    bind_text(st, 1, req->room_id);
+    bind_text(st, 2, req->user_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return RC_EFORBIDDEN;
+    if (rc != SQLITE_ROW)
+        return step_error(c, rc);
+    req->member.room_id = xstrdup(req->room_id);
+    req->member.user_id = xstrdup(req->user_id);
+    req->member.role = col_str(st, 0);
+    req->member.name = col_str(st, 1);
+    return 0;
+}
+
+/* Room, membership and history in one read snapshot. */
+static int do_join_room(struct conn *c, struct store_req *req)
+{
+    if (exec_simple(c->db, "BEGIN") != SQLITE_OK)
+        return RC_ESTORE;
+    int rc = do_room_get(c, req);
+    if (!rc)
+        rc = do_member_get(c, req);
+    if (!rc)
+        rc = do_messages(c, req);
+    exec_simple(c->db, "COMMIT");
+    return rc;
+}
+
+/* Executes one read request on the reader connection. */
+static int run_read(struct conn *c, struct store_req *req)
+{
+    switch (req->op) {
+    case STORE_PING: {
+        sqlite3_stmt *st = stmt(c, ST_PING);
+        if (!st)
+            return RC_ESTORE;
+        int rc = sqlite3_step(st);
+        return rc == SQLITE_ROW ? 0 : step_error(c, rc);
+    }
+    case STORE_ROOM_GET:
+        return do_room_get(c, req);
+    case STORE_MEMBERS_LIST:
+        return do_members_list(c, req);
+    case STORE_MESSAGES_PAGE: {
+        int rc = room_exists(c, req->room_id);
+        return rc ? rc : do_messages(c, req);
+    }
+    case STORE_JOIN_ROOM:
+        return do_join_room(c, req);
+    default:
+        return RC_EINVAL;
+    }
+}
+
+/* Upserts a user. */
+static int do_user_put(struct conn *c, struct store_req *req)
+{
+    sqlite3_stmt *st = stmt(c, ST_USER_PUT);
+    if (!st)
+        return RC_ESTORE;
+    bind_text(st, 1, req->user_id);
+    bind_text(st, 2, req->name);
+    bind_text(st, 3, req->avatar_url);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW)
+        return step_error(c, rc);
+    req->user.id = col_str(st, 0);
+    req->user.name = col_str(st, 1);
+    req->user.avatar_url = col_str(st, 2);
+    col_ts(st, 3, req->user.created_at);
+    rc = sqlite3_step(st);
+    return rc == SQLITE_DONE ? 0 : step_error(c, rc);
+}
+
+/* Creates a room. */
+static int do_room_create(struct conn *c, struct store_req *req)
+{
+    sqlite3_stmt *st = stmt(c, ST_ROOM_CREATE);
+    if (!st)
+        return RC_ESTORE;
+    bind_text(st, 1, req->room_id);
+    bind_text(st, 2, req->name);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW)
+        return step_error(c, rc);
+    read_room(st, &req->room);
+    rc = sqlite3_step(st);
+    return rc == SQLITE_DONE ? 0 : step_error(c, rc);
+}
+
+/* Runs a DELETE and maps "no row" to RC_ENOTFOUND. */
+static int do_delete(struct conn *c, enum stmt_id id, struct store_req *req)
+{
+    sqlite3_stmt *st = stmt(c, id);
+    if (!st)
+        return RC_ESTORE;
+    bind_text(st, 1, req->room_id);
+    if (id == ST_MEMBER_DELETE)
+        bind_text(st, 2, req->user_id);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE)
+        return step_error(c, rc);
+    return sqlite3_changes(c->db) ? 0 : RC_ENOTFOUND;
+}
+
+/* Adds or updates a membership, creating the user row if needed. */
+static int do_member_put(struct conn *c, struct store_req *req)
+{
+    int rc = room_exists(c, req->room_id);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = stmt(c, ST_USER_ENSURE);
+    if (!st)
+        return RC_ESTORE;
+    bind_text(st, 1, req->user_id);
+    if ((rc = sqlite3_step(st)) != SQLITE_DONE)
+        return step_error(c, rc);
+    if (!(st = stmt(c, ST_MEMBER_PUT)))
+        return RC_ESTORE;
+    bind_text(st, 1, req->room_id);
+    bind_text(st, 2, req->user_id);
+    bind_text(st, 3, req->role);
+    if ((rc = sqlite3_step(st)) != SQLITE_DONE)
+        return step_error(c, rc);
+    return do_member_get(c, req);
+}
+
+/* Inserts a message; the trigger assigns its seq. */
+static int do_message_add(struct conn *c, struct store_req *req)
+{
+    sqlite3_stmt *st = stmt(c, ST_MSG_INSERT);
+    if (!st)
+        return RC_ESTORE;
+    char ts[32];
+    clock_iso8601(ts);
+    bind_text(st, 1, req->room_id);
+    bind_text(st, 2, req->user_id);
+    bind_text(st, 3, req->body);
+    bind_text(st, 4, ts);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE)
+        return step_error(c, rc);
+    int64_t id = sqlite3_last_insert_rowid(c->db);
+    if (!(st = stmt(c, ST_MSG_SEQ)))
+        return RC_ESTORE;
+    sqlite3_bind_int64(st, 1, id);
+    if ((rc = sqlite3_step(st)) != SQLITE_ROW)
+        return step_error(c, rc);
+    req->msg.id = id;
+    req->msg.seq = sqlite3_column_int64(st, 0);
+    req->msg.room_id = xstrdup(req->room_id);
+    req->msg.user_id = xstrdup(req->user_id);
+    req->msg.body = xstrdup(req->body);
+    memcpy(req->msg.inserted_at, ts, sizeof ts);
+    return 0;
+}
+
+/* Executes one write inside the batch transaction, in its own savepoint so that a
+ * failed request leaves no partial change behind. */
+static int run_write(struct conn *c, struct store_req *req)
+{
+    bool multi = req->op == STORE_MEMBER_PUT || req->op == STORE_ROOM_DELETE;
+    if (multi && exec_simple(c->db, "SAVEPOINT req") != SQLITE_OK)
+        return RC_ESTORE;
+    int rc;
+    switch (req->op) {
+    case STORE_USER_PUT: rc = do_user_put(c, req); break;
+    case STORE_ROOM_CREATE: rc = do_room_create(c, req); break;
+    case STORE_ROOM_DELETE: rc = do_delete(c, ST_ROOM_DELETE, req); break;
+    case STORE_MEMBER_PUT: rc = do_member_put(c, req); break;
+    case STORE_MEMBER_DELETE: rc = do_delete(c, ST_MEMBER_DELETE, req); break;
+    case STORE_MESSAGE_ADD: rc = do_message_add(c, req); break;
+    default: rc = RC_EINVAL; break;
+    }
+    if (multi) {
+        if (rc)
+            exec_simple(c->db, "ROLLBACK TO req");
+        exec_simple(c->db, "RELEASE req");
+    }
+    return rc;
+}
+
+/* True for requests that run on the writer thread. */
+static bool is_write(enum store_op op)
+{
+    switch (op) {
+    case STORE_USER_PUT:
+    case STORE_ROOM_CREATE:
+    case STORE_ROOM_DELETE:
+    case STORE_MEMBER_PUT:
+    case STORE_MEMBER_DELETE:
+    case STORE_MESSAGE_ADD:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Hands every message committed since the last delivery to the listener. */
+static void deliver_new(struct sqlite_store *s)
+{
+    if (!s->listener)
+        return;
+    struct store_msg batch[SCAN_CHUNK];
+    for (;;) {
+        sqlite3_stmt *st = stmt(&s->w, ST_SCAN);
+        if (!st)
+            return;
+        sqlite3_bind_int64(st, 1, s->delivered_id);
+        sqlite3_bind_int(st, 2, SCAN_CHUNK);
+        size_t n = 0;
+        int rc;
+        while (n < SCAN_CHUNK && (rc = sqlite3_step(st)) == SQLITE_ROW)
+            read_msg(st, &batch[n++]);
+        sqlite3_reset(st);
+        if (n) {
+            s->delivered_id = batch[n - 1].id;
+            s->listener(batch, n, s->listener_arg);
+            for (size_t i = 0; i < n; i++)
+                store_msg_cleanup(&batch[i]);
+        }
+        if (n < SCAN_CHUNK)
+            return;
+    }
+}
+
+/* Looks for commits by other processes (SQLite bumps data_version for them). */
+static void poll_external(struct sqlite_store *s)
+{
+    if (!s->listener)
+        return;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->w.db, "PRAGMA data_version", -1, &st, NULL) != SQLITE_OK)
+        return;
+    int v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : s->data_version;
+    sqlite3_finalize(st);
+    if (v != s->data_version) {
+        s->data_version = v;
+        deliver_new(s);
+    }
+}
+
+/* Commits a batch of writes in one transaction and completes them. */
+static void run_batch(struct sqlite_store *s, struct store_req *head)
+{
+    bool began = exec_simple(s->w.db, "BEGIN IMMEDIATE") == SQLITE_OK;
+    for (struct store_req *r = head; r; r = r->_next)
+        r->rc = began ? run_write(&s->w, r) : RC_ESTORE;
+    if (began && exec_simple(s->w.db, "COMMIT") != SQLITE_OK) {
+        exec_simple(s->w.db, "ROLLBACK");
+        for (struct store_req *r = head; r; r = r->_next)
+            r->rc = RC_ESTORE;
+    }
+    deliver_new(s);
+    while (head) {
+        struct store_req *next = head->_next;
+        head->_next = NULL;
+        head->done(head);
+        head = next;
+    }
+}
+
+/* Takes up to max requests off q, waiting up to wait_ms for the first; NULL on
+ * timeout or when stopped and empty. */
+static struct store_req *queue_take(struct queue *q, size_t max, int wait_ms, bool *stopped)
+{
+    pthread_mutex_lock(&q->mu);
+    if (!q->head && !q->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += wait_ms / 1000;
+        ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        while (!q->head && !q->stop)
+            if (pthread_cond_timedwait(&q->cv, &q->mu, &ts) == ETIMEDOUT)
+                break;
+    }
+    struct store_req *head = q->head, *last = NULL;
+    size_t n = 0;
+    for (struct store_req *r = head; r && n < max; r = r->_next) {
+        last = r;
+        n++;
+    }
+    if (last) {
+        q->head = last->_next;
+        if (!q->head)
+            q->tail = NULL;
+        last->_next = NULL;
+        q->len -= n;
+    }
+    *stopped = q->stop && !q->head;
+    pthread_mutex_unlock(&q->mu);
+    return head;
+}
+
+/* Appends req to q and wakes its thread. */
+static void queue_push(struct queue *q, struct store_req *req)
+{
+    req->_next = NULL;
+    pthread_mutex_lock(&q->mu);
+    if (q->tail)
+        q->tail->_next = req;
+    else
+        q->head = req;
+    q->tail = req;
+    q->len++;
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Initializes a queue whose condition variable uses the monotonic clock. */
+static void queue_init(struct queue *q)
+{
+    memset(q, 0, sizeof *q);
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+/* Sets the stop flag and wakes the thread. */
+static void queue_stop(struct queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    q->stop = true;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* The writer thread: group commit, then delivery of committed messages. */
+static void *writer_main(void *arg)
+{
+    struct sqlite_store *s = arg;
+    for (;;) {
+        bool stopped;
+        struct store_req *batch =
+            queue_take(&s->wq, (size_t)s->batch_max, s->data_poll_ms, &stopped);
+        if (batch)
+            run_batch(s, batch);
+        else
+            poll_external(s);
+        if (stopped && !batch)
+            break;
+    }
+    return NULL;
+}
+
+/* The reader thread: one query at a time. */
+static void *reader_main(void *arg)
+{
+    struct sqlite_store *s = arg;
+    for (;;) {
+        bool stopped;
+        struct store_req *batch = queue_take(&s->rq, 64, 1000, &stopped);
+        while (batch) {
+            struct store_req *next = batch->_next;
+            batch->_next = NULL;
+            batch->rc = run_read(&s->r, batch);
+            batch->done(batch);
+            batch = next;
+        }
+        if (stopped)
+            break;
+    }
+    return NULL;
+}
+
+/* Reads the starting point for message delivery: everything already committed counts
+ * as delivered. */
+static int64_t max_message_id(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t id = 0;
+    if (sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(id), 0) FROM messages", -1, &st, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return id;
+}
+
+/* Opens a store at url: connections, migrations, threads. */
+static int sq_open(const struct store_options *opts, struct store **out, char *err,
+                   size_t errlen)
+{
+    struct sqlite_store *s = xcalloc(1, sizeof *s);
+    s->path = xstrdup(url_path(opts->url));
+    s->batch_max = opts->batch_max > 0 ? opts->batch_max : 1024;
+    s->data_poll_ms = opts->data_poll_ms > 0 ? opts->data_poll_ms : 20;
+    queue_init(&s->wq);
+    queue_init(&s->rq);
+    int applied;
+    int rc = conn_open(&s->w, s->path, err, errlen);
+    if (rc)
+        goto fail;
+    if ((rc = run_migrations(s->w.db, &applied, err, errlen)))
+        goto fail;
+    if ((rc = conn_open(&s->r, s->path, err, errlen)))
+        goto fail;
+    s->delivered_id = max_message_id(s->w.db);
+    if (pthread_create(&s->writer, NULL, writer_main, s) ||
+        pthread_create(&s->reader, NULL, reader_main, s)) {
+        snprintf(err, errlen, "cannot start store threads");
+        rc = RC_ESTORE;
+        goto fail;
+    }
+    s->threads_started = true;
+    *out = &s->base;
+    return 0;
+fail:
+    conn_close(&s->w);
+    conn_close(&s->r);
+    free(s->path);
+    free(s);
+    return rc;
+}
+
+static int sq_migrate(const char *url, int *applied, char *err, size_t errlen)
+{
+    struct conn c;
+    int rc = conn_open(&c, url_path(url), err, errlen);
+    if (rc)
+        return rc;
+    rc = run_migrations(c.db, applied, err, errlen);
+    conn_close(&c);
+    return rc;
+}
+
+static void sq_set_listener(struct store *base, store_msg_listener fn, void *arg)
+{
+    struct sqlite_store *s = (struct sqlite_store *)base;
+    s->listener = fn;
+    s->listener_arg = arg;
+}
+
+static void sq_submit(struct store *base, struct store_req *req)
+{
+    struct sqlite_store *s = (struct sqlite_store *)base;
+    queue_push(is_write(req->op) ? &s->wq : &s->rq, req);
+}
+
+static void sq_close(struct store *base)
+{
+    struct sqlite_store *s = (struct sqlite_store *)base;
+    queue_stop(&s->wq);
+    queue_stop(&s->rq);
+    if (s->threads_started) {
+        pthread_join(s->writer, NULL);
+        pthread_join(s->reader, NULL);
+    }
+    conn_close(&s->w);
+    conn_close(&s->r);
+    pthread_mutex_destroy(&s->wq.mu);
+    pthread_cond_destroy(&s->wq.cv);
+    pthread_mutex_destroy(&s->rq.mu);
+    pthread_cond_destroy(&s->rq.cv);
+    free(s->path);
+    free(s);
+}
+
+const struct store_ops store_sqlite_ops = {
+    .scheme = "sqlite:",
+    .open = sq_open,
+    .migrate = sq_migrate,
+    .set_listener = sq_set_listener,
+    .submit = sq_submit,
+    .close = sq_close,
+};
