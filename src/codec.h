@@ -31,51 +31,61 @@ struct phx_in {
     json_t *topic;         /* the topic value as it arrived; may be a non-string */
     const char *topic_str; /* topic as a C string, NULL when the topic is not a string */
     size_t topic_len;
-    const char *event;     /* always a string (non-string event is RC_EPROTO) */
-    json_t *payload;       /* text frames: the payload value as it arrived (any type) */
+    const char *event;     /* always a string without NUL (non-string event is RC_EPROTO) */
+    json_t *payload;       /* text: the value as it arrived (any type, null too); binary: NULL */
     bool binary;           /* decoded from a binary kind-0 frame */
     const uint8_t *bin;    /* binary frames: view of the payload inside the input buffer */
     size_t bin_len;
     json_t *_root;         /* owns everything above */
 };
 
-/* Decodes one text frame. V2: a JSON array of at least 5 elements; V1: a JSON object
- * with keys topic, event, payload, ref (join_ref optional). JSON nested deeper than
- * max_depth (arrays/objects) is refused before it is parsed. On success the caller
- * owns *out and must call codec_in_cleanup. Returns 0 or RC_EPROTO (invalid JSON,
- * wrong shape, non-string event, too deep); on error *out needs no cleanup. */
+/* Decodes one text frame of len bytes (no NUL terminator needed). V2: a JSON array of
+ * at least 5 elements; V1: a JSON object with keys topic, event, payload, ref
+ * (join_ref optional). Arrays/objects nested deeper than max_depth (the outer
+ * array/object is depth 1) are refused before jansson parses anything. Trailing
+ * garbage and "\u0000" in any string are refused. On success the caller owns *out and
+ * must call codec_in_cleanup. Returns 0, RC_EPROTO (invalid JSON, wrong shape,
+ * non-string event, too deep) or RC_ENOMEM; on error *out is zeroed and needs no
+ * cleanup. */
 int codec_decode_text(enum codec_vsn vsn, const char *data, size_t len, size_t max_depth,
                       struct phx_in *out) MUSTCHECK;
 
-/* Decodes one binary frame (V2 only, kind 0 push). Field bytes must be valid UTF-8;
- * bin/bin_len point into data, which must outlive *out. Returns 0, or RC_EPROTO for V1,
- * an empty frame, a kind other than 0, or lengths running past the end. */
+/* Decodes one binary frame (V2 only, kind 0 push). Field bytes must be valid UTF-8
+ * without NUL; zero-length join_ref/ref become NULL; payload is NULL and bin/bin_len
+ * point into data, which must outlive *out. Returns 0, RC_EPROTO for V1, an empty frame,
+ * a kind other than 0, lengths running past the end or a bad field, or RC_ENOMEM; on
+ * error *out is zeroed and needs no cleanup. */
 int codec_decode_binary(enum codec_vsn vsn, const uint8_t *data, size_t len,
                         struct phx_in *out) MUSTCHECK;
 
-/* Releases what a successful decode produced. Accepts a zeroed struct. */
+/* Releases what a successful decode produced and zeroes *m. Accepts NULL and a zeroed
+ * struct. */
 void codec_in_cleanup(struct phx_in *m);
 
-/* Serializes a JSON value for use as a join_ref/ref argument below: returns a malloc'd
- * compact JSON text, or NULL when v is NULL/null. */
+/* Serializes a JSON value for use as a join_ref/ref argument below: returns compact
+ * JSON text allocated by jansson (free() it unless json_set_alloc_funcs changed that),
+ * or NULL when v is NULL/null (and when out of memory, which then reads as null). */
 char *codec_ref_text(const json_t *v);
 
-/* Appends one message. jr and ref are JSON text or NULL (null). topic and event are
- * plain strings (escaped here). payload is JSON object text (payload_len bytes).
- * V1 writes {"event","payload","ref","topic"} (no join_ref, as Phoenix does);
- * V2 writes [jr,ref,topic,event,payload]. */
+/* Appends one message. jr and ref are JSON text or NULL (null). topic (topic_len bytes)
+ * and event (NUL-terminated) are plain strings, escaped here. payload is JSON object
+ * text (payload_len bytes); NULL or 0 bytes writes {}. Nothing is validated.
+ * V1 writes {"event","payload","ref","topic"} (no join_ref, as Phoenix does; for
+ * phx_close/phx_error pass ref = jr); V2 writes [jr,ref,topic,event,payload]. */
 void codec_encode(enum codec_vsn vsn, struct sbuf *out, const char *jr, const char *ref,
                   const char *topic, size_t topic_len, const char *event, const char *payload,
                   size_t payload_len);
 
 /* Appends a phx_reply: payload {"response":<response>,"status":"<status>"};
- * response is JSON text (use "{}" for none). */
+ * response is JSON text (NULL or "{}" for none); status is escaped here. */
 void codec_encode_reply(enum codec_vsn vsn, struct sbuf *out, const char *jr, const char *ref,
                         const char *topic, size_t topic_len, const char *status,
                         const char *response);
 
-/* V2 binary frames, server → client (§3.2–3.4). Fields over 255 bytes → RC_EINVAL.
- * jr/ref here are raw strings (NULL → length 0), not JSON text. */
+/* V2 binary frames, server → client (§3.2–3.4; the kind-0 push has no ref field).
+ * Fields over 255 bytes → RC_EINVAL with nothing appended. jr/ref here are raw strings
+ * (NULL → length 0), not JSON text: a ref that arrived as a JSON number has no binary
+ * form. topic/event/status must not be NULL. */
 int codec_encode_binary_push(struct sbuf *out, const char *jr, const char *topic,
                              const char *event, const uint8_t *payload,
                              size_t payload_len) MUSTCHECK;

@@ -11,6 +11,7 @@
 struct http;
 struct store;
 struct config;
+struct hub;
 struct MHD_Connection;
 
 /* Called for requests whose path starts with "/socket/"; returns an MHD result, as an
@@ -21,6 +22,7 @@ typedef int (*http_socket_handler)(void *arg, struct MHD_Connection *conn, const
 struct http_options {
     const struct config *cfg;
     struct store *store;
+    struct hub *hub; /* for REST broadcasts and disconnects */
     http_socket_handler socket_handler;
     void *socket_arg;
 };

@@ -7,10 +7,12 @@
 
 #include "config.h"
 #include "http.h"
+#include "hub.h"
 #include "jwt.h"
 #include "store.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "ws.h"
 
 #include "rc_autoconf.h"
 
@@ -66,17 +68,31 @@ static int cmd_serve(struct config *cfg)
     struct http *http = NULL;
     int status = 1;
     warn_defaults(cfg);
+    struct hub *hub = hub_create(cfg);
     struct store_options so = {
         .url = cfg->db,
         .batch_max = (int)cfg->batch_max,
         .data_poll_ms = (int)cfg->data_poll_ms,
+        .listener = hub_on_messages,
+        .listener_arg = hub,
     };
     if (store_open(&so, &store, err, sizeof err)) {
         log_error("cannot open the database", "db=%s err=\"%s\"", cfg->db, err);
         fprintf(stderr, "rowcast: %s\n", err);
         goto out;
     }
-    struct http_options ho = {.cfg = cfg, .store = store};
+    if (hub_start(hub, store)) {
+        fprintf(stderr, "rowcast: cannot start the I/O workers\n");
+        goto out;
+    }
+    struct ws_front front = {.cfg = cfg, .hub = hub};
+    struct http_options ho = {
+        .cfg = cfg,
+        .store = store,
+        .hub = hub,
+        .socket_handler = ws_socket_handler,
+        .socket_arg = &front,
+    };
     if (http_start(&ho, &http, err, sizeof err)) {
         log_error("cannot start HTTP", "err=\"%s\"", err);
         fprintf(stderr, "rowcast: %s\n", err);
@@ -100,8 +116,12 @@ static int cmd_serve(struct config *cfg)
     log_info("shutting down", "signal=%d", (int)stop_signal);
     status = 0;
 out:
+    /* Stop taking requests, close every socket with 1001 (phoenix.js reconnects),
+     * finish the store's queued writes, then release what is left. */
     http_stop(http);
+    hub_shutdown(hub);
     store_close(store);
+    hub_free(hub);
     if (status == 0)
         log_info("stopped", NULL);
     return status;

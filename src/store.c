@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "store.h"
+#include "util/sbuf.h"
 #include "util/xmalloc.h"
 
 struct store_req *store_req_create(enum store_op op)
@@ -107,4 +108,15 @@ void store_close(struct store *s)
 {
     if (s)
         s->ops->close(s);
+}
+
+void store_msg_append_json(struct sbuf *out, const struct store_msg *m)
+{
+    sbuf_adds(out, "{\"body\":");
+    sbuf_add_json_str(out, m->body, strlen(m->body));
+    sbuf_printf(out, ",\"id\":%lld,\"inserted_at\":", (long long)m->id);
+    sbuf_add_json_str(out, m->inserted_at, strlen(m->inserted_at));
+    sbuf_printf(out, ",\"seq\":%lld,\"user_id\":", (long long)m->seq);
+    sbuf_add_json_str(out, m->user_id, strlen(m->user_id));
+    sbuf_addc(out, '}');
 }

@@ -96,6 +96,8 @@ struct store_options {
     const char *url;     /* sqlite:PATH */
     int batch_max;       /* writes per transaction */
     int data_poll_ms;    /* how often to look for writes by other processes */
+    store_msg_listener listener; /* may be NULL */
+    void *listener_arg;
 };
 
 /* Allocates a request for op with its bounds unset (after_seq = before_seq = -1). */
@@ -138,5 +140,10 @@ struct store_ops {
 };
 
 extern const struct store_ops store_sqlite_ops;
+
+struct sbuf;
+/* Appends a message as the JSON object clients see:
+ * {"body","id","inserted_at","seq","user_id"}. */
+void store_msg_append_json(struct sbuf *out, const struct store_msg *m);
 
 #endif

@@ -624,6 +624,8 @@ static void run_batch(struct sqlite_store *s, struct store_req *head)
     bool began = exec_simple(s->w.db, "BEGIN IMMEDIATE") == SQLITE_OK;
     for (struct store_req *r = head; r; r = r->_next)
         r->rc = began ? run_write(&s->w, r) : RC_ESTORE;
+    for (int i = 0; i < ST_COUNT; i++) /* else the snapshot outlives the COMMIT */
+        sqlite3_reset(s->w.st[i]);
     if (began && exec_simple(s->w.db, "COMMIT") != SQLITE_OK) {
         exec_simple(s->w.db, "ROLLBACK");
         for (struct store_req *r = head; r; r = r->_next)
@@ -739,6 +741,8 @@ static void *reader_main(void *arg)
             struct store_req *next = batch->_next;
             batch->_next = NULL;
             batch->rc = run_read(&s->r, batch);
+            for (int i = 0; i < ST_COUNT; i++) /* a stepped statement pins its snapshot */
+                sqlite3_reset(s->r.st[i]);
             batch->done(batch);
             batch = next;
         }
@@ -770,6 +774,8 @@ static int sq_open(const struct store_options *opts, struct store **out, char *e
     s->path = xstrdup(url_path(opts->url));
     s->batch_max = opts->batch_max > 0 ? opts->batch_max : 1024;
     s->data_poll_ms = opts->data_poll_ms > 0 ? opts->data_poll_ms : 20;
+    s->listener = opts->listener;
+    s->listener_arg = opts->listener_arg;
     queue_init(&s->wq);
     queue_init(&s->rq);
     int applied;

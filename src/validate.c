@@ -24,7 +24,8 @@ bool validate_user_id(const char *s)
     if (n == 0 || n > USER_ID_MAX || !utf8_valid(s, n))
         return false;
     for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f ||
+            ((unsigned char)s[i] == 0xc2 && (unsigned char)s[i + 1] < 0xa0)) /* U+0080..9F */
             return false;
     return true;
 }

@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "sbuf.h"
+#include "utf8.h"
 #include "xmalloc.h"
 
 void sbuf_reserve(struct sbuf *b, size_t n)
@@ -56,8 +57,37 @@ void sbuf_printf(struct sbuf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
+/* Length of the UTF-8 sequence a lead byte announces (1 for invalid leads). */
+static size_t seq_len(unsigned char c)
+{
+    return c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+}
+
+/* Appends s as a JSON string, replacing each byte of an invalid UTF-8 sequence with
+ * U+FFFD so that the output is always valid UTF-8. */
+static void add_json_str_lossy(struct sbuf *b, const char *s, size_t n)
+{
+    struct sbuf clean = SBUF_INIT;
+    for (size_t i = 0; i < n;) {
+        size_t k = seq_len((unsigned char)s[i]);
+        if (k <= n - i && utf8_valid(s + i, k)) {
+            sbuf_add(&clean, s + i, k);
+            i += k;
+        } else {
+            sbuf_add(&clean, "\xef\xbf\xbd", 3);
+            i++;
+        }
+    }
+    sbuf_add_json_str(b, clean.data, clean.len);
+    sbuf_cleanup(&clean);
+}
+
 void sbuf_add_json_str(struct sbuf *b, const char *s, size_t n)
 {
+    if (!utf8_valid(s, n)) {
+        add_json_str_lossy(b, s, n);
+        return;
+    }
     static const char hex[] = "0123456789abcdef";
     sbuf_reserve(b, n + 2);
     sbuf_addc(b, '"');

@@ -25,8 +25,8 @@ void sbuf_adds(struct sbuf *b, const char *s);
 void sbuf_addc(struct sbuf *b, char c);
 /* Appends printf-formatted text. */
 void sbuf_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends s (n bytes) as a JSON string literal, quotes included. Invalid UTF-8 is
- * passed through byte for byte; control characters are escaped. */
+/* Appends s (n bytes) as a JSON string literal, quotes included. Control characters
+ * are escaped; invalid UTF-8 bytes become U+FFFD, so the output is always valid. */
 void sbuf_add_json_str(struct sbuf *b, const char *s, size_t n);
 /* Empties the buffer, keeping its memory. */
 void sbuf_reset(struct sbuf *b);

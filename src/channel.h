@@ -1,0 +1,84 @@
+/* channel.h - channel types and channel instances: the C shape of a Phoenix channel
+ * module. A channel type is a descriptor matched by topic prefix; a chan is one joined
+ * (or joining) topic on one conn. Everything here runs on the conn's worker thread. */
+#ifndef RC_CHANNEL_H
+#define RC_CHANNEL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "codec.h"
+
+struct conn;
+struct bcast;
+struct store_req;
+
+enum chan_state {
+    CHAN_JOINING, /* join accepted for processing; broadcasts are held back */
+    CHAN_JOINED,  /* replied ok; broadcasts flow */
+};
+
+struct held_bcast {
+    struct bcast *b;
+    struct held_bcast *next;
+};
+
+struct chan {
+    struct conn *conn;
+    const struct channel_type *type;
+    char *topic;
+    size_t topic_len;
+    char *jr;          /* the join_ref as JSON text, NULL for null */
+    char *join_ref;    /* the join push's ref as JSON text (until replied) */
+    uint32_t id;       /* unique on its worker, for store completions */
+    enum chan_state state;
+    size_t sub_index;  /* position in the worker's subscriber array for the topic */
+    struct held_bcast *held, *held_tail;
+    int64_t last_seq;  /* room channels: highest seq delivered to this client */
+    char *role;        /* room channels: the member's role */
+    void *priv;
+    struct chan *next; /* the conn's list */
+};
+
+struct channel_type {
+    const char *prefix; /* topic prefix, e.g. "room:"; the rest must be non-empty */
+    /* Starts a join. Calls chan_join_ok or chan_join_error, now or from a store
+     * continuation. params is the join payload (any JSON value). */
+    void (*join)(struct chan *ch, json_t *params);
+    /* An event on a joined channel; ref is JSON text or NULL. */
+    void (*handle_in)(struct chan *ch, const char *event, const struct phx_in *m,
+                      const char *ref);
+    /* Decides whether a broadcast is delivered to this chan (NULL: always). */
+    bool (*accept)(struct chan *ch, const struct bcast *b);
+    /* The channel ends: leave, duplicate join, or conn closed. May broadcast. */
+    void (*terminate)(struct chan *ch);
+};
+
+extern const struct channel_type room_channel;
+
+/* Finishes a join: replies ok with response (JSON object text), then the channel is
+ * joined and held broadcasts are delivered (after anything the type pushes from its
+ * on_joined step). */
+void chan_join_ok(struct chan *ch, const char *response);
+/* Refuses a join: replies error {"reason": reason} and removes the chan. */
+void chan_join_error(struct chan *ch, const char *reason);
+/* Releases the held broadcasts after the join reply and whatever the type pushed first
+ * (e.g. message_history). */
+void chan_release_held(struct chan *ch);
+
+/* Replies to the push whose ref is ref (JSON text): status "ok"/"error", response JSON
+ * object text (NULL for {}). */
+void chan_reply(struct chan *ch, const char *ref, const char *status, const char *response);
+/* Replies {"reason": reason} with status "error". */
+void chan_reply_error(struct chan *ch, const char *ref, const char *reason);
+/* Pushes an event to this client only, with the channel's join_ref. */
+void chan_push(struct chan *ch, const char *event, const char *payload, size_t payload_len);
+
+/* Submits a store request on behalf of ch; when it completes, cont runs on the worker
+ * with ch (NULL if the channel has gone meanwhile) and the request, which cont must not
+ * free. ref (JSON text, may be NULL) is kept for cont and freed after. */
+void chan_store(struct chan *ch, struct store_req *req, const char *ref,
+                void (*cont)(struct chan *ch, struct store_req *req, const char *ref));
+
+#endif

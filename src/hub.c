@@ -1,0 +1,210 @@
+/* hub.c - workers, fan-out between them, and the local bus (committed messages from
+ * the store become room broadcasts). */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "hub.h"
+#include "obuf.h"
+#include "store.h"
+#include "util/log.h"
+#include "util/sbuf.h"
+#include "util/xmalloc.h"
+#include "worker.h"
+
+struct hub {
+    struct worker **workers;
+    int nworkers;
+    struct store *store;
+};
+
+struct bcast *bcast_create(const char *topic, const char *event, const char *payload,
+                           size_t payload_len, uint64_t exclude, int64_t seq)
+{
+    struct bcast *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    atomic_init(&b->refs, 1);
+    b->topic_len = strlen(topic);
+    b->topic = xstrndup(topic, b->topic_len);
+    b->event = xstrdup(event);
+    b->exclude = exclude;
+    b->seq = seq;
+    struct sbuf s = SBUF_INIT;
+    codec_encode(CODEC_V2, &s, NULL, NULL, topic, b->topic_len, event, payload, payload_len);
+    b->v2 = obuf_create(WS_OP_TEXT, s.data, s.len);
+    sbuf_reset(&s);
+    codec_encode(CODEC_V1, &s, NULL, NULL, topic, b->topic_len, event, payload, payload_len);
+    b->v1 = obuf_create(WS_OP_TEXT, s.data, s.len);
+    sbuf_cleanup(&s);
+    if (!b->v1 || !b->v2) {
+        bcast_unref(b);
+        return NULL;
+    }
+    return b;
+}
+
+void bcast_unref(struct bcast *b)
+{
+    if (!b || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    obuf_unref(b->v1);
+    obuf_unref(b->v2);
+    free(b->topic);
+    free(b->event);
+    free(b);
+}
+
+/* Posts a list of broadcasts (each already holding one reference per worker). */
+static void post_all(struct hub *h, struct bcast **list, size_t n)
+{
+    for (int w = 0; w < h->nworkers; w++) {
+        struct inbox_item *head = NULL, *tail = NULL;
+        for (size_t i = 0; i < n; i++) {
+            struct inbox_item *it = xmalloc(sizeof *it);
+            it->kind = IN_BCAST;
+            it->next = NULL;
+            it->u.bcast = list[i];
+            if (tail)
+                tail->next = it;
+            else
+                head = it;
+            tail = it;
+        }
+        if (head)
+            worker_post(h->workers[w], head, tail);
+    }
+}
+
+void hub_publish(struct hub *h, struct bcast *b)
+{
+    if (!b)
+        return;
+    if (h->nworkers > 1)
+        atomic_fetch_add(&b->refs, (unsigned)h->nworkers - 1);
+    post_all(h, &b, 1);
+}
+
+void hub_broadcast(struct hub *h, const char *topic, const char *event, const char *payload,
+                   size_t payload_len, uint64_t exclude)
+{
+    hub_publish(h, bcast_create(topic, event, payload, payload_len, exclude, 0));
+}
+
+void hub_disconnect_user(struct hub *h, const char *user_id)
+{
+    for (int w = 0; w < h->nworkers; w++) {
+        struct inbox_item *it = xcalloc(1, sizeof *it);
+        it->kind = IN_DISCONNECT;
+        it->u.user_id = xstrdup(user_id);
+        worker_post(h->workers[w], it, it);
+    }
+}
+
+/* Store listener (writer thread): every committed message becomes a room broadcast,
+ * encoded once, posted to every worker in one inbox append per worker. */
+void hub_on_messages(const struct store_msg *msgs, size_t n, void *arg)
+{
+    struct hub *h = arg;
+    struct bcast **list = xmalloc(n * sizeof *list);
+    size_t k = 0;
+    struct sbuf topic = SBUF_INIT, payload = SBUF_INIT;
+    for (size_t i = 0; i < n; i++) {
+        sbuf_reset(&topic);
+        sbuf_reset(&payload);
+        sbuf_adds(&topic, "room:");
+        sbuf_adds(&topic, msgs[i].room_id);
+        store_msg_append_json(&payload, &msgs[i]);
+        struct bcast *b = bcast_create(topic.data, "new_message", payload.data, payload.len, 0,
+                                       msgs[i].seq);
+        if (!b) {
+            log_error("out of memory building a broadcast", "topic=%s seq=%lld", topic.data,
+                      (long long)msgs[i].seq);
+            continue;
+        }
+        if (h->nworkers > 1)
+            atomic_fetch_add(&b->refs, (unsigned)h->nworkers - 1);
+        list[k++] = b;
+    }
+    post_all(h, list, k);
+    sbuf_cleanup(&topic);
+    sbuf_cleanup(&payload);
+    free(list);
+}
+
+void hub_accept_ws(struct hub *h, int fd, const uint8_t *extra, size_t extra_len,
+                   char *user_id, enum codec_vsn vsn)
+{
+    struct worker *best = h->workers[0];
+    for (int i = 1; i < h->nworkers; i++)
+        if (atomic_load(&h->workers[i]->nconns) < atomic_load(&best->nconns))
+            best = h->workers[i];
+    struct inbox_item *it = xcalloc(1, sizeof *it);
+    it->kind = IN_WS;
+    it->u.ws.fd = fd;
+    if (extra_len) {
+        it->u.ws.extra = xmalloc(extra_len);
+        memcpy(it->u.ws.extra, extra, extra_len);
+        it->u.ws.extra_len = extra_len;
+    }
+    it->u.ws.user_id = user_id;
+    it->u.ws.vsn = vsn;
+    atomic_fetch_add(&best->nconns, 0);
+    worker_post(best, it, it);
+}
+
+struct hub *hub_create(const struct config *cfg)
+{
+    struct hub *h = xcalloc(1, sizeof *h);
+    long n = cfg->workers;
+    if (n <= 0)
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n <= 0)
+        n = 1;
+    if (n > 64)
+        n = 64;
+    h->nworkers = (int)n;
+    h->workers = xcalloc((size_t)n, sizeof *h->workers);
+    for (int i = 0; i < h->nworkers; i++)
+        h->workers[i] = worker_create(i, h, cfg, NULL);
+    return h;
+}
+
+int hub_start(struct hub *h, struct store *store)
+{
+    h->store = store;
+    for (int i = 0; i < h->nworkers; i++) {
+        h->workers[i]->store = store;
+        if (worker_start(h->workers[i])) {
+            log_error("cannot start an I/O worker", "worker=%d", i);
+            return RC_EIO;
+        }
+    }
+    return 0;
+}
+
+void hub_shutdown(struct hub *h)
+{
+    if (!h)
+        return;
+    for (int i = 0; i < h->nworkers; i++)
+        worker_shutdown(h->workers[i]);
+}
+
+void hub_free(struct hub *h)
+{
+    if (!h)
+        return;
+    for (int i = 0; i < h->nworkers; i++)
+        worker_free(h->workers[i]);
+    free(h->workers);
+    free(h);
+}
+
+void hub_get_stats(struct hub *h, struct hub_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < h->nworkers; i++)
+        out->sockets_open += atomic_load(&h->workers[i]->nconns);
+}

@@ -1,0 +1,800 @@
+/* ws.c - WebSocket transport: handshake on the HTTP front, sessions on the workers. */
+#include <errno.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <wslay/wslay.h>
+
+#include "config.h"
+#include "conn.h"
+#include "hub.h"
+#include "jwt.h"
+#include "obuf.h"
+#include "router.h"
+#include "util/base64.h"
+#include "util/clock.h"
+#include "util/log.h"
+#include "util/utf8.h"
+#include "util/xmalloc.h"
+#include "validate.h"
+#include "worker.h"
+#include "ws.h"
+
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define AUTH_PROTOCOL_PREFIX "base64url.bearer.phx."
+/* How long a closing session waits for the peer's close before dropping the socket. */
+#define CLOSE_WAIT_MS 2000
+/* iovecs per writev. */
+#define WRITE_BATCH 64
+
+/* ---------------------------------------------------------------------------------
+ * Handshake (libmicrohttpd thread)
+ * --------------------------------------------------------------------------------- */
+
+/* What the upgrade callback needs; freed by http.c when the request completes. */
+struct upgrade_info {
+    struct ws_front *front;
+    enum codec_vsn vsn;
+    char user_id[USER_ID_MAX + 1];
+};
+
+char *ws_authenticate(const struct config *cfg, const char *token)
+{
+    if (!token || !*token)
+        return NULL;
+    char sub[JWT_MAX_SUB + 1];
+    int rc = jwt_verify((const uint8_t *)cfg->jwt_secret, strlen(cfg->jwt_secret), token,
+                        strlen(token), clock_unix(), sub, sizeof sub, NULL);
+    if (rc || !validate_user_id(sub))
+        return NULL;
+    return xstrdup(sub);
+}
+
+/* Queues an empty-bodied response (or a short text body). */
+static enum MHD_Result plain(struct MHD_Connection *conn, unsigned status, const char *text)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(text ? strlen(text) : 0,
+                                                             (void *)(text ? text : ""),
+                                                             MHD_RESPMEM_MUST_COPY);
+    if (text)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain");
+    enum MHD_Result ret = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* Header value contains token (comma-separated, case-insensitive). */
+static bool header_has_token(const char *value, const char *token)
+{
+    if (!value)
+        return false;
+    size_t tl = strlen(token);
+    const char *p = value;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *start = p;
+        while (*p && *p != ',')
+            p++;
+        const char *end = p;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if ((size_t)(end - start) == tl && !strncasecmp(start, token, tl))
+            return true;
+    }
+    return false;
+}
+
+/* Finds the phoenix.js authToken entry in Sec-WebSocket-Protocol and decodes it. */
+static char *subprotocol_token(const char *protocols, bool *offered_phoenix)
+{
+    *offered_phoenix = header_has_token(protocols, "phoenix");
+    if (!protocols)
+        return NULL;
+    const char *p = strstr(protocols, AUTH_PROTOCOL_PREFIX);
+    if (!p)
+        return NULL;
+    p += strlen(AUTH_PROTOCOL_PREFIX);
+    size_t n = strcspn(p, ", \t");
+    if (n == 0 || n > JWT_MAX_LEN * 2)
+        return NULL;
+    uint8_t *out = malloc(n);
+    size_t len = 0;
+    if (!out || b64_decode(p, n, out, &len)) {
+        free(out);
+        return NULL;
+    }
+    char *tok = xstrndup((const char *)out, len);
+    free(out);
+    return tok;
+}
+
+/* Counts query arguments whose key starts with "vsn[" (a non-string vsn). */
+static enum MHD_Result find_vsn_array(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    if (!strncmp(key, "vsn[", 4))
+        (*(int *)cls)++;
+    return MHD_YES;
+}
+
+/* Checks the Origin header against --check-origin (comma-separated hosts or
+ * scheme://host[:port] entries; "*.example.com" matches subdomains). No Origin header
+ * (non-browser clients) is allowed. In prod with no list, the Origin host must equal
+ * the Host header's host. */
+static bool origin_allowed(const struct config *cfg, struct MHD_Connection *conn)
+{
+    const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+    if (!origin)
+        return true;
+    const char *h = strstr(origin, "://");
+    h = h ? h + 3 : origin;
+    size_t hl = strcspn(h, ":/");
+    const char *list = cfg->check_origin;
+    if (!list || !*list) {
+        if (strcmp(cfg->env, "prod"))
+            return true;
+        const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
+        return host && strcspn(host, ":") == hl && !strncasecmp(host, h, hl);
+    }
+    const char *p = list;
+    while (*p) {
+        while (*p == ',' || *p == ' ')
+            p++;
+        size_t n = strcspn(p, ", ");
+        if (!n)
+            break;
+        const char *e = p;
+        const char *sep = NULL;
+        for (size_t i = 0; i + 2 < n; i++)
+            if (!strncmp(p + i, "://", 3)) {
+                sep = p + i + 3;
+                break;
+            }
+        if (!sep && n > 2 && p[0] == '/' && p[1] == '/')
+            sep = p + 2;
+        if (sep)
+            e = sep;
+        size_t el = strcspn(e, ":/, ");
+        if ((size_t)(e - p) + el > n)
+            el = n - (size_t)(e - p);
+        if (el > 2 && e[0] == '*' && e[1] == '.') {
+            const char *suffix = e + 2;
+            size_t sl = el - 2;
+            if ((hl == sl && !strncasecmp(h, suffix, sl)) ||
+                (hl > sl && h[hl - sl - 1] == '.' && !strncasecmp(h + hl - sl, suffix, sl)))
+                return true;
+        } else if (el == hl && !strncasecmp(e, h, hl)) {
+            return true;
+        }
+        p += n;
+    }
+    return false;
+}
+
+/* libmicrohttpd hands over the upgraded socket: take a duplicate, let libmicrohttpd
+ * close (and free the memory of) its own, and pass ours to a worker. */
+static void on_upgraded(void *cls, struct MHD_Connection *connection, void *req_cls,
+                        const char *extra_in, size_t extra_in_size, MHD_socket sock,
+                        struct MHD_UpgradeResponseHandle *urh)
+{
+    struct upgrade_info *ui = cls;
+    int fd = fcntl(sock, F_DUPFD_CLOEXEC, 0);
+    char *user = xstrdup(ui->user_id);
+    enum codec_vsn vsn = ui->vsn;
+    struct hub *hub = ui->front->hub;
+    MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+    if (fd < 0) {
+        log_warn("cannot take over an upgraded socket", "errno=%d", errno);
+        free(user);
+        return;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    hub_accept_ws(hub, fd, (const uint8_t *)extra_in, extra_in_size, user, vsn);
+}
+
+/* GET /socket/websocket: authenticate, check vsn and origin, then upgrade. */
+static enum MHD_Result websocket_request(struct ws_front *f, struct MHD_Connection *conn,
+                                         const char *method, void **sock_cls)
+{
+    if (strcmp(method, "GET"))
+        return plain(conn, 400, NULL);
+    const struct config *cfg = f->cfg;
+    int vsn_arrays = 0;
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, find_vsn_array, &vsn_arrays);
+    enum codec_vsn vsn;
+    const char *vsn_s = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "vsn");
+    if (vsn_arrays || codec_parse_vsn(vsn_s, &vsn)) {
+        log_info("connect refused", "reason=bad_vsn");
+        return plain(conn, 403, NULL);
+    }
+    if (!origin_allowed(cfg, conn)) {
+        log_info("connect refused", "reason=origin");
+        return plain(conn, 403, NULL);
+    }
+    bool offered_phoenix;
+    const char *protocols =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Protocol");
+    char *sp_token = subprotocol_token(protocols, &offered_phoenix);
+    const char *token = sp_token ? sp_token
+                                 : MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND,
+                                                               "token");
+    char *user = ws_authenticate(cfg, token);
+    free(sp_token);
+    if (!user) {
+        log_info("connect refused", "reason=%s", token ? "bad_token" : "no_token");
+        return plain(conn, 403, NULL);
+    }
+    const char *upgrade = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Upgrade");
+    const char *connection = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Connection");
+    const char *key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Key");
+    const char *version =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Version");
+    if (!header_has_token(connection, "upgrade") || !header_has_token(upgrade, "websocket")) {
+        free(user);
+        return plain(conn, 400, "'connection' header must contain 'upgrade'");
+    }
+    if (!version || strcmp(version, "13") || !key || strlen(key) != 24) {
+        free(user);
+        return plain(conn, 400, "unsupported WebSocket version or missing key");
+    }
+    struct upgrade_info *ui = xcalloc(1, sizeof *ui);
+    ui->front = f;
+    ui->vsn = vsn;
+    snprintf(ui->user_id, sizeof ui->user_id, "%s", user);
+    free(user);
+    *sock_cls = ui; /* freed by http.c when the request completes */
+
+    char concat[64];
+    snprintf(concat, sizeof concat, "%s%s", key, WS_GUID);
+    unsigned char digest[SHA_DIGEST_LENGTH];
+    SHA1((const unsigned char *)concat, strlen(concat), digest);
+    char accept[32];
+    b64std_encode(digest, sizeof digest, accept);
+
+    struct MHD_Response *r = MHD_create_response_for_upgrade(on_upgraded, ui);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_UPGRADE, "websocket");
+    MHD_add_response_header(r, "Sec-WebSocket-Accept", accept);
+    if (offered_phoenix)
+        MHD_add_response_header(r, "Sec-WebSocket-Protocol", "phoenix");
+    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_SWITCHING_PROTOCOLS, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+int ws_socket_handler(void *arg, struct MHD_Connection *conn, const char *url,
+                      const char *method, void **sock_cls)
+{
+    struct ws_front *f = arg;
+    if (*sock_cls)
+        return MHD_YES; /* upgrade already queued */
+    if (!strcmp(url, "/socket/websocket"))
+        return websocket_request(f, conn, method, sock_cls);
+    return plain(conn, 404, NULL);
+}
+
+/* ---------------------------------------------------------------------------------
+ * Sessions (worker thread)
+ * --------------------------------------------------------------------------------- */
+
+/* Where a session is in its close. */
+enum ws_state {
+    WS_OPEN,      /* normal traffic */
+    WS_CLOSING,   /* our close frame is queued; input is discarded */
+    WS_CLOSE_SENT /* our close frame is written; waiting for the peer's close or EOF */
+};
+
+struct ws_conn {
+    struct conn base;
+    struct ep_handler ep;
+    int fd;
+    enum ws_state state;
+    bool peer_closed;   /* the peer sent its close frame */
+    bool input_pending; /* input stopped early (paused): resume when possible */
+    bool io_eof;        /* recv saw EOF or an error */
+    bool slow;          /* outbound queue overflowed: close at the next flush */
+    wslay_frame_context_ptr wf;
+    int64_t last_rx_ms;
+    int64_t close_deadline;
+    /* bytes libmicrohttpd had read past the handshake */
+    uint8_t *extra;
+    size_t extra_len, extra_off;
+    /* the frame being received */
+    uint64_t frame_left; /* payload bytes of the current frame still to come */
+    bool in_frame;
+    uint8_t frame_op;
+    bool frame_fin;
+    /* the message being assembled (data frames) */
+    uint8_t *msg;
+    size_t msg_len, msg_cap;
+    uint8_t msg_op; /* 0: no message in progress */
+    /* the control frame being assembled */
+    uint8_t ctrl[125];
+    uint8_t ctrl_len;
+    /* outbound queue: a ring of frames, the first possibly partly written */
+    struct obuf **q;
+    uint32_t q_head, q_n, q_cap;
+    size_t q_off;
+    size_t q_bytes;
+};
+
+static const struct conn_ops ws_ops;
+
+/* Reads into wslay's buffer: first what libmicrohttpd read ahead, then the socket. */
+static ssize_t ws_recv_cb(uint8_t *buf, size_t len, int flags, void *user_data)
+{
+    struct ws_conn *c = user_data;
+    if (c->extra_off < c->extra_len) {
+        size_t n = c->extra_len - c->extra_off;
+        if (n > len)
+            n = len;
+        memcpy(buf, c->extra + c->extra_off, n);
+        c->extra_off += n;
+        if (c->extra_off == c->extra_len) {
+            free(c->extra);
+            c->extra = NULL;
+            c->extra_len = c->extra_off = 0;
+        }
+        return (ssize_t)n;
+    }
+    ssize_t r = recv(c->fd, buf, len, 0);
+    if (r > 0)
+        return r;
+    if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        c->io_eof = true;
+    return -1;
+}
+
+/* The frame API's send side is unused: server frames are built by obuf. */
+static ssize_t ws_send_cb(const uint8_t *data, size_t len, int flags, void *user_data)
+{
+    return -1;
+}
+
+static const struct wslay_frame_callbacks frame_callbacks = {
+    .send_callback = ws_send_cb,
+    .recv_callback = ws_recv_cb,
+    .genmask_callback = NULL,
+};
+
+/* Appends a frame to the outbound queue (takes a reference). */
+static void queue_frame(struct ws_conn *c, struct obuf *b)
+{
+    if (c->q_n == c->q_cap) {
+        uint32_t cap = c->q_cap ? c->q_cap * 2 : 4;
+        struct obuf **q = xmalloc(cap * sizeof *q);
+        for (uint32_t i = 0; i < c->q_n; i++)
+            q[i] = c->q[(c->q_head + i) % c->q_cap];
+        free(c->q);
+        c->q = q;
+        c->q_cap = cap;
+        c->q_head = 0;
+    }
+    c->q[(c->q_head + c->q_n) % c->q_cap] = obuf_ref(b);
+    c->q_n++;
+    c->q_bytes += b->len;
+    conn_want_flush(&c->base);
+}
+
+/* Drops every queued frame except a partly written first one. */
+static void drop_queue(struct ws_conn *c)
+{
+    uint32_t keep = c->q_off ? 1 : 0;
+    while (c->q_n > keep) {
+        uint32_t i = (c->q_head + c->q_n - 1) % c->q_cap;
+        c->q_bytes -= c->q[i]->len;
+        obuf_unref(c->q[i]);
+        c->q_n--;
+    }
+}
+
+/* Starts the closing handshake: channels end, the close frame is queued. */
+static void ws_start_close(struct ws_conn *c, uint16_t code, const char *why)
+{
+    if (c->state != WS_OPEN)
+        return;
+    log_info("disconnect", "conn=%llu user=%s code=%u reason=\"%s\"",
+             (unsigned long long)c->base.id, c->base.user_id, code, why);
+    conn_closed(&c->base);
+    c->state = WS_CLOSING;
+    struct obuf *b = obuf_create_close(code);
+    if (b) {
+        queue_frame(c, b);
+        obuf_unref(b);
+    }
+    c->close_deadline = c->base.worker->now_ms + CLOSE_WAIT_MS;
+    conn_want_flush(&c->base);
+}
+
+/* Closes the socket and releases the session. */
+static void ws_finish(struct ws_conn *c)
+{
+    if (c->fd < 0)
+        return;
+    epoll_ctl(c->base.worker->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    drop_queue(c);
+    if (c->q_n) { /* the partly written frame */
+        obuf_unref(c->q[c->q_head]);
+        c->q_n = 0;
+    }
+    c->q_bytes = 0;
+    conn_release(&c->base);
+}
+
+void ws_conn_abort(struct conn *base)
+{
+    struct ws_conn *c = (struct ws_conn *)base;
+    conn_closed(base);
+    ws_finish(c);
+}
+
+/* conn_ops.send */
+static void ws_send(struct conn *base, struct obuf *b)
+{
+    struct ws_conn *c = (struct ws_conn *)base;
+    if (c->state != WS_OPEN || c->slow)
+        return;
+    queue_frame(c, b);
+    if (c->q_bytes > (size_t)base->worker->cfg->outbound_queue_bytes) {
+        /* Closing here could unsubscribe chans while a broadcast is being fanned out:
+         * the flush pass closes it. */
+        log_warn("slow consumer", "conn=%llu user=%s queued_bytes=%zu",
+                 (unsigned long long)base->id, base->user_id, c->q_bytes);
+        drop_queue(c);
+        c->slow = true;
+        conn_want_flush(base);
+    }
+}
+
+/* conn_ops.close */
+static void ws_close(struct conn *base, uint16_t code, const char *why)
+{
+    ws_start_close((struct ws_conn *)base, code, why);
+}
+
+/* A protocol violation: counted, logged, closed with code. */
+static void protocol_error(struct ws_conn *c, uint16_t code, const char *why)
+{
+    log_info("protocol error", "conn=%llu user=%s code=%u reason=\"%s\"",
+             (unsigned long long)c->base.id, c->base.user_id, code, why);
+    ws_start_close(c, code, why);
+}
+
+/* Handles one complete data message. */
+static void handle_message(struct ws_conn *c, uint8_t op, const uint8_t *data, size_t len)
+{
+    struct phx_in m;
+    const struct config *cfg = c->base.worker->cfg;
+    if (op == WS_OP_TEXT) {
+        if (!utf8_valid((const char *)data, len)) {
+            protocol_error(c, 1007, "invalid UTF-8");
+            return;
+        }
+        if (codec_decode_text(c->base.vsn, (const char *)data, len, (size_t)cfg->max_json_depth,
+                              &m)) {
+            protocol_error(c, 1011, "undecodable message");
+            return;
+        }
+    } else if (codec_decode_binary(c->base.vsn, data, len, &m)) {
+        protocol_error(c, 1011, "undecodable binary message");
+        return;
+    }
+    router_handle(&c->base, &m);
+    codec_in_cleanup(&m);
+}
+
+/* Handles one complete control frame. */
+static void handle_control(struct ws_conn *c, uint8_t op)
+{
+    if (op == WS_OP_PING) {
+        struct obuf *b = obuf_create(WS_OP_PONG, c->ctrl, c->ctrl_len);
+        if (b) {
+            queue_frame(c, b);
+            obuf_unref(b);
+        }
+    } else if (op == WS_OP_CLOSE) {
+        c->peer_closed = true;
+        if (c->state == WS_OPEN)
+            ws_start_close(c, 1000, "peer closed");
+    }
+}
+
+/* Appends payload bytes to the message being assembled, within the size limit. */
+static bool msg_append(struct ws_conn *c, const uint8_t *p, size_t n)
+{
+    if (c->msg_len + n > c->msg_cap) {
+        size_t cap = c->msg_cap ? c->msg_cap : 256;
+        while (cap < c->msg_len + n)
+            cap *= 2;
+        uint8_t *m = realloc(c->msg, cap);
+        if (!m)
+            return false;
+        c->msg = m;
+        c->msg_cap = cap;
+    }
+    memcpy(c->msg + c->msg_len, p, n);
+    c->msg_len += n;
+    return true;
+}
+
+/* Frees the assembly buffer (idle sessions keep no input memory). */
+static void msg_reset(struct ws_conn *c)
+{
+    free(c->msg);
+    c->msg = NULL;
+    c->msg_len = c->msg_cap = 0;
+    c->msg_op = 0;
+}
+
+/* Validates a frame header (first chunk of a frame); false after closing. */
+static bool frame_start(struct ws_conn *c, const struct wslay_frame_iocb *io)
+{
+    uint8_t op = io->opcode;
+    if (io->rsv)
+        return protocol_error(c, 1002, "reserved bits set"), false;
+    if (!io->mask)
+        return protocol_error(c, 1002, "unmasked client frame"), false;
+    if (wslay_is_ctrl_frame(op)) {
+        if (op != WS_OP_CLOSE && op != WS_OP_PING && op != WS_OP_PONG)
+            return protocol_error(c, 1002, "unknown opcode"), false;
+        if (!io->fin || io->payload_length > 125)
+            return protocol_error(c, 1002, "bad control frame"), false;
+        c->ctrl_len = 0;
+        return true;
+    }
+    if (op == WS_OP_CONT) {
+        if (!c->msg_op)
+            return protocol_error(c, 1002, "continuation without a message"), false;
+    } else if (op == WS_OP_TEXT || op == WS_OP_BINARY) {
+        if (c->msg_op)
+            return protocol_error(c, 1002, "new message inside a fragmented one"), false;
+        c->msg_op = op;
+        c->msg_len = 0;
+    } else {
+        return protocol_error(c, 1002, "unknown opcode"), false;
+    }
+    size_t max = (size_t)c->base.worker->cfg->max_frame_bytes;
+    if (io->payload_length > max || c->msg_len + io->payload_length > max)
+        return protocol_error(c, 1009, "message too big"), false;
+    return true;
+}
+
+/* Reads and handles frames until the socket is drained, the session pauses for a
+ * join, or it closes. */
+static void ws_read(struct ws_conn *c)
+{
+    while (c->fd >= 0) {
+        if (c->state == WS_OPEN && c->base.joins_pending) {
+            c->input_pending = true;
+            return;
+        }
+        struct wslay_frame_iocb io;
+        ssize_t r = wslay_frame_recv(c->wf, &io);
+        if (r == WSLAY_ERR_WANT_READ) {
+            if (c->io_eof) {
+                if (c->state == WS_OPEN)
+                    log_info("disconnect", "conn=%llu user=%s reason=\"connection lost\"",
+                             (unsigned long long)c->base.id, c->base.user_id);
+                ws_conn_abort(&c->base);
+            }
+            return;
+        }
+        if (r < 0) {
+            protocol_error(c, 1002, "malformed frame");
+            if (c->state != WS_OPEN)
+                c->input_pending = false;
+            return;
+        }
+        c->last_rx_ms = c->base.worker->now_ms;
+        if (c->state != WS_OPEN) {
+            /* Closing: discard data, but notice the peer's close frame. */
+            if (!c->in_frame) {
+                c->in_frame = true;
+                c->frame_left = io.payload_length;
+                c->frame_op = io.opcode;
+            }
+            c->frame_left -= (uint64_t)io.data_length;
+            if (!c->frame_left) {
+                c->in_frame = false;
+                if (c->frame_op == WS_OP_CLOSE)
+                    c->peer_closed = true;
+            }
+            continue;
+        }
+        if (!c->in_frame) {
+            c->in_frame = true;
+            c->frame_left = io.payload_length;
+            c->frame_op = io.opcode;
+            c->frame_fin = io.fin;
+            if (!frame_start(c, &io)) {
+                /* Closing now: the rest of this frame is discarded above. */
+                c->frame_left -= (uint64_t)io.data_length;
+                if (!c->frame_left)
+                    c->in_frame = false;
+                continue;
+            }
+        }
+        c->frame_left -= (uint64_t)io.data_length;
+        if (wslay_is_ctrl_frame(c->frame_op)) {
+            memcpy(c->ctrl + c->ctrl_len, io.data, io.data_length);
+            c->ctrl_len = (uint8_t)(c->ctrl_len + io.data_length);
+        } else if (io.data_length && !msg_append(c, io.data, io.data_length)) {
+            protocol_error(c, 1009, "out of memory for message");
+            continue;
+        }
+        if (c->frame_left)
+            continue;
+        c->in_frame = false;
+        if (wslay_is_ctrl_frame(c->frame_op)) {
+            handle_control(c, c->frame_op);
+        } else if (c->frame_fin) {
+            uint8_t op = c->msg_op;
+            handle_message(c, op, c->msg, c->msg_len);
+            msg_reset(c);
+        }
+    }
+}
+
+/* Writes queued frames with writev; after our close frame is out, half-closes. */
+static void ws_flush(struct conn *base)
+{
+    struct ws_conn *c = (struct ws_conn *)base;
+    if (c->fd < 0)
+        return;
+    if (c->slow && c->state == WS_OPEN)
+        ws_start_close(c, 1013, "slow consumer");
+    if (c->input_pending && !base->joins_pending && c->state == WS_OPEN) {
+        c->input_pending = false;
+        ws_read(c);
+        if (c->fd < 0)
+            return;
+    }
+    while (c->q_n) {
+        struct iovec iov[WRITE_BATCH];
+        int n = 0;
+        for (uint32_t i = 0; i < c->q_n && n < WRITE_BATCH; i++) {
+            struct obuf *b = c->q[(c->q_head + i) % c->q_cap];
+            size_t off = i == 0 ? c->q_off : 0;
+            iov[n].iov_base = b->data + off;
+            iov[n].iov_len = b->len - off;
+            n++;
+        }
+        ssize_t w = writev(c->fd, iov, n);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return; /* EPOLLOUT (edge) brings us back */
+            if (errno == EINTR)
+                continue;
+            ws_conn_abort(base);
+            return;
+        }
+        size_t left = (size_t)w;
+        while (left && c->q_n) {
+            struct obuf *b = c->q[c->q_head];
+            size_t rest = b->len - c->q_off;
+            if (left < rest) {
+                c->q_off += left;
+                left = 0;
+                break;
+            }
+            left -= rest;
+            c->q_off = 0;
+            c->q_bytes -= b->len;
+            bool was_close = b->opcode == WS_OP_CLOSE;
+            obuf_unref(b);
+            c->q_head = (c->q_head + 1) % c->q_cap;
+            c->q_n--;
+            if (was_close && c->state == WS_CLOSING) {
+                c->state = WS_CLOSE_SENT;
+                shutdown(c->fd, SHUT_WR);
+            }
+        }
+    }
+    if (c->q_cap > 4 && c->q_n == 0) { /* give back a burst's queue memory */
+        free(c->q);
+        c->q = NULL;
+        c->q_cap = c->q_head = 0;
+    }
+    if (c->state == WS_CLOSE_SENT && (c->peer_closed || c->io_eof))
+        ws_finish(c);
+}
+
+/* epoll events for the session's socket. */
+static void ws_on_event(struct ep_handler *h, uint32_t events)
+{
+    struct ws_conn *c = (struct ws_conn *)((char *)h - offsetof(struct ws_conn, ep));
+    if (c->fd < 0)
+        return;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        ws_read(c);
+    if (c->fd >= 0 && (events & EPOLLOUT) && c->q_n)
+        conn_want_flush(&c->base);
+    if (c->fd >= 0 && c->state == WS_CLOSE_SENT && (c->peer_closed || c->io_eof))
+        ws_finish(c);
+}
+
+/* conn_ops.resume: a join finished; the flush pass picks up held-back input. */
+static void ws_resume(struct conn *base)
+{
+    struct ws_conn *c = (struct ws_conn *)base;
+    if (c->input_pending)
+        conn_want_flush(base);
+}
+
+/* conn_ops.tick: idle timeout, and the close handshake's deadline. */
+static void ws_tick(struct conn *base, int64_t now)
+{
+    struct ws_conn *c = (struct ws_conn *)base;
+    if (c->fd < 0)
+        return;
+    if (c->state != WS_OPEN) {
+        if (now >= c->close_deadline)
+            ws_finish(c);
+        return;
+    }
+    if (now - c->last_rx_ms >= base->worker->cfg->idle_timeout * 1000)
+        ws_start_close(c, 1002, "idle timeout");
+}
+
+/* conn_ops.destroy */
+static void ws_destroy(struct conn *base)
+{
+    struct ws_conn *c = (struct ws_conn *)base;
+    wslay_frame_context_free(c->wf);
+    free(c->extra);
+    free(c->msg);
+    free(c->q);
+    free(c);
+}
+
+static const struct conn_ops ws_ops = {
+    .send = ws_send,
+    .close = ws_close,
+    .destroy = ws_destroy,
+    .resume = ws_resume,
+    .flush = ws_flush,
+    .tick = ws_tick,
+};
+
+void ws_conn_create(struct worker *w, int fd, const uint8_t *extra, size_t extra_len,
+                    char *user_id, enum codec_vsn vsn)
+{
+    struct ws_conn *c = xcalloc(1, sizeof *c);
+    conn_init(&c->base, &ws_ops, w, user_id, vsn);
+    c->fd = fd;
+    c->ep.on_event = ws_on_event;
+    c->last_rx_ms = w->now_ms;
+    if (wslay_frame_context_init(&c->wf, &frame_callbacks, c)) {
+        close(fd);
+        free(user_id);
+        free(c);
+        return;
+    }
+    if (extra_len) {
+        c->extra = xmalloc(extra_len);
+        memcpy(c->extra, extra, extra_len);
+        c->extra_len = extra_len;
+    }
+    worker_add_conn(w, &c->base);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                             .data.ptr = &c->ep};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev)) {
+        log_error("epoll_ctl failed", "errno=%d", errno);
+        ws_conn_abort(&c->base);
+        return;
+    }
+    log_info("connect", "conn=%llu user=%s transport=websocket vsn=%d",
+             (unsigned long long)c->base.id, user_id, vsn == CODEC_V2 ? 2 : 1);
+    if (c->extra_len)
+        ws_read(c);
+}

@@ -1,0 +1,40 @@
+/* ws.h - the WebSocket transport: the authenticated upgrade at /socket/websocket (on a
+ * libmicrohttpd thread) and the WebSocket session on an I/O worker (wslay's frame
+ * parser in, our own refcounted frames out, one writev per loop turn). */
+#ifndef RC_WS_H
+#define RC_WS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codec.h"
+
+struct config;
+struct hub;
+struct worker;
+struct conn;
+struct MHD_Connection;
+
+struct ws_front {
+    const struct config *cfg;
+    struct hub *hub;
+};
+
+/* The http_socket_handler for "/socket/…" paths (arg: struct ws_front). */
+int ws_socket_handler(void *arg, struct MHD_Connection *conn, const char *url,
+                      const char *method, void **sock_cls);
+
+/* Creates the session for an upgraded socket on worker w (worker thread). Takes
+ * ownership of fd and user_id; extra (extra_len bytes, copied) is input that arrived
+ * with the handshake. */
+void ws_conn_create(struct worker *w, int fd, const uint8_t *extra, size_t extra_len,
+                    char *user_id, enum codec_vsn vsn);
+
+/* Closes a session's socket at once, without a close handshake (shutdown deadline). */
+void ws_conn_abort(struct conn *c);
+
+/* Verifies a socket token and returns the user id (malloc'd) or NULL. Also used by the
+ * long-poll transport. */
+char *ws_authenticate(const struct config *cfg, const char *token);
+
+#endif
