@@ -11,6 +11,7 @@
 
 #include "api.h"
 #include "config.h"
+#include "hub.h"
 #include "jwt.h"
 #include "store.h"
 #include "util/clock.h"
@@ -74,7 +75,8 @@ static int split_path(const char *path, char *buf, size_t cap, char **seg, int m
 static json_t *parse_object(const struct api_request *req, struct api_response *resp)
 {
     json_error_t jerr;
-    json_t *j = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES,
+    json_t *j = json_loadb(req->body ? req->body : "", req->body_len,
+                           JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
                            &jerr);
     if (!j) {
         char msg[256];
@@ -315,6 +317,41 @@ out:
     json_decref(j);
 }
 
+/* POST /api/broadcast {topic, event, payload}: an ephemeral broadcast to a topic's
+ * subscribers; event "disconnect" to "user_socket:<user>" closes that user's sockets. */
+static void post_broadcast(struct hub *hub, const struct api_request *req,
+                           struct api_response *resp)
+{
+    json_t *j = parse_object(req, resp);
+    if (!j)
+        return;
+    const char *topic, *event;
+    if (!req_string(j, "topic", &topic, resp) || !req_string(j, "event", &event, resp))
+        goto out;
+    json_t *payload = json_object_get(j, "payload");
+    if (payload && !json_is_null(payload) && !json_is_object(payload)) {
+        api_error(resp, 400, "invalid_request", "\"payload\" must be a JSON object");
+        goto out;
+    }
+    size_t tl = strlen(topic);
+    if (tl == 0 || tl > 255 || !*event || strlen(event) > 255 || !strncmp(event, "phx_", 4)) {
+        api_error(resp, 422, "invalid_broadcast",
+                  "topic and event are 1 to 255 bytes; phx_* events are reserved");
+        goto out;
+    }
+    if (!strncmp(topic, "user_socket:", 12) && !strcmp(event, "disconnect")) {
+        hub_disconnect_user(hub, topic + 12);
+    } else {
+        char *text = payload && json_is_object(payload) ? json_dumps(payload, JSON_COMPACT)
+                                                         : strdup("{}");
+        hub_broadcast(hub, topic, event, text, strlen(text), 0);
+        free(text);
+    }
+    respond_json(resp, 200, json_pack("{s:s}", "status", "ok"));
+out:
+    json_decref(j);
+}
+
 /* Fills resp for a known path with the wrong method. */
 static bool bad_method(struct api_response *resp)
 {
@@ -322,7 +359,7 @@ static bool bad_method(struct api_response *resp)
     return false;
 }
 
-bool api_handle(const struct config *cfg, const struct api_request *req,
+bool api_handle(const struct config *cfg, struct hub *hub, const struct api_request *req,
                 struct api_response *resp, struct store_req **pending)
 {
     const char *m = req->method;
@@ -348,6 +385,21 @@ bool api_handle(const struct config *cfg, const struct api_request *req,
     }
     if (!strcmp(seg[1], "users") && n == 3)
         return put ? put_user(req, seg[2], resp, pending) : bad_method(resp);
+    if (!strcmp(seg[1], "users") && n == 4 && !strcmp(seg[3], "disconnect")) {
+        if (!post)
+            return bad_method(resp);
+        if (check_user(seg[2], resp)) {
+            hub_disconnect_user(hub, seg[2]);
+            respond_json(resp, 200, json_pack("{s:s}", "status", "ok"));
+        }
+        return false;
+    }
+    if (!strcmp(seg[1], "broadcast") && n == 2) {
+        if (!post)
+            return bad_method(resp);
+        post_broadcast(hub, req, resp);
+        return false;
+    }
     if (!strcmp(seg[1], "tokens") && n == 2) {
         if (!post)
             return bad_method(resp);

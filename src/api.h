@@ -10,6 +10,7 @@
 
 struct store_req;
 struct config;
+struct hub;
 
 struct api_response {
     int status;
@@ -30,7 +31,7 @@ struct api_request {
 /* Handles a request. Either fills *resp (returns false), or returns true with
  * *pending set to a store request that the caller submits; the response then comes
  * from api_finish. Never blocks. */
-bool api_handle(const struct config *cfg, const struct api_request *req,
+bool api_handle(const struct config *cfg, struct hub *hub, const struct api_request *req,
                 struct api_response *resp, struct store_req **pending);
 
 /* Builds the response for a completed store request made by api_handle. */

@@ -93,7 +93,7 @@ static enum MHD_Result dispatch(struct http_req *hr, const char *url, const char
         .query_arg = hr->conn,
     };
     struct store_req *pending = NULL;
-    if (!api_handle(hr->http->opts.cfg, &req, &resp, &pending)) {
+    if (!api_handle(hr->http->opts.cfg, hr->http->opts.hub, &req, &resp, &pending)) {
         hr->state = REQ_RESPONDED;
         return send_response(hr->conn, &resp);
     }

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# rowcast's two entry points on a fresh Debian 12 machine (root, or a user with sudo):
+#   scripts/run.sh serve   install what is missing, build, start the server on SQLite
+#   scripts/run.sh test    install what is missing, build, run every test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOP=$PWD
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+APT_PACKAGES=(build-essential autoconf automake libtool pkg-config
+  libmicrohttpd-dev libwslay-dev libjansson-dev libsqlite3-dev libpq-dev libssl-dev
+  libcmocka-dev sqlite3 curl)
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+install_packages() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    missing+=(nodejs npm)
+  fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing Debian packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+build() {
+  if [ ! -x configure ] || [ configure.ac -nt configure ] || [ Makefile.am -nt configure ]; then
+    say "autoreconf"
+    autoreconf -fi >/dev/null
+  fi
+  if [ ! -f Makefile ] || [ configure -nt Makefile ]; then
+    say "configure"
+    ./configure -q "$@"
+  fi
+  say "make"
+  make -j"$(nproc)" >/dev/null
+}
+
+npm_deps() {
+  if [ ! -d tests/e2e/node_modules ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules ]; then
+    say "npm ci (tests/e2e)"
+    (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+}
+
+case "${1:-}" in
+serve)
+  install_packages
+  build
+  cat >&2 <<'MSG'
+==> rowcast is starting on http://127.0.0.1:4000 (SQLite file ./rowcast.db).
+    Development defaults are in use: API key "rowcast-dev-api-key", a development JWT secret.
+    In another terminal:
+      curl -s -X POST localhost:4000/api/rooms -H 'Authorization: Bearer rowcast-dev-api-key' -d '{"id":"lobby","name":"Lobby"}'
+      curl -s -X PUT localhost:4000/api/rooms/lobby/members/alice -H 'Authorization: Bearer rowcast-dev-api-key' -d '{"role":"member"}'
+      curl -s -X POST localhost:4000/api/tokens -H 'Authorization: Bearer rowcast-dev-api-key' -d '{"user_id":"alice"}'
+    then connect a phoenix.js Socket to ws://127.0.0.1:4000/socket with params {token}
+    and join "room:lobby". README.md has the whole tour. Ctrl-C stops the server.
+MSG
+  exec ./rowcast serve "${@:2}"
+  ;;
+test)
+  install_packages
+  build
+  npm_deps
+  say "make check"
+  status=0
+  make -j"$(nproc)" check || status=$?
+  # One closing line for any runner: counts from automake's per-test results.
+  pass=0; fail=0
+  for trs in $(find tests -name '*.trs'); do
+    p=$(grep -c '^:test-result: PASS' "$trs" || true)
+    f=$(grep -c -E '^:test-result: (FAIL|ERROR|XPASS)' "$trs" || true)
+    pass=$((pass + p)); fail=$((fail + f))
+  done
+  if [ "$status" != 0 ]; then
+    for log in $(find tests -name '*.log' ! -name 'test-suite.log'); do
+      if grep -q -E '^(not ok|# (FAIL|ERROR))' "$log" 2>/dev/null; then
+        echo "----- $log" >&2; tail -n 60 "$log" >&2
+      fi
+    done
+    [ "$fail" -gt 0 ] || fail=1
+  fi
+  echo "$pass passed, $fail failed"
+  exit "$status"
+  ;;
+*)
+  echo "usage: scripts/run.sh serve [rowcast options] | scripts/run.sh test" >&2
+  exit 2
+  ;;
+esac
