@@ -72,7 +72,7 @@ static int set_value(struct config *cfg, const struct config_option *o, const ch
         char *end;
         errno = 0;
         long v = strtol(text, &end, 10);
-        if (errno || end == text || *end || v < 0)
+        if (errno || end == text || *end || v < 0 || !(*text >= '0' && *text <= '9'))
             return fail(err, errlen, "%s: --%s wants a non-negative integer, got \"%s\"", origin,
                         o->name, text);
         *(long *)field = v;
@@ -201,6 +201,10 @@ int config_parse(struct config *cfg, enum config_cmd cmd, int argc, char **argv,
         return fail(err, errlen, "--batch-max must be at least 1");
     if (cfg->http_threads < 1 || cfg->http_threads > 64)
         return fail(err, errlen, "--http-threads must be between 1 and 64");
+    if (cfg->max_channels < 1)
+        return fail(err, errlen, "--max-channels must be at least 1");
+    if (cfg->outbound_queue_bytes < 65536)
+        return fail(err, errlen, "--outbound-queue-bytes must be at least 65536");
     if (cfg->data_poll_ms < 1)
         return fail(err, errlen, "--data-poll-ms must be at least 1");
     return 0;

@@ -19,7 +19,7 @@ enum config_cmd {
 
 enum config_type {
     OPT_STRING,
-    OPT_INT,  /* non-negative integer with a size suffix allowed for *_bytes options */
+    OPT_INT,  /* non-negative decimal integer */
     OPT_BOOL, /* flag --name sets true, --no-name sets false; env "1"/"true"/"0"/"false" */
 };
 

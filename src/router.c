@@ -15,9 +15,19 @@
 #include "util/xmalloc.h"
 #include "worker.h"
 
-static const struct channel_type *const channel_types[] = {
+#define MAX_CHANNEL_TYPES 16
+static const struct channel_type *channel_types[MAX_CHANNEL_TYPES] = {
     &room_channel,
 };
+static size_t n_channel_types = 1;
+
+int router_add_type(const struct channel_type *t)
+{
+    if (n_channel_types == MAX_CHANNEL_TYPES)
+        return RC_ELIMIT;
+    channel_types[n_channel_types++] = t;
+    return 0;
+}
 
 /* A store request in flight for a chan. */
 struct pending {
@@ -49,7 +59,7 @@ void conn_unref(struct conn *c)
 
 const struct channel_type *router_match(const char *topic, size_t len)
 {
-    for (size_t i = 0; i < sizeof channel_types / sizeof channel_types[0]; i++) {
+    for (size_t i = 0; i < n_channel_types; i++) {
         size_t pl = strlen(channel_types[i]->prefix);
         if (len > pl && !memcmp(topic, channel_types[i]->prefix, pl))
             return channel_types[i];

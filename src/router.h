@@ -7,11 +7,17 @@
 #include <stddef.h>
 
 #include "codec.h"
+#include "rc.h"
 
 struct conn;
 struct chan;
 struct bcast;
 struct store_req;
+struct channel_type;
+
+/* Adds a channel type to the routing table (built-in types are already there). Main
+ * thread, before any worker starts. Returns 0 or RC_ELIMIT. */
+int router_add_type(const struct channel_type *t);
 
 /* The channel type serving topic, or NULL. */
 const struct channel_type *router_match(const char *topic, size_t len);

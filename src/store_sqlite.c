@@ -628,8 +628,11 @@ static void run_batch(struct sqlite_store *s, struct store_req *head)
         sqlite3_reset(s->w.st[i]);
     if (began && exec_simple(s->w.db, "COMMIT") != SQLITE_OK) {
         exec_simple(s->w.db, "ROLLBACK");
-        for (struct store_req *r = head; r; r = r->_next)
+        for (struct store_req *r = head; r; r = r->_next) {
             r->rc = RC_ESTORE;
+            store_msg_cleanup(&r->msg); /* rolled back: no id, no seq */
+            memset(&r->msg, 0, sizeof r->msg);
+        }
     }
     deliver_new(s);
     while (head) {
@@ -787,9 +790,15 @@ static int sq_open(const struct store_options *opts, struct store **out, char *e
     if ((rc = conn_open(&s->r, s->path, err, errlen)))
         goto fail;
     s->delivered_id = max_message_id(s->w.db);
-    if (pthread_create(&s->writer, NULL, writer_main, s) ||
-        pthread_create(&s->reader, NULL, reader_main, s)) {
-        snprintf(err, errlen, "cannot start store threads");
+    if (pthread_create(&s->writer, NULL, writer_main, s)) {
+        snprintf(err, errlen, "cannot start the store writer thread");
+        rc = RC_ESTORE;
+        goto fail;
+    }
+    if (pthread_create(&s->reader, NULL, reader_main, s)) {
+        queue_stop(&s->wq);
+        pthread_join(s->writer, NULL);
+        snprintf(err, errlen, "cannot start the store reader thread");
         rc = RC_ESTORE;
         goto fail;
     }
@@ -799,6 +808,10 @@ static int sq_open(const struct store_options *opts, struct store **out, char *e
 fail:
     conn_close(&s->w);
     conn_close(&s->r);
+    pthread_mutex_destroy(&s->wq.mu);
+    pthread_cond_destroy(&s->wq.cv);
+    pthread_mutex_destroy(&s->rq.mu);
+    pthread_cond_destroy(&s->rq.cv);
     free(s->path);
     free(s);
     return rc;
