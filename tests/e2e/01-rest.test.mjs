@@ -89,9 +89,6 @@ test("rest: JSON of the wrong shape or field types is 400 invalid_request", asyn
   await unchanged(async () => {
     expectError(await srv.api("POST", "/api/rooms", []), 400, "invalid_request");
     expectError(await srv.api("POST", "/api/rooms", [{ id: "a", name: "b" }]), 400, "invalid_request");
-    expectError(await srv.api("POST", "/api/rooms", "42"), 400, "invalid_request");
-    expectError(await srv.api("POST", "/api/rooms", '"a string"'), 400, "invalid_request");
-    expectError(await srv.api("POST", "/api/rooms", "null"), 400, "invalid_request");
     expectError(await srv.api("POST", "/api/rooms", { id: 5, name: "five" }), 400, "invalid_request");
     expectError(await srv.api("POST", "/api/rooms", { id: uid("r"), name: 5 }), 400, "invalid_request");
     expectError(await srv.api("POST", "/api/rooms", { name: "no id" }), 400, "invalid_request");
@@ -103,6 +100,17 @@ test("rest: JSON of the wrong shape or field types is 400 invalid_request", asyn
     expectError(await srv.api("POST", "/api/tokens", []), 400, "invalid_request");
     expectError(await srv.api("POST", "/api/tokens", { user_id: 7 }), 400, "invalid_request");
     expectError(await srv.api("POST", "/api/tokens", {}), 400, "invalid_request");
+  });
+});
+
+// A scalar is valid JSON (RFC 8259) of the wrong type, not malformed JSON.
+test("rest: a top-level JSON scalar body is 400 invalid_request, not invalid_json", async () => {
+  await srv.putUser("u1");
+  await unchanged(async () => {
+    for (const body of ["42", '"a string"', "null", "true"]) {
+      expectError(await srv.api("POST", "/api/rooms", body), 400, "invalid_request");
+      expectError(await srv.api("PUT", "/api/users/u1", body), 400, "invalid_request");
+    }
   });
 });
 

@@ -173,3 +173,64 @@ test("ws: heartbeats keep an idle socket open; a silent socket is closed (--idle
     await idle.stop();
   }
 }, { timeout: 30000 });
+
+// Wire details phoenix.js relies on (docs/phoenix-protocol.md §4.2–4.5).
+test("ws: channel lifecycle on the wire: join reply first, leave → reply + phx_close, duplicate join", async () => {
+  const room = await srv.roomWith({ wire_user: "member" });
+  const topic = `room:${room}`;
+  const ws = await srv.rawWs(q({ token: await srv.token("wire_user"), vsn: "2.0.0" }));
+  ws.sendJson(["1", "1", topic, "phx_join", {}]);
+  const first = await ws.nextJson();
+  assert.deepEqual(first.slice(0, 4), ["1", "1", topic, "phx_reply"], "the join reply is the first frame");
+  assert.equal(first[4].status, "ok");
+  assert.deepEqual(await ws.nextJson(), ["1", null, topic, "message_history", { messages: [] }]);
+
+  // a null join_ref is delivered to the joined channel; the reply carries its join_ref
+  ws.sendJson([null, "2", topic, "whatever", {}]);
+  assert.deepEqual(await ws.nextJson(), ["1", "2", topic, "phx_reply", { response: { reason: "unknown_event" }, status: "error" }]);
+
+  // leave: ok reply, then phx_close with ref = join_ref; then the topic is unmatched
+  ws.sendJson(["1", "4", topic, "phx_leave", {}]);
+  assert.deepEqual(await ws.nextJson(), ["1", "4", topic, "phx_reply", { response: {}, status: "ok" }]);
+  assert.deepEqual(await ws.nextJson(), ["1", "1", topic, "phx_close", {}]);
+  ws.sendJson(["1", "5", topic, "whatever", {}]);
+  assert.deepEqual(await ws.nextJson(), [null, "5", topic, "phx_reply", { response: { reason: "unmatched topic" }, status: "error" }]);
+  // leaving a topic that is not joined is answered ok (join_ref echoed), without phx_close
+  ws.sendJson(["7", "7", "room:not-joined", "phx_leave", {}]);
+  assert.deepEqual(await ws.nextJson(), ["7", "7", "room:not-joined", "phx_reply", { response: {}, status: "ok" }]);
+
+  // duplicate join: the new join's reply, the old instance's phx_close, the new history
+  ws.sendJson(["10", "10", topic, "phx_join", {}]);
+  assert.equal((await ws.nextJson((m) => m[1] === "10")).at(4).status, "ok");
+  await ws.nextJson((m) => m[3] === "message_history" && m[0] === "10");
+  ws.sendJson(["11", "11", topic, "phx_join", {}]);
+  const reply = await ws.nextJson((m) => m[1] === "11");
+  assert.deepEqual(reply.slice(0, 4), ["11", "11", topic, "phx_reply"]);
+  assert.equal(reply[4].status, "ok");
+  assert.deepEqual(await ws.nextJson((m) => m[3] === "phx_close"), ["10", "10", topic, "phx_close", {}]);
+  assert.equal((await ws.nextJson((m) => m[3] === "message_history"))[0], "11");
+  ws.sendJson(["11", "12", topic, "new_message", { body: "after rejoin" }]);
+  const ok = await ws.nextJson((m) => m[1] === "12");
+  assert.deepEqual(ok.slice(0, 4), ["11", "12", topic, "phx_reply"]);
+  assert.equal(ok[4].status, "ok");
+  // exactly one broadcast copy: the old instance is gone
+  await ws.nextJson((m) => m[3] === "new_message");
+  await sleep(300);
+  const more = ws.msgs.map((m) => JSON.parse(m.data.toString())).filter((m) => m[3] === "new_message" || m[3] === "phx_reply");
+  assert.deepEqual(more, [], "no second copy of the broadcast or reply");
+});
+
+test("ws: a push with a stale join_ref is dropped without a reply (Phoenix 1.8.3+ rule)", async () => {
+  const room = await srv.roomWith({ stale_user: "member" });
+  const topic = `room:${room}`;
+  const ws = await srv.rawWs(q({ token: await srv.token("stale_user"), vsn: "2.0.0" }));
+  ws.sendJson(["3", "3", topic, "phx_join", {}]);
+  assert.equal((await ws.nextJson((m) => m[3] === "phx_reply")).at(4).status, "ok");
+  await ws.nextJson((m) => m[3] === "message_history");
+  ws.sendJson(["99", "9", topic, "new_message", { body: "stale" }]);
+  ws.sendJson([null, "10", "phoenix", "heartbeat", {}]);
+  assert.deepEqual(await ws.nextJson(), [null, "10", "phoenix", "phx_reply", { response: {}, status: "ok" }], "no reply to the stale push came first");
+  await sleep(200);
+  assert.deepEqual(ws.msgs.map((m) => m.data.toString()), []);
+  assert.deepEqual(await srv.getMessages(room), [], "the stale push stored nothing");
+});
