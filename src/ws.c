@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -198,6 +200,10 @@ static void on_upgraded(void *cls, struct MHD_Connection *connection, void *req_
     }
     int fl = fcntl(fd, F_GETFL);
     fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    /* Frames are written whole, one writev per loop turn: Nagle would only add the
+     * peer's delayed-ACK time to every reply that follows a broadcast. */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     hub_accept_ws(hub, fd, (const uint8_t *)extra_in, extra_in_size, user, vsn);
 }
 
