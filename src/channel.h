@@ -29,8 +29,9 @@ struct chan {
     const struct channel_type *type;
     char *topic;
     size_t topic_len;
-    char *jr;          /* the join_ref as JSON text, NULL for null */
-    char *join_ref;    /* the join push's ref as JSON text (until replied) */
+    char *jr;          /* the join's join_ref as JSON text, NULL for null (then pushes
+                        * and replies use join_ref, the join's ref, as Phoenix does) */
+    char *join_ref;    /* the join push's ref as JSON text */
     uint32_t id;       /* unique on its worker, for store completions */
     enum chan_state state;
     size_t sub_index;  /* position in the worker's subscriber array for the topic */

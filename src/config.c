@@ -39,6 +39,9 @@ const struct config_option config_options[] = {
     {"batch-max", OPT_INT, "1024", SERVE, OFF(batch_max), "writes per group commit"},
     {"data-poll-ms", OPT_INT, "20", SERVE, OFF(data_poll_ms),
      "SQLite mode: how often to look for rows written by other processes"},
+    {"sqlite-sync", OPT_STRING, "full", SERVE, OFF(sqlite_sync),
+     "SQLite: full (fsync each group commit; survives power loss) or normal (survives "
+     "process crashes; faster)"},
     {"user", OPT_STRING, NULL, CMD_TOKEN, OFF(user), "token: the user id (sub claim)"},
     {"ttl", OPT_INT, "3600", CMD_TOKEN, OFF(ttl), "token: lifetime in seconds"},
 };
@@ -201,6 +204,8 @@ int config_parse(struct config *cfg, enum config_cmd cmd, int argc, char **argv,
         return fail(err, errlen, "--batch-max must be at least 1");
     if (cfg->http_threads < 1 || cfg->http_threads > 64)
         return fail(err, errlen, "--http-threads must be between 1 and 64");
+    if (cmd == CMD_SERVE && strcmp(cfg->sqlite_sync, "full") && strcmp(cfg->sqlite_sync, "normal"))
+        return fail(err, errlen, "--sqlite-sync must be full or normal, got \"%s\"", cfg->sqlite_sync);
     if (cfg->max_channels < 1)
         return fail(err, errlen, "--max-channels must be at least 1");
     if (cfg->outbound_queue_bytes < 65536)

@@ -41,6 +41,7 @@ struct config {
     long outbound_queue_bytes; /* per connection; over it the socket is a slow consumer */
     long batch_max;      /* writes per group commit */
     long data_poll_ms;   /* how often SQLite mode looks for writes by other processes */
+    char *sqlite_sync;   /* full or normal */
     /* token subcommand */
     char *user;
     long ttl;

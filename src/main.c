@@ -73,6 +73,7 @@ static int cmd_serve(struct config *cfg)
         .url = cfg->db,
         .batch_max = (int)cfg->batch_max,
         .data_poll_ms = (int)cfg->data_poll_ms,
+        .sync_full = !strcmp(cfg->sqlite_sync, "full"),
         .listener = hub_on_messages,
         .listener_arg = hub,
     };

@@ -110,9 +110,16 @@ static void reason_json(struct sbuf *b, const char *reason)
     sbuf_addc(b, '}');
 }
 
+/* The join_ref a channel's pushes and replies carry: the join's own, or, for a join
+ * sent with a null join_ref, the join's ref (Phoenix does the same). */
+static const char *chan_jr(const struct chan *ch)
+{
+    return ch->jr ? ch->jr : ch->join_ref;
+}
+
 void chan_reply(struct chan *ch, const char *ref, const char *status, const char *response)
 {
-    send_reply(ch->conn, ch->jr, ref, ch->topic, ch->topic_len, status,
+    send_reply(ch->conn, chan_jr(ch), ref, ch->topic, ch->topic_len, status,
                response ? response : "{}");
 }
 
@@ -126,7 +133,8 @@ void chan_reply_error(struct chan *ch, const char *ref, const char *reason)
 
 void chan_push(struct chan *ch, const char *event, const char *payload, size_t payload_len)
 {
-    router_send(ch->conn, ch->jr, NULL, ch->topic, ch->topic_len, event, payload, payload_len);
+    router_send(ch->conn, chan_jr(ch), NULL, ch->topic, ch->topic_len, event, payload,
+                payload_len);
 }
 
 /* Finds the chan of conn c on topic. */
@@ -268,8 +276,7 @@ static void handle_join(struct conn *c, const struct phx_in *m, const char *jr,
         return;
     }
     if (c->n_chans >= (unsigned)c->worker->cfg->max_channels) {
-        send_reply(c, jr ? jr : ref, ref, topic, tl, "error",
-                   "{\"reason\":\"too many channels joined\"}");
+        send_reply(c, jr, ref, topic, tl, "error", "{\"reason\":\"too many channels joined\"}");
         return;
     }
     struct chan *ch = xcalloc(1, sizeof *ch);
@@ -277,7 +284,7 @@ static void handle_join(struct conn *c, const struct phx_in *m, const char *jr,
     ch->type = type;
     ch->topic = xstrndup(topic, tl);
     ch->topic_len = tl;
-    ch->jr = jr ? xstrdup(jr) : (ref ? xstrdup(ref) : NULL);
+    ch->jr = jr ? xstrdup(jr) : NULL;
     ch->join_ref = ref ? xstrdup(ref) : NULL;
     ch->id = c->worker->next_chan_id++;
     ch->state = CHAN_JOINING;
@@ -298,9 +305,9 @@ static void handle_leave(struct conn *c, const struct phx_in *m, const char *jr,
         send_reply(c, jr, ref, m->topic_str, m->topic_len, "ok", "{}");
         return;
     }
-    if (jr && ch->jr && strcmp(jr, ch->jr))
+    if (jr && chan_jr(ch) && strcmp(jr, chan_jr(ch)))
         return; /* stale instance: Phoenix 1.8 ignores it */
-    send_reply(c, ch->jr, ref, ch->topic, ch->topic_len, "ok", "{}");
+    send_reply(c, chan_jr(ch), ref, ch->topic, ch->topic_len, "ok", "{}");
     router_send(c, ch->jr, ch->jr, ch->topic, ch->topic_len, "phx_close", "{}", 2);
     log_info("leave", "conn=%llu user=%s topic=%s", (unsigned long long)c->id, c->user_id,
              ch->topic);
@@ -361,7 +368,7 @@ void router_handle(struct conn *c, const struct phx_in *m)
                    "{\"reason\":\"unmatched topic\"}");
         goto out;
     }
-    if (jr && ch->jr && strcmp(jr, ch->jr))
+    if (jr && chan_jr(ch) && strcmp(jr, chan_jr(ch)))
         goto out; /* stale join_ref: dropped without a reply (Phoenix 1.8.3+) */
     ch->type->handle_in(ch, ev, m, ref);
 out:

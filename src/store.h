@@ -96,6 +96,7 @@ struct store_options {
     const char *url;     /* sqlite:PATH */
     int batch_max;       /* writes per transaction */
     int data_poll_ms;    /* how often to look for writes by other processes */
+    bool sync_full;      /* SQLite: fsync every commit (synchronous=FULL) */
     store_msg_listener listener; /* may be NULL */
     void *listener_arg;
 };

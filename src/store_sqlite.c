@@ -39,7 +39,6 @@ enum stmt_id {
     ST_MEMBER_DELETE,
     ST_MEMBERS_LIST,
     ST_MSG_INSERT,
-    ST_MSG_SEQ,
     ST_MSGS_AFTER,
     ST_MSGS_BEFORE,
     ST_MSGS_BETWEEN,
@@ -69,9 +68,9 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_MEMBERS_LIST] = "SELECT m.user_id, m.role, COALESCE(u.name, m.user_id) "
                         "FROM memberships m LEFT JOIN users u ON u.id = m.user_id "
                         "WHERE m.room_id = ?1 ORDER BY m.user_id",
-    [ST_MSG_INSERT] = "INSERT INTO messages(room_id, user_id, body, inserted_at) "
-                      "VALUES (?1, ?2, ?3, ?4)",
-    [ST_MSG_SEQ] = "SELECT seq FROM messages WHERE id = ?1",
+    [ST_MSG_INSERT] = "INSERT INTO messages(room_id, user_id, body, inserted_at, seq) "
+                      "VALUES (?1, ?2, ?3, ?4, (SELECT last_seq + 1 FROM rooms WHERE id = ?1)) "
+                      "RETURNING id, seq",
     [ST_MSGS_AFTER] = "SELECT id, room_id, seq, user_id, body, inserted_at FROM messages "
                       "WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
     [ST_MSGS_BEFORE] = "SELECT * FROM (SELECT id, room_id, seq, user_id, body, inserted_at "
@@ -98,6 +97,7 @@ struct sqlite_store {
     char *path;
     int batch_max;
     int data_poll_ms;
+    bool sync_full;
     struct conn w, r;
     struct queue wq, rq;
     pthread_t writer, reader;
@@ -160,8 +160,11 @@ static int exec_simple(sqlite3 *db, const char *sql)
     return rc;
 }
 
-/* Opens one connection with the pragmas every rowcast connection uses. */
-static int conn_open(struct conn *c, const char *path, char *err, size_t errlen)
+/* Opens one connection with the pragmas every rowcast connection uses. Foreign keys
+ * stay off: the schema's triggers enforce what matters (room existence, cascades) for
+ * every writer, including processes that never turn foreign keys on. */
+static int conn_open(struct conn *c, const char *path, bool sync_full, char *err,
+                     size_t errlen)
 {
     memset(c, 0, sizeof *c);
     int rc = sqlite3_open_v2(path, &c->db,
@@ -176,8 +179,10 @@ static int conn_open(struct conn *c, const char *path, char *err, size_t errlen)
     }
     sqlite3_busy_timeout(c->db, 5000);
     sqlite3_extended_result_codes(c->db, 1);
-    if (exec_simple(c->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
-                           "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY") != SQLITE_OK) {
+    if (exec_simple(c->db, sync_full ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
+                                       "PRAGMA temp_store=MEMORY"
+                                     : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                                       "PRAGMA temp_store=MEMORY") != SQLITE_OK) {
         snprintf(err, errlen, "cannot configure SQLite database %s: %s", path,
                  sqlite3_errmsg(c->db));
         sqlite3_close(c->db);
@@ -503,7 +508,7 @@ static int do_member_put(struct conn *c, struct store_req *req)
     return do_member_get(c, req);
 }
 
-/* Inserts a message; the trigger assigns its seq. */
+/* Inserts a message with the room's next seq (the triggers check and record it). */
 static int do_message_add(struct conn *c, struct store_req *req)
 {
     sqlite3_stmt *st = stmt(c, ST_MSG_INSERT);
@@ -516,16 +521,14 @@ static int do_message_add(struct conn *c, struct store_req *req)
     bind_text(st, 3, req->body);
     bind_text(st, 4, ts);
     int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW)
+        return step_error(c, rc);
+    req->msg.id = sqlite3_column_int64(st, 0);
+    req->msg.seq = sqlite3_column_int64(st, 1);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
     if (rc != SQLITE_DONE)
         return step_error(c, rc);
-    int64_t id = sqlite3_last_insert_rowid(c->db);
-    if (!(st = stmt(c, ST_MSG_SEQ)))
-        return RC_ESTORE;
-    sqlite3_bind_int64(st, 1, id);
-    if ((rc = sqlite3_step(st)) != SQLITE_ROW)
-        return step_error(c, rc);
-    req->msg.id = id;
-    req->msg.seq = sqlite3_column_int64(st, 0);
     req->msg.room_id = xstrdup(req->room_id);
     req->msg.user_id = xstrdup(req->user_id);
     req->msg.body = xstrdup(req->body);
@@ -777,17 +780,18 @@ static int sq_open(const struct store_options *opts, struct store **out, char *e
     s->path = xstrdup(url_path(opts->url));
     s->batch_max = opts->batch_max > 0 ? opts->batch_max : 1024;
     s->data_poll_ms = opts->data_poll_ms > 0 ? opts->data_poll_ms : 20;
+    s->sync_full = opts->sync_full;
     s->listener = opts->listener;
     s->listener_arg = opts->listener_arg;
     queue_init(&s->wq);
     queue_init(&s->rq);
     int applied;
-    int rc = conn_open(&s->w, s->path, err, errlen);
+    int rc = conn_open(&s->w, s->path, s->sync_full, err, errlen);
     if (rc)
         goto fail;
     if ((rc = run_migrations(s->w.db, &applied, err, errlen)))
         goto fail;
-    if ((rc = conn_open(&s->r, s->path, err, errlen)))
+    if ((rc = conn_open(&s->r, s->path, s->sync_full, err, errlen)))
         goto fail;
     s->delivered_id = max_message_id(s->w.db);
     if (pthread_create(&s->writer, NULL, writer_main, s)) {
@@ -820,7 +824,7 @@ fail:
 static int sq_migrate(const char *url, int *applied, char *err, size_t errlen)
 {
     struct conn c;
-    int rc = conn_open(&c, url_path(url), err, errlen);
+    int rc = conn_open(&c, url_path(url), true, err, errlen);
     if (rc)
         return rc;
     rc = run_migrations(c.db, applied, err, errlen);

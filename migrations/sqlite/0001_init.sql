@@ -38,17 +38,33 @@ CREATE UNIQUE INDEX messages_room_seq ON messages(room_id, seq);
 
 -- seq is gapless per room and assigned here, so a plain INSERT from any process gets
 -- one. SQLite runs one writer at a time, so commit order equals seq order per room.
+-- An INSERT may also name the seq itself, but only the next one (rowcast does, to get
+-- it back with RETURNING in one statement).
 CREATE TRIGGER messages_room_exists BEFORE INSERT ON messages
 WHEN NOT EXISTS (SELECT 1 FROM rooms WHERE id = NEW.room_id)
 BEGIN
     SELECT RAISE(ABORT, 'rowcast: no such room');
 END;
 
+CREATE TRIGGER messages_seq_given BEFORE INSERT ON messages
+WHEN NEW.seq IS NOT NULL
+ AND NEW.seq IS NOT (SELECT last_seq + 1 FROM rooms WHERE id = NEW.room_id)
+BEGIN
+    SELECT RAISE(ABORT, 'rowcast: seq must be the room''s last_seq + 1');
+END;
+
 CREATE TRIGGER messages_assign_seq AFTER INSERT ON messages
+WHEN NEW.seq IS NULL
 BEGIN
     UPDATE rooms SET last_seq = last_seq + 1 WHERE id = NEW.room_id;
     UPDATE messages SET seq = (SELECT last_seq FROM rooms WHERE id = NEW.room_id)
      WHERE id = NEW.id;
+END;
+
+CREATE TRIGGER messages_take_seq AFTER INSERT ON messages
+WHEN NEW.seq IS NOT NULL
+BEGIN
+    UPDATE rooms SET last_seq = NEW.seq WHERE id = NEW.room_id;
 END;
 
 -- Deleting a room removes its messages and memberships even when the deleting
