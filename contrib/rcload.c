@@ -1,0 +1,2827 @@
+/*
+ * rcload: load and benchmark tool for rowcast.
+ *
+ *   rcload SCENARIO --url http://127.0.0.1:4000 --api-key KEY [options]
+ *
+ * One thread, one epoll loop, non-blocking sockets: a minimal HTTP/1.1 keep-alive client
+ * for the REST API and a minimal WebSocket client (RFC 6455, masked client frames) that
+ * speaks the Phoenix Channels V2 JSON protocol. Every scenario creates its own rooms,
+ * members and tokens through the REST API (names carry the pid, so runs never collide),
+ * stops by itself within --timeout seconds, prints a text report and one final JSON line.
+ *
+ * Only 127.0.0.0/8 targets are accepted: this is a tool for benchmarking a local server,
+ * not for loading somebody else's. Client sockets are bound to 127.0.0.1-127.0.0.250 in
+ * turn (with IP_BIND_ADDRESS_NO_PORT), so the run is not limited to one address's
+ * ephemeral ports.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+#define NSEC 1000000000ull
+#define MSEC 1000000ull
+#define SRC_ADDRS 250           /* client sockets bind to 127.0.0.1 .. 127.0.0.250 */
+#define MAX_FRAME (16u << 20)   /* largest server frame or HTTP body we accept */
+#define MAX_SEQ_SPAN (1u << 24) /* seqs this far above a client's base are bogus */
+#define SETUP_CONNS 16          /* keep-alive connections used for REST setup */
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+/* ------------------------------------------------------------------------------------ */
+/* Small utilities                                                                       */
+
+/* Reallocates or aborts: without memory the tool cannot report anything useful. */
+static void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q) {
+        fputs("rcload: out of memory\n", stderr);
+        abort();
+    }
+    return q;
+}
+
+/* Zeroed allocation or abort. */
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) {
+        fputs("rcload: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+/* Formats into a fresh string or aborts. */
+__attribute__((format(printf, 1, 2))) static char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    char *s = NULL;
+    va_start(ap, fmt);
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        fputs("rcload: out of memory\n", stderr);
+        abort();
+    }
+    return s;
+}
+
+/* Monotonic clock in nanoseconds; also the timestamp embedded in message bodies. */
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * NSEC + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t rng_state;
+
+/* xorshift64*: WebSocket masks and keys need no cryptographic quality here. */
+static uint64_t rnd64(void)
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545F4914F6CDD1Dull;
+}
+
+/* Growable byte buffer; live data is p[off, len). */
+struct buf {
+    char *p;
+    size_t off, len, cap;
+};
+
+/* Makes room for `more` bytes after the live data. */
+static void buf_reserve(struct buf *b, size_t more)
+{
+    if (b->off == b->len)
+        b->off = b->len = 0;
+    if (b->cap - b->len >= more)
+        return;
+    if (b->off) {
+        memmove(b->p, b->p + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+        if (b->cap - b->len >= more)
+            return;
+    }
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < more)
+        cap *= 2;
+    b->p = xrealloc(b->p, cap);
+    b->cap = cap;
+}
+
+/* Appends n bytes. */
+static void buf_add(struct buf *b, const void *d, size_t n)
+{
+    buf_reserve(b, n);
+    memcpy(b->p + b->len, d, n);
+    b->len += n;
+}
+
+/* Appends formatted text (no terminating NUL counted). */
+__attribute__((format(printf, 2, 3))) static void buf_printf(struct buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    buf_reserve(b, (size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+/* Bytes of live data. */
+static size_t buf_used(const struct buf *b)
+{
+    return b->len - b->off;
+}
+
+/* First live byte. */
+static char *buf_data(const struct buf *b)
+{
+    return b->p + b->off;
+}
+
+/* Drops n bytes from the front; the memory stays valid until the next reserve or free. */
+static void buf_consume(struct buf *b, size_t n)
+{
+    b->off += n;
+    if (b->off >= b->len)
+        b->off = b->len = 0;
+}
+
+/* Releases the memory. */
+static void buf_free(struct buf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+/* Latency samples in nanoseconds; sorted once for the percentiles. */
+struct lat {
+    uint64_t *v;
+    size_t n, cap;
+};
+
+/* Records one sample. */
+static void lat_add(struct lat *l, uint64_t ns)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 1024;
+        l->v = xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = ns;
+}
+
+/* qsort comparator for uint64_t. */
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorts the samples; call before lat_ms. */
+static void lat_sort(struct lat *l)
+{
+    if (l->n > 1)
+        qsort(l->v, l->n, sizeof *l->v, cmp_u64);
+}
+
+/* Nearest-rank percentile in milliseconds (pct 100 = max); 0 when empty. */
+static double lat_ms(const struct lat *l, double pct)
+{
+    if (!l->n)
+        return 0;
+    double x = pct / 100.0 * (double)l->n;
+    size_t rank = (size_t)x;
+    if ((double)rank < x)
+        rank++;
+    if (rank < 1)
+        rank = 1;
+    if (rank > l->n)
+        rank = l->n;
+    return (double)l->v[rank - 1] / 1e6;
+}
+
+/* Standard base64 with padding; out needs 4*ceil(n/3)+1 bytes. */
+static void b64(const unsigned char *in, size_t n, char *out)
+{
+    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < n)
+            v |= in[i + 2];
+        out[o++] = t[(v >> 18) & 63];
+        out[o++] = t[(v >> 12) & 63];
+        out[o++] = i + 1 < n ? t[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < n ? t[v & 63] : '=';
+    }
+    out[o] = '\0';
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Options, errors, global state                                                         */
+
+enum scenario { SC_REST, SC_FANOUT, SC_IDLE, SC_CHAT, SC_JOIN };
+
+static const char *const scenario_names[] = {"rest", "fanout", "idle", "chat", "join"};
+
+struct opts {
+    enum scenario sc;
+    const char *url;
+    char hostport[64];
+    struct sockaddr_in dst;
+    const char *api_key;
+    long conns, rooms, subs, messages, count, concurrency, history, body_bytes, server_pid;
+    double duration, timeout, hold, heartbeat, drain;
+    bool rest_publisher;
+};
+
+static struct opts O = {
+    .conns = -1,
+    .rooms = -1,
+    .subs = 1000,
+    .messages = 200,
+    .concurrency = 100,
+    .history = 50,
+    .duration = 10,
+    .timeout = 60,
+    .hold = 5,
+    .heartbeat = 30,
+    .drain = 5,
+};
+
+/* Every failure the run saw, by kind; a few first messages are kept as samples. */
+struct errors {
+    uint64_t connect;      /* socket, bind or connect failed */
+    uint64_t handshake;    /* WebSocket upgrade refused or malformed */
+    uint64_t closed;       /* connection or channel ended unexpectedly */
+    uint64_t reply;        /* phx_reply with status other than ok (not rate limits) */
+    uint64_t rate_limited; /* phx_reply error rate_limited (retried) */
+    uint64_t http;         /* REST answer with an unexpected status */
+    uint64_t protocol;     /* unparsable frame, response or payload */
+    uint64_t incomplete;   /* a phase did not finish before --timeout */
+    char samples[10][200];
+    int nsamples;
+};
+
+static struct errors E;
+
+/* Keeps the first few distinct error messages for the report. */
+__attribute__((format(printf, 1, 2))) static void err_sample(const char *fmt, ...)
+{
+    char m[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m, sizeof m, fmt, ap);
+    va_end(ap);
+    for (int i = 0; i < E.nsamples; i++)
+        if (!strcmp(E.samples[i], m))
+            return;
+    if (E.nsamples < (int)(sizeof E.samples / sizeof E.samples[0]))
+        strcpy(E.samples[E.nsamples++], m);
+}
+
+/* Total of all error counters except rate limits (which are retried). */
+static uint64_t err_total(void)
+{
+    return E.connect + E.handshake + E.closed + E.reply + E.http + E.protocol + E.incomplete;
+}
+
+/* The event loop. */
+struct loop {
+    int ep;
+    uint64_t t_start, deadline;
+    bool stopping; /* tearing down: closes are not errors, nothing new is sent */
+};
+
+static struct loop L;
+static volatile sig_atomic_t got_sigint;
+static char prefix[32]; /* "rcl<pid>": rooms and users of this run */
+
+/* SIGINT: finish early and print what was measured. */
+static void on_sigint(int sig)
+{
+    got_sigint = 1;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* JSON scanning: just enough to pick fields out of server frames without copying.      */
+
+struct span {
+    const char *p;
+    size_t n;
+};
+
+/* Skips JSON whitespace. */
+static const char *jws(const char *p, const char *e)
+{
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* End of the string whose opening quote is at p, or NULL. */
+static const char *jstr_end(const char *p, const char *e)
+{
+    for (p++; p < e; p++) {
+        if (*p == '\\')
+            p++;
+        else if (*p == '"')
+            return p + 1;
+    }
+    return NULL;
+}
+
+/* First byte after the JSON value at p, or NULL if it is malformed or truncated. */
+static const char *jskip(const char *p, const char *e)
+{
+    p = jws(p, e);
+    if (p >= e)
+        return NULL;
+    if (*p == '"')
+        return jstr_end(p, e);
+    if (*p == '{' || *p == '[') {
+        int depth = 0;
+        while (p < e) {
+            char ch = *p;
+            if (ch == '"') {
+                p = jstr_end(p, e);
+                if (!p)
+                    return NULL;
+                continue;
+            }
+            if (ch == '{' || ch == '[')
+                depth++;
+            else if ((ch == '}' || ch == ']') && --depth == 0)
+                return p + 1;
+            p++;
+        }
+        return NULL;
+    }
+    const char *s = p;
+    while (p < e && *p != ',' && *p != ']' && *p != '}' && *p != ' ' && *p != '\t' && *p != '\r' &&
+           *p != '\n')
+        p++;
+    return p > s ? p : NULL;
+}
+
+/* Finds key in the object obj; the value span is raw JSON (strings keep their quotes). */
+static bool jget(struct span obj, const char *key, struct span *out)
+{
+    const char *p = obj.p, *e = obj.p + obj.n;
+    size_t kl = strlen(key);
+    p = jws(p, e);
+    if (p >= e || *p != '{')
+        return false;
+    p++;
+    for (;;) {
+        p = jws(p, e);
+        if (p >= e || *p != '"')
+            return false;
+        const char *ks = p + 1, *ke = jstr_end(p, e);
+        if (!ke)
+            return false;
+        bool match = (size_t)(ke - 1 - ks) == kl && !memcmp(ks, key, kl);
+        p = jws(ke, e);
+        if (p >= e || *p != ':')
+            return false;
+        p = jws(p + 1, e);
+        const char *v = p;
+        if (!(p = jskip(p, e)))
+            return false;
+        if (match) {
+            out->p = v;
+            out->n = (size_t)(p - v);
+            return true;
+        }
+        p = jws(p, e);
+        if (p < e && *p == ',')
+            p++;
+    }
+}
+
+/* True if s is the JSON string "lit" (no escapes in lit). */
+static bool jeq(struct span s, const char *lit)
+{
+    size_t n = strlen(lit);
+    return s.n == n + 2 && s.p[0] == '"' && !memcmp(s.p + 1, lit, n);
+}
+
+/* Reads an integer, or a string holding one (refs are decimal strings). */
+static bool jint(struct span s, int64_t *v)
+{
+    char tmp[32];
+    if (s.n >= 2 && s.p[0] == '"') {
+        s.p++;
+        s.n -= 2;
+    }
+    if (!s.n || s.n >= sizeof tmp)
+        return false;
+    memcpy(tmp, s.p, s.n);
+    tmp[s.n] = '\0';
+    char *end;
+    errno = 0;
+    long long x = strtoll(tmp, &end, 10);
+    if (errno || *end)
+        return false;
+    *v = x;
+    return true;
+}
+
+/* Reads the "t=<ns>" timestamp at the start of a body we sent. */
+static bool body_ts(struct span body, uint64_t *t)
+{
+    if (body.n < 4 || memcmp(body.p, "\"t=", 3))
+        return false;
+    char *end;
+    unsigned long long x = strtoull(body.p + 3, &end, 10);
+    if (end == body.p + 3)
+        return false;
+    *t = x;
+    return true;
+}
+
+/* A decoded V2 message: [join_ref, ref, topic, event, payload], raw spans. */
+struct pmsg {
+    struct span jr, ref, topic, event, payload;
+};
+
+/* Splits a V2 text frame into its five fields. */
+static bool pmsg_parse(const char *p, size_t n, struct pmsg *m)
+{
+    const char *e = p + n;
+    struct span *f[5] = {&m->jr, &m->ref, &m->topic, &m->event, &m->payload};
+    p = jws(p, e);
+    if (p >= e || *p != '[')
+        return false;
+    p++;
+    for (int i = 0; i < 5; i++) {
+        p = jws(p, e);
+        const char *v = p;
+        if (!(p = jskip(p, e)))
+            return false;
+        f[i]->p = v;
+        f[i]->n = (size_t)(p - v);
+        p = jws(p, e);
+        if (i < 4) {
+            if (p >= e || *p != ',')
+                return false;
+            p++;
+        }
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Connections: non-blocking TCP, HTTP/1.1 responses, WebSocket frames                   */
+
+enum conn_state {
+    CS_NONE,       /* no socket */
+    CS_CONNECTING, /* connect() in progress */
+    CS_UPGRADING,  /* WebSocket upgrade request sent, waiting for the 101 */
+    CS_OPEN,       /* HTTP: ready for requests; WebSocket: frames flow */
+};
+
+struct conn;
+
+/* What a connection's owner is told. */
+struct conn_ops {
+    void (*open)(struct conn *c);                                         /* connected / 101 */
+    void (*http)(struct conn *c, int status, const char *body, size_t n); /* HTTP response */
+    void (*text)(struct conn *c, const char *msg, size_t n);              /* WebSocket text */
+    void (*closed)(struct conn *c, const char *why); /* ended by peer or error, not by us */
+};
+
+struct conn {
+    int fd;
+    uint8_t state;   /* enum conn_state */
+    bool ws;         /* WebSocket (true) or plain HTTP client (false) */
+    bool pollout;    /* EPOLLOUT registered */
+    bool in_frag;    /* inside a fragmented text message */
+    bool resp_close; /* the last HTTP response said Connection: close */
+    uint32_t gen;    /* bumped on every close, so parsers notice a close in a callback */
+    uint32_t src;    /* source address index */
+    const struct conn_ops *ops;
+    void *ud;
+    const char *path; /* WebSocket: request target of the upgrade */
+    struct buf in, out, frag;
+    char accept[32]; /* expected Sec-WebSocket-Accept */
+};
+
+/* Initializes an unconnected connection. */
+static void conn_init(struct conn *c, const struct conn_ops *ops, void *ud, uint32_t src, bool ws)
+{
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+    c->ops = ops;
+    c->ud = ud;
+    c->src = src;
+    c->ws = ws;
+}
+
+/* Closes the socket; the owner's closed callback runs only when why is not NULL. */
+static void conn_close(struct conn *c, const char *why)
+{
+    if (c->fd < 0)
+        return;
+    epoll_ctl(L.ep, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    c->state = CS_NONE;
+    c->gen++;
+    c->pollout = c->in_frag = c->resp_close = false;
+    buf_free(&c->in);
+    buf_free(&c->out);
+    buf_free(&c->frag);
+    if (why && c->ops->closed)
+        c->ops->closed(c, why);
+}
+
+/* Counts a failure of the given kind (unless tearing down) and closes the connection. */
+__attribute__((format(printf, 3, 4))) static void conn_fail(struct conn *c, uint64_t *counter,
+                                                            const char *fmt, ...)
+{
+    char why[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    if (!L.stopping) {
+        (*counter)++;
+        err_sample("%s", why);
+    }
+    conn_close(c, why);
+}
+
+/* Registers or drops interest in writability. */
+static void conn_pollout(struct conn *c, bool on)
+{
+    if (c->pollout == on)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0), .data.ptr = c};
+    epoll_ctl(L.ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->pollout = on;
+}
+
+/* Writes as much queued output as the socket takes. */
+static void conn_flush(struct conn *c)
+{
+    if (c->fd < 0 || c->state == CS_CONNECTING)
+        return;
+    while (buf_used(&c->out)) {
+        ssize_t w = send(c->fd, buf_data(&c->out), buf_used(&c->out), MSG_NOSIGNAL);
+        if (w > 0) {
+            buf_consume(&c->out, (size_t)w);
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            conn_pollout(c, true);
+            return;
+        }
+        conn_fail(c, &E.closed, "write: %s", w < 0 ? strerror(errno) : "short write");
+        return;
+    }
+    if (c->out.cap > 65536)
+        buf_free(&c->out);
+    conn_pollout(c, false);
+}
+
+/* Opens a non-blocking connection to the target from 127.0.0.(1 + src % 250). */
+static bool conn_start(struct conn *c)
+{
+    int one = 1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        E.connect++;
+        err_sample("socket: %s", strerror(errno));
+        return false;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    src.sin_addr.s_addr = htonl(0x7f000001u + c->src % SRC_ADDRS);
+    const char *what = "bind";
+    if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0)
+        goto fail;
+    what = "connect";
+    if (connect(fd, (struct sockaddr *)&O.dst, sizeof O.dst) < 0 && errno != EINPROGRESS)
+        goto fail;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+    what = "epoll_ctl";
+    if (epoll_ctl(L.ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+        goto fail;
+    c->fd = fd;
+    c->state = CS_CONNECTING;
+    c->pollout = true;
+    return true;
+fail:
+    E.connect++;
+    err_sample("%s: %s", what, strerror(errno));
+    close(fd);
+    return false;
+}
+
+/* Queues one masked WebSocket frame and tries to send it. */
+static void ws_send(struct conn *c, unsigned op, const char *d, size_t n)
+{
+    if (c->fd < 0)
+        return;
+    unsigned char h[14];
+    size_t hl = 0;
+    h[hl++] = (unsigned char)(0x80 | op);
+    if (n < 126) {
+        h[hl++] = (unsigned char)(0x80 | n);
+    } else if (n < 65536) {
+        h[hl++] = 0x80 | 126;
+        h[hl++] = (unsigned char)(n >> 8);
+        h[hl++] = (unsigned char)n;
+    } else {
+        h[hl++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--)
+            h[hl++] = (unsigned char)((uint64_t)n >> (8 * i));
+    }
+    uint32_t mask = (uint32_t)rnd64();
+    memcpy(h + hl, &mask, 4);
+    const unsigned char *mk = h + hl;
+    hl += 4;
+    buf_reserve(&c->out, hl + n);
+    char *o = c->out.p + c->out.len;
+    memcpy(o, h, hl);
+    for (size_t i = 0; i < n; i++)
+        o[hl + i] = (char)(d[i] ^ mk[i & 3]);
+    c->out.len += hl + n;
+    conn_flush(c);
+}
+
+/* Queues a REST request on a keep-alive connection. */
+static void http_send(struct conn *c, const char *method, const char *path, const char *body)
+{
+    size_t bl = body ? strlen(body) : 0;
+    buf_printf(&c->out,
+               "%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
+               "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+               method, path, O.hostport, O.api_key, bl);
+    if (bl)
+        buf_add(&c->out, body, bl);
+    conn_flush(c);
+}
+
+/* TCP is up: send the upgrade request (WebSocket) or tell the owner (HTTP). */
+static void conn_connected(struct conn *c)
+{
+    conn_pollout(c, false);
+    if (!c->ws) {
+        c->state = CS_OPEN;
+        c->ops->open(c);
+        return;
+    }
+    unsigned char raw[16], md[EVP_MAX_MD_SIZE];
+    char key[32], cat[80];
+    uint64_t r1 = rnd64(), r2 = rnd64();
+    memcpy(raw, &r1, 8);
+    memcpy(raw + 8, &r2, 8);
+    b64(raw, 16, key);
+    unsigned mdlen = 0;
+    int n = snprintf(cat, sizeof cat, "%s%s", key, WS_GUID);
+    EVP_Digest(cat, (size_t)n, md, &mdlen, EVP_sha1(), NULL);
+    b64(md, mdlen, c->accept);
+    c->state = CS_UPGRADING;
+    buf_printf(&c->out,
+               "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
+               c->path, O.hostport, key);
+    conn_flush(c);
+}
+
+/* The head of an HTTP response. */
+struct hresp {
+    int status;
+    size_t head; /* bytes up to and including the blank line */
+    long clen;   /* Content-Length, -1 if absent */
+    bool chunked, close;
+    struct span accept;
+};
+
+/* Parses a response head: 1 complete, 0 needs more bytes, -1 malformed. */
+static int http_head(const char *p, size_t n, struct hresp *r)
+{
+    const char *e = memmem(p, n, "\r\n\r\n", 4);
+    if (!e)
+        return n > 65536 ? -1 : 0;
+    memset(r, 0, sizeof *r);
+    r->clen = -1;
+    r->head = (size_t)(e - p) + 4;
+    if (r->head < 16 || memcmp(p, "HTTP/1.", 7) || p[8] != ' ')
+        return -1;
+    for (int i = 9; i < 12; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        r->status = r->status * 10 + (p[i] - '0');
+    }
+    const char *end = e + 2; /* every header line ends with \r\n before this point */
+    const char *q = (const char *)memmem(p, (size_t)(end - p), "\r\n", 2) + 2;
+    while (q < end) {
+        const char *le = memmem(q, (size_t)(end - q), "\r\n", 2);
+        const char *colon = memchr(q, ':', (size_t)(le - q));
+        if (colon) {
+            size_t nl = (size_t)(colon - q);
+            const char *v = colon + 1;
+            while (v < le && (*v == ' ' || *v == '\t'))
+                v++;
+            size_t vl = (size_t)(le - v);
+            if (nl == 14 && !strncasecmp(q, "content-length", nl)) {
+                r->clen = strtol(v, NULL, 10);
+                if (r->clen < 0 || r->clen > (long)MAX_FRAME)
+                    return -1;
+            } else if (nl == 17 && !strncasecmp(q, "transfer-encoding", nl)) {
+                r->chunked = vl >= 7 && !strncasecmp(v, "chunked", 7);
+            } else if (nl == 10 && !strncasecmp(q, "connection", nl)) {
+                r->close = vl >= 5 && !strncasecmp(v, "close", 5);
+            } else if (nl == 20 && !strncasecmp(q, "sec-websocket-accept", nl)) {
+                r->accept.p = v;
+                r->accept.n = vl;
+            }
+        }
+        q = le + 2;
+    }
+    return 1;
+}
+
+/* Decodes a chunked body into out: 1 done (*used bytes), 0 needs more, -1 malformed. */
+static int dechunk(const char *p, size_t n, struct buf *out, size_t *used)
+{
+    size_t i = 0;
+    out->off = out->len = 0;
+    for (;;) {
+        const char *le = memmem(p + i, n - i, "\r\n", 2);
+        if (!le)
+            return n - i > 64 ? -1 : 0;
+        char *end;
+        unsigned long sz = strtoul(p + i, &end, 16);
+        if (end == p + i || sz > MAX_FRAME)
+            return -1;
+        size_t data = (size_t)(le - p) + 2;
+        if (sz == 0) {
+            const char *te = memmem(p + data - 2, n - data + 2, "\r\n\r\n", 4);
+            if (!te)
+                return 0;
+            *used = (size_t)(te - p) + 4;
+            return 1;
+        }
+        if (n < data + sz + 2)
+            return 0;
+        buf_add(out, p + data, sz);
+        i = data + sz + 2;
+    }
+}
+
+/* Handles the answer to the upgrade request. */
+static bool parse_upgrade(struct conn *c)
+{
+    struct hresp r;
+    int k = http_head(buf_data(&c->in), buf_used(&c->in), &r);
+    if (k == 0)
+        return false;
+    if (k < 0) {
+        conn_fail(c, &E.handshake, "upgrade: malformed HTTP response");
+        return false;
+    }
+    if (r.status != 101) {
+        conn_fail(c, &E.handshake, "upgrade refused: HTTP %d", r.status);
+        return false;
+    }
+    if (r.accept.n != strlen(c->accept) || memcmp(r.accept.p, c->accept, r.accept.n)) {
+        conn_fail(c, &E.handshake, "upgrade: wrong or missing Sec-WebSocket-Accept");
+        return false;
+    }
+    buf_consume(&c->in, r.head);
+    c->state = CS_OPEN;
+    c->ops->open(c);
+    return true;
+}
+
+/* Handles one complete HTTP response, if buffered. */
+static bool parse_http(struct conn *c)
+{
+    struct hresp r;
+    const char *p = buf_data(&c->in);
+    size_t n = buf_used(&c->in);
+    int k = http_head(p, n, &r);
+    if (k == 0)
+        return false;
+    if (k < 0) {
+        conn_fail(c, &E.protocol, "HTTP: malformed response");
+        return false;
+    }
+    struct buf body = {0};
+    size_t total;
+    if (r.chunked) {
+        size_t used = 0;
+        k = dechunk(p + r.head, n - r.head, &body, &used);
+        if (k <= 0) {
+            buf_free(&body);
+            if (k < 0)
+                conn_fail(c, &E.protocol, "HTTP: malformed chunked body");
+            return false;
+        }
+        total = r.head + used;
+    } else {
+        size_t bl = r.clen < 0 ? 0 : (size_t)r.clen;
+        if (n < r.head + bl)
+            return false;
+        buf_add(&body, p + r.head, bl);
+        total = r.head + bl;
+    }
+    buf_consume(&c->in, total);
+    c->resp_close = r.close;
+    buf_add(&body, "", 1); /* NUL-terminate for the owner's convenience */
+    c->ops->http(c, r.status, buf_data(&body), buf_used(&body) - 1);
+    buf_free(&body);
+    return true;
+}
+
+/* Handles one complete WebSocket frame, if buffered. */
+static bool parse_frame(struct conn *c)
+{
+    unsigned char *p = (unsigned char *)buf_data(&c->in);
+    size_t n = buf_used(&c->in);
+    if (n < 2)
+        return false;
+    bool fin = p[0] & 0x80, masked = p[1] & 0x80;
+    unsigned op = p[0] & 0x0f;
+    uint64_t len = p[1] & 0x7f;
+    size_t h = 2;
+    if (p[0] & 0x70) {
+        conn_fail(c, &E.protocol, "WebSocket: reserved bits set");
+        return false;
+    }
+    if (len == 126) {
+        if (n < 4)
+            return false;
+        len = (uint64_t)p[2] << 8 | p[3];
+        h = 4;
+    } else if (len == 127) {
+        if (n < 10)
+            return false;
+        len = 0;
+        for (int i = 0; i < 8; i++)
+            len = len << 8 | p[2 + i];
+        h = 10;
+    }
+    if (len > MAX_FRAME) {
+        conn_fail(c, &E.protocol, "WebSocket: frame of %" PRIu64 " bytes", len);
+        return false;
+    }
+    if (masked)
+        h += 4;
+    if (n < h + len)
+        return false;
+    char *pl = (char *)p + h;
+    if (masked) {
+        E.protocol++;
+        err_sample("WebSocket: server frame is masked");
+        for (size_t i = 0; i < len; i++)
+            pl[i] ^= (char)p[h - 4 + (i & 3)];
+    }
+    buf_consume(&c->in, h + (size_t)len);
+    switch (op) {
+    case 0x1:
+        if (c->in_frag) {
+            conn_fail(c, &E.protocol, "WebSocket: text frame inside a fragmented message");
+            return false;
+        }
+        if (fin) {
+            c->ops->text(c, pl, (size_t)len);
+        } else {
+            c->in_frag = true;
+            buf_add(&c->frag, pl, (size_t)len);
+        }
+        break;
+    case 0x0:
+        if (!c->in_frag) {
+            conn_fail(c, &E.protocol, "WebSocket: continuation without a first frame");
+            return false;
+        }
+        buf_add(&c->frag, pl, (size_t)len);
+        if (buf_used(&c->frag) > MAX_FRAME) {
+            conn_fail(c, &E.protocol, "WebSocket: fragmented message too large");
+            return false;
+        }
+        if (fin) {
+            struct buf m = c->frag;
+            memset(&c->frag, 0, sizeof c->frag);
+            c->in_frag = false;
+            c->ops->text(c, buf_data(&m), buf_used(&m));
+            buf_free(&m);
+        }
+        break;
+    case 0x2:
+        E.protocol++;
+        err_sample("WebSocket: unexpected binary frame");
+        break;
+    case 0x8: {
+        unsigned code =
+            len >= 2 ? (unsigned)(unsigned char)pl[0] << 8 | (unsigned char)pl[1] : 1005;
+        int rl = len > 2 ? (int)(len - 2 > 80 ? 80 : len - 2) : 0;
+        char reason[84];
+        memcpy(reason, len > 2 ? pl + 2 : "", (size_t)rl);
+        reason[rl] = '\0';
+        ws_send(c, 0x8, pl, len >= 2 ? 2 : 0);
+        conn_fail(c, &E.closed, "server closed the WebSocket: %u %s", code, reason);
+        return false;
+    }
+    case 0x9: ws_send(c, 0xA, pl, (size_t)len); break;
+    case 0xA: break;
+    default: conn_fail(c, &E.protocol, "WebSocket: unknown opcode %u", op); return false;
+    }
+    return true;
+}
+
+/* Consumes everything complete in the input buffer. */
+static void conn_parse(struct conn *c)
+{
+    uint32_t gen = c->gen;
+    while (c->gen == gen && c->fd >= 0 && buf_used(&c->in)) {
+        bool progress = c->state == CS_UPGRADING ? parse_upgrade(c)
+                        : c->ws                  ? parse_frame(c)
+                                                 : parse_http(c);
+        if (!progress)
+            return;
+    }
+}
+
+/* Reads what the socket has and parses it. */
+static void conn_read(struct conn *c)
+{
+    uint32_t gen = c->gen;
+    for (int i = 0; i < 16; i++) {
+        buf_reserve(&c->in, 65536);
+        size_t room = c->in.cap - c->in.len;
+        ssize_t r = recv(c->fd, c->in.p + c->in.len, room, 0);
+        if (r > 0) {
+            c->in.len += (size_t)r;
+            conn_parse(c);
+            if (c->gen != gen)
+                return;
+            if ((size_t)r < room)
+                break;
+            continue;
+        }
+        if (r == 0) {
+            conn_fail(c, &E.closed, "server closed the connection%s",
+                      c->state == CS_UPGRADING ? " during the upgrade" : "");
+            return;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            conn_fail(c, &E.closed, "read: %s", strerror(errno));
+        break;
+    }
+    if (c->gen == gen && !buf_used(&c->in))
+        buf_free(&c->in);
+}
+
+/* Dispatches one epoll event. */
+static void conn_event(struct conn *c, uint32_t ev)
+{
+    if (c->fd < 0)
+        return;
+    uint32_t gen = c->gen;
+    if (c->state == CS_CONNECTING) {
+        if (!(ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+            return;
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err) {
+            conn_fail(c, &E.connect, "connect: %s", strerror(err));
+            return;
+        }
+        conn_connected(c);
+        return;
+    }
+    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP))
+        conn_read(c);
+    if (c->gen == gen && (ev & EPOLLOUT) && c->pollout)
+        conn_flush(c);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Phoenix clients, the join ramp, heartbeats                                            */
+
+enum join_state {
+    JS_IDLE,    /* not started */
+    JS_PENDING, /* connecting, upgrading, or waiting for the join reply and history */
+    JS_JOINED,  /* join reply ok and message_history received */
+    JS_FAILED,  /* connect, upgrade or join failed (counted when it happened) */
+    JS_CLOSED,  /* was joined, then the connection or the channel ended */
+};
+
+/* Which seqs of its room one client has received. */
+struct seqtrack {
+    int64_t base;   /* room's last_seq in the join reply: later seqs are expected */
+    int64_t max;    /* highest seq seen */
+    uint64_t *bits; /* bit i: seq base+1+i seen */
+    size_t nwords;
+    uint64_t uniq, dup, ooo, stray;
+};
+
+/* One WebSocket client joined to one room. */
+struct client {
+    struct conn c;
+    uint32_t id;
+    uint32_t room;
+    bool publisher;
+    bool replied, hist;
+    uint8_t js; /* enum join_state */
+    char *user, *path;
+    uint64_t ref, join_ref;
+    uint64_t t_start, t_open, t_join, t_reply, t_hist, last_send;
+    /* sending new_message, one at a time */
+    bool want_send;
+    uint64_t pend_ref, t_sent, retry_at;
+    uint32_t sent, acked;
+    struct seqtrack st;
+    uint32_t hist_n;
+    bool hist_bad;
+};
+
+/* A room of this run, with the seqs its messages were acked with. */
+struct room {
+    char *id, *topic;
+    int64_t *acked;
+    size_t nacked, cap;
+};
+
+static struct room *ROOMS;
+static size_t NROOMS;
+static struct client *CL;
+static size_t NCL;
+static struct client **SND; /* clients that send messages */
+static size_t NSND;
+
+/* Scenario hooks for client events. */
+struct hooks {
+    void (*joined)(struct client *cl, uint64_t now);
+    void (*message)(struct client *cl, int64_t seq, struct span body, uint64_t now);
+    bool (*may_send)(struct client *cl, uint64_t now);
+};
+
+static struct hooks H;
+static struct lat ACK_LAT, DELIV_LAT;
+
+/* Counters shared by the WebSocket scenarios. */
+static struct {
+    uint64_t hb_sent, hb_ok, deliveries, uniq, self, t_first_send, t_last_delivery;
+} W;
+
+/* The join ramp: starts clients in order, at most `conc` in flight. */
+static struct {
+    size_t n, next, inflight, ok, failed, conc;
+} R;
+
+static void client_connect(struct client *cl);
+
+/* Starts waiting clients while the ramp has room. */
+static void ramp_pump(void)
+{
+    while (R.next < R.n && R.inflight < R.conc && !L.stopping && !got_sigint) {
+        R.inflight++;
+        client_connect(&CL[R.next++]);
+    }
+}
+
+/* True when every client has been started and has joined or failed. */
+static bool ramp_done(void *arg)
+{
+    return R.next == R.n && R.inflight == 0;
+}
+
+/* A client's join attempt ended. */
+static void ramp_finished(struct client *cl, bool ok, uint64_t now)
+{
+    R.inflight--;
+    if (ok) {
+        R.ok++;
+        cl->js = JS_JOINED;
+        if (H.joined)
+            H.joined(cl, now);
+    } else {
+        R.failed++;
+        cl->js = JS_FAILED;
+    }
+}
+
+/* Sends a V2 frame built from a format string. */
+__attribute__((format(printf, 2, 3))) static void client_sendf(struct client *cl, const char *fmt,
+                                                               ...)
+{
+    char tmp[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof tmp) {
+        ws_send(&cl->c, 0x1, tmp, (size_t)n);
+    } else {
+        char *big = xrealloc(NULL, (size_t)n + 1);
+        va_start(ap, fmt);
+        vsnprintf(big, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+        ws_send(&cl->c, 0x1, big, (size_t)n);
+        free(big);
+    }
+    cl->last_send = now_ns();
+}
+
+/* Sends one new_message whose body starts with the send time. */
+static void sender_send(struct client *cl, uint64_t now)
+{
+    if (cl->c.fd < 0 || cl->js != JS_JOINED || L.stopping || !H.may_send(cl, now)) {
+        cl->want_send = false;
+        return;
+    }
+    static char pad[4096];
+    if (!pad[0])
+        memset(pad, 'x', sizeof pad - 1);
+    int padn = O.body_bytes > 0 ? (int)(O.body_bytes > 4000 ? 4000 : O.body_bytes) : 0;
+    cl->pend_ref = ++cl->ref;
+    cl->t_sent = now;
+    cl->sent++;
+    if (!W.t_first_send)
+        W.t_first_send = now;
+    client_sendf(cl,
+                 "[\"%" PRIu64 "\",\"%" PRIu64 "\",\"%s\",\"new_message\","
+                 "{\"body\":\"t=%" PRIu64 " c=%u n=%u%s%.*s\"}]",
+                 cl->join_ref, cl->pend_ref, ROOMS[cl->room].topic, now, cl->id, cl->sent,
+                 padn ? " " : "", padn, pad);
+}
+
+/* Records a seq the server acked for a room. */
+static void room_ack(struct room *rm, int64_t seq)
+{
+    if (rm->nacked == rm->cap) {
+        rm->cap = rm->cap ? rm->cap * 2 : 256;
+        rm->acked = xrealloc(rm->acked, rm->cap * sizeof *rm->acked);
+    }
+    rm->acked[rm->nacked++] = seq;
+}
+
+/* The reply to the client's pending new_message. */
+static void sender_reply(struct client *cl, bool ok, struct span resp, uint64_t now)
+{
+    struct span v;
+    int64_t seq;
+    cl->pend_ref = 0;
+    if (ok) {
+        cl->acked++;
+        lat_add(&ACK_LAT, now - cl->t_sent);
+        if (jget(resp, "seq", &v) && jint(v, &seq)) {
+            room_ack(&ROOMS[cl->room], seq);
+        } else {
+            E.protocol++;
+            err_sample("new_message reply without a seq: %.*s", (int)resp.n, resp.p);
+        }
+        sender_send(cl, now);
+        return;
+    }
+    if (jget(resp, "reason", &v) && jeq(v, "rate_limited")) {
+        int64_t after = 1;
+        if (jget(resp, "retry_after", &v))
+            jint(v, &after);
+        E.rate_limited++;
+        cl->retry_at = now + (uint64_t)(after > 0 ? after : 1) * NSEC;
+        return;
+    }
+    E.reply++;
+    err_sample("new_message error reply: %.*s", (int)resp.n, resp.p);
+    cl->retry_at = now + 10 * MSEC; /* do not spin on a persistent error */
+}
+
+/* Marks seq as received by the client; counts duplicates and order violations. */
+static bool st_add(struct seqtrack *t, int64_t seq)
+{
+    if (seq <= t->base || seq - t->base > (int64_t)MAX_SEQ_SPAN) {
+        t->stray++;
+        return false;
+    }
+    size_t i = (size_t)(seq - t->base - 1);
+    if (i / 64 >= t->nwords) {
+        size_t nw = t->nwords ? t->nwords : 4;
+        while (i / 64 >= nw)
+            nw *= 2;
+        t->bits = xrealloc(t->bits, nw * sizeof *t->bits);
+        memset(t->bits + t->nwords, 0, (nw - t->nwords) * sizeof *t->bits);
+        t->nwords = nw;
+    }
+    uint64_t bit = 1ull << (i % 64);
+    if (t->bits[i / 64] & bit) {
+        t->dup++;
+        return false;
+    }
+    t->bits[i / 64] |= bit;
+    t->uniq++;
+    if (seq < t->max)
+        t->ooo++;
+    else
+        t->max = seq;
+    return true;
+}
+
+/* True if the client received seq. */
+static bool st_has(const struct seqtrack *t, int64_t seq)
+{
+    if (seq <= t->base)
+        return true; /* before its join: not expected */
+    size_t i = (size_t)(seq - t->base - 1);
+    return i / 64 < t->nwords && (t->bits[i / 64] >> (i % 64) & 1);
+}
+
+/* Sends phx_join as soon as the WebSocket is open. */
+static void client_open(struct conn *c)
+{
+    struct client *cl = c->ud;
+    cl->t_open = now_ns();
+    cl->join_ref = ++cl->ref;
+    cl->t_join = cl->t_open;
+    client_sendf(cl, "[\"%" PRIu64 "\",\"%" PRIu64 "\",\"%s\",\"phx_join\",{}]", cl->join_ref,
+                 cl->join_ref, ROOMS[cl->room].topic);
+}
+
+/* Counts and checks a message_history push. */
+static void client_history(struct client *cl, struct span payload)
+{
+    struct span arr;
+    cl->hist_n = 0;
+    if (!jget(payload, "messages", &arr) || arr.n < 2 || arr.p[0] != '[') {
+        cl->hist_bad = true;
+        return;
+    }
+    const char *p = arr.p + 1, *e = arr.p + arr.n;
+    int64_t prev = 0;
+    for (;;) {
+        p = jws(p, e);
+        if (p >= e || *p == ']')
+            break;
+        const char *v = p;
+        if (!(p = jskip(p, e)))
+            break;
+        struct span obj = {v, (size_t)(p - v)}, s;
+        int64_t seq;
+        if (!jget(obj, "seq", &s) || !jint(s, &seq) || seq <= prev)
+            cl->hist_bad = true;
+        else
+            prev = seq;
+        cl->hist_n++;
+        p = jws(p, e);
+        if (p < e && *p == ',')
+            p++;
+    }
+}
+
+/* Handles one V2 frame from the server. */
+static void client_text(struct conn *c, const char *msg, size_t n)
+{
+    struct client *cl = c->ud;
+    struct pmsg m;
+    uint64_t now = now_ns();
+    if (!pmsg_parse(msg, n, &m)) {
+        E.protocol++;
+        err_sample("unparsable frame: %.*s", (int)(n > 120 ? 120 : n), msg);
+        return;
+    }
+    if (jeq(m.event, "new_message")) {
+        struct span s, body;
+        int64_t seq;
+        if (!jget(m.payload, "seq", &s) || !jint(s, &seq) || !jget(m.payload, "body", &body)) {
+            E.protocol++;
+            err_sample("new_message without seq or body: %.*s", (int)m.payload.n, m.payload.p);
+            return;
+        }
+        if (H.message)
+            H.message(cl, seq, body, now);
+        return;
+    }
+    if (jeq(m.event, "phx_reply")) {
+        struct span st = {"", 0}, resp = {"{}", 2};
+        int64_t ref = 0;
+        jget(m.payload, "status", &st);
+        jget(m.payload, "response", &resp);
+        jint(m.ref, &ref);
+        bool ok = jeq(st, "ok");
+        if (jeq(m.topic, "phoenix")) {
+            if (ok) {
+                W.hb_ok++;
+            } else {
+                E.reply++;
+                err_sample("heartbeat error reply: %.*s", (int)m.payload.n, m.payload.p);
+            }
+            return;
+        }
+        if (ref > 0 && (uint64_t)ref == cl->join_ref && !cl->replied) {
+            cl->replied = true;
+            cl->t_reply = now;
+            if (!ok) {
+                E.reply++;
+                err_sample("join error reply: %.*s", (int)m.payload.n, m.payload.p);
+                ramp_finished(cl, false, now);
+                conn_close(c, NULL);
+                return;
+            }
+            struct span ls;
+            int64_t last = 0;
+            if (!jget(resp, "last_seq", &ls) || !jint(ls, &last)) {
+                E.protocol++;
+                err_sample("join reply without last_seq: %.*s", (int)resp.n, resp.p);
+            }
+            cl->st.base = cl->st.max = last;
+            if (cl->hist) {
+                cl->t_hist = now;
+                ramp_finished(cl, true, now);
+            }
+            return;
+        }
+        if (ref > 0 && (uint64_t)ref == cl->pend_ref) {
+            sender_reply(cl, ok, resp, now);
+            return;
+        }
+        if (!ok) {
+            E.reply++;
+            err_sample("error reply: %.*s", (int)m.payload.n, m.payload.p);
+        }
+        return;
+    }
+    if (jeq(m.event, "message_history")) {
+        if (cl->hist)
+            return; /* only the first push after the join is the join's history */
+        cl->hist = true;
+        cl->t_hist = now;
+        client_history(cl, m.payload);
+        if (cl->replied && cl->js == JS_PENDING)
+            ramp_finished(cl, true, now);
+        return;
+    }
+    if (jeq(m.event, "phx_close") || jeq(m.event, "phx_error")) {
+        if (!L.stopping) {
+            E.closed++;
+            err_sample("channel ended: %.*s %.*s", (int)m.event.n, m.event.p, (int)m.payload.n,
+                       m.payload.p);
+        }
+        if (cl->js == JS_PENDING)
+            ramp_finished(cl, false, now);
+        else if (cl->js == JS_JOINED)
+            cl->js = JS_CLOSED;
+        cl->pend_ref = 0;
+        cl->want_send = false;
+        return;
+    }
+    /* other events (user_left, user_typing, presence, ...) are not measured */
+}
+
+/* The connection ended without us closing it. */
+static void client_closed(struct conn *c, const char *why)
+{
+    struct client *cl = c->ud;
+    if (cl->js == JS_PENDING)
+        ramp_finished(cl, false, now_ns());
+    else if (cl->js == JS_JOINED)
+        cl->js = JS_CLOSED;
+    cl->pend_ref = 0;
+    cl->want_send = false;
+}
+
+static const struct conn_ops client_ops = {
+    .open = client_open,
+    .text = client_text,
+    .closed = client_closed,
+};
+
+/* Starts one client: connect, upgrade, join. */
+static void client_connect(struct client *cl)
+{
+    cl->js = JS_PENDING;
+    cl->t_start = now_ns();
+    if (!conn_start(&cl->c))
+        ramp_finished(cl, false, cl->t_start);
+}
+
+static uint64_t last_hb_scan, last_progress;
+
+/* Timers: sender retries, heartbeats, progress lines. */
+static void tick(uint64_t now)
+{
+    ramp_pump();
+    for (size_t i = 0; i < NSND; i++) {
+        struct client *cl = SND[i];
+        if (cl->want_send && !cl->pend_ref && cl->retry_at && now >= cl->retry_at) {
+            cl->retry_at = 0;
+            sender_send(cl, now);
+        }
+    }
+    if (O.heartbeat > 0 && now - last_hb_scan >= NSEC) {
+        last_hb_scan = now;
+        uint64_t every = (uint64_t)(O.heartbeat * (double)NSEC);
+        for (size_t i = 0; i < NCL; i++) {
+            struct client *cl = &CL[i];
+            if (cl->c.fd >= 0 && cl->c.state == CS_OPEN && now - cl->last_send >= every) {
+                W.hb_sent++;
+                client_sendf(cl, "[null,\"%" PRIu64 "\",\"phoenix\",\"heartbeat\",{}]", ++cl->ref);
+            }
+        }
+    }
+    if (R.n > 500 && now - last_progress >= 5 * NSEC && (R.next < R.n || R.inflight)) {
+        last_progress = now;
+        fprintf(stderr, "rcload: %.1f s: started %zu/%zu, joined %zu, failed %zu\n",
+                (double)(now - L.t_start) / 1e9, R.next, R.n, R.ok, R.failed);
+    }
+}
+
+/* Runs the loop until done(arg) or `until` or the deadline; false if not done. */
+static bool loop_run(bool (*done)(void *), void *arg, uint64_t until)
+{
+    struct epoll_event ev[512];
+    for (;;) {
+        uint64_t now = now_ns();
+        tick(now);
+        if (done(arg))
+            return true;
+        if (got_sigint || now >= until || now >= L.deadline)
+            return false;
+        uint64_t lim = until < L.deadline ? until : L.deadline;
+        uint64_t wait = (lim - now) / MSEC;
+        int k = epoll_wait(L.ep, ev, 512, wait > 5 ? 5 : (int)wait);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            perror("rcload: epoll_wait");
+            return false;
+        }
+        for (int i = 0; i < k; i++)
+            conn_event(ev[i].data.ptr, ev[i].events);
+    }
+}
+
+/* Predicate that is never true: run until the time limit. */
+static bool never(void *arg)
+{
+    return false;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* REST: a pool of keep-alive connections fed by a callback                              */
+
+struct hslot;
+
+struct hpool {
+    struct hslot *slots;
+    size_t n, active;
+    uint32_t reconnects;
+    /* queues the next request on s (and sets s->t_sent); false: nothing more to do */
+    bool (*next)(struct hpool *p, struct hslot *s);
+    /* the response (status 0: transport failure, body is the reason) */
+    void (*done)(struct hpool *p, struct hslot *s, int status, const char *body, size_t n);
+    void *arg;
+};
+
+struct hslot {
+    struct conn c;
+    struct hpool *pool;
+    size_t idx, job;
+    uint64_t t_sent;
+    bool busy;
+};
+
+/* Reconnects a slot whose connection ended, or retires it. */
+static void slot_restart(struct hslot *s)
+{
+    if (!L.stopping && !got_sigint && s->pool->reconnects++ < 100 && conn_start(&s->c))
+        return;
+    s->pool->active--;
+}
+
+/* Gives the slot its next request, or retires it. */
+static void slot_next(struct hslot *s)
+{
+    if (L.stopping || got_sigint || !s->pool->next(s->pool, s)) {
+        conn_close(&s->c, NULL);
+        s->pool->active--;
+        return;
+    }
+    s->busy = true;
+}
+
+/* Connected: start issuing requests. */
+static void slot_open(struct conn *c)
+{
+    slot_next(c->ud);
+}
+
+/* A response arrived. */
+static void slot_http(struct conn *c, int status, const char *body, size_t n)
+{
+    struct hslot *s = c->ud;
+    s->busy = false;
+    s->pool->done(s->pool, s, status, body, n);
+    if (c->resp_close) {
+        conn_close(c, NULL);
+        slot_restart(s);
+        return;
+    }
+    slot_next(s);
+}
+
+/* The connection ended under a request (counted by conn_fail). */
+static void slot_closed(struct conn *c, const char *why)
+{
+    struct hslot *s = c->ud;
+    if (s->busy) {
+        s->busy = false;
+        s->pool->done(s->pool, s, 0, why, strlen(why));
+    }
+    slot_restart(s);
+}
+
+static const struct conn_ops slot_ops = {
+    .open = slot_open,
+    .http = slot_http,
+    .closed = slot_closed,
+};
+
+/* True when every slot is retired. */
+static bool hpool_idle(void *arg)
+{
+    return ((struct hpool *)arg)->active == 0;
+}
+
+/* Runs the pool with n connections until it has nothing left (or the deadline). */
+static bool hpool_run(struct hpool *p, size_t n)
+{
+    p->slots = xcalloc(n, sizeof *p->slots);
+    p->n = n;
+    p->active = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct hslot *s = &p->slots[i];
+        conn_init(&s->c, &slot_ops, s, (uint32_t)i, false);
+        s->pool = p;
+        s->idx = i;
+        if (conn_start(&s->c))
+            p->active++;
+    }
+    bool ok = loop_run(hpool_idle, p, UINT64_MAX);
+    for (size_t i = 0; i < n; i++)
+        conn_close(&p->slots[i].c, NULL);
+    free(p->slots);
+    p->slots = NULL;
+    return ok;
+}
+
+/* One setup request. */
+struct job {
+    const char *method;
+    char *path, *body;
+    int expect, status;
+    char *resp;
+};
+
+struct jobset {
+    struct job *v;
+    size_t n, next, failed;
+};
+
+/* Issues the next setup request. */
+static bool jobs_next(struct hpool *p, struct hslot *s)
+{
+    struct jobset *js = p->arg;
+    if (js->next >= js->n)
+        return false;
+    struct job *j = &js->v[js->next];
+    s->job = js->next++;
+    s->t_sent = now_ns();
+    http_send(&s->c, j->method, j->path, j->body);
+    return true;
+}
+
+/* Stores a setup response. */
+static void jobs_done(struct hpool *p, struct hslot *s, int status, const char *body, size_t n)
+{
+    struct jobset *js = p->arg;
+    struct job *j = &js->v[s->job];
+    j->status = status;
+    if (status == j->expect) {
+        j->resp = strndup(body, n);
+        return;
+    }
+    js->failed++;
+    if (status) {
+        E.http++;
+        err_sample("setup %s %s: HTTP %d %.*s", j->method, j->path, status,
+                   (int)(n > 100 ? 100 : n), body);
+    }
+}
+
+/* Runs setup requests over a few keep-alive connections; true if all succeeded. */
+static bool jobs_run(struct job *v, size_t n, size_t conns, const char *what)
+{
+    struct jobset js = {.v = v, .n = n};
+    struct hpool p = {.next = jobs_next, .done = jobs_done, .arg = &js};
+    uint64_t t0 = now_ns();
+    if (!n)
+        return true;
+    bool finished = hpool_run(&p, conns < n ? conns : n);
+    size_t missing = 0;
+    for (size_t i = 0; i < n; i++)
+        missing += v[i].status != v[i].expect;
+    printf("setup: %-8s %6zu requests in %6.2f s%s", what, n, (double)(now_ns() - t0) / 1e9,
+           missing ? "" : "\n");
+    if (missing)
+        printf(", %zu FAILED%s\n", missing, finished ? "" : " (timeout)");
+    if (!finished)
+        E.incomplete++;
+    return !missing;
+}
+
+/* Frees the strings of a job array. */
+static void jobs_free(struct job *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].path);
+        free(v[i].body);
+        free(v[i].resp);
+    }
+    free(v);
+}
+
+/* Creates nrooms rooms named <prefix>-<scenario>-<k>. */
+static bool setup_rooms(size_t nrooms)
+{
+    NROOMS = nrooms;
+    ROOMS = xcalloc(nrooms, sizeof *ROOMS);
+    struct job *v = xcalloc(nrooms, sizeof *v);
+    for (size_t i = 0; i < nrooms; i++) {
+        ROOMS[i].id = xasprintf("%s-%s-%zu", prefix, scenario_names[O.sc], i);
+        ROOMS[i].topic = xasprintf("room:%s", ROOMS[i].id);
+        v[i].method = "POST";
+        v[i].path = xasprintf("/api/rooms");
+        v[i].body =
+            xasprintf("{\"id\":\"%s\",\"name\":\"rcload %s\"}", ROOMS[i].id, scenario_names[O.sc]);
+        v[i].expect = 201;
+    }
+    bool ok = jobs_run(v, nrooms, SETUP_CONNS, "rooms");
+    jobs_free(v, nrooms);
+    return ok;
+}
+
+/* Creates the clients: users, memberships, tokens, upgrade paths. */
+static bool setup_clients(size_t n, bool publisher)
+{
+    NCL = n + (publisher ? 1 : 0);
+    CL = xcalloc(NCL, sizeof *CL);
+    for (size_t i = 0; i < NCL; i++) {
+        struct client *cl = &CL[i];
+        conn_init(&cl->c, &client_ops, cl, (uint32_t)i, true);
+        cl->id = (uint32_t)i;
+        cl->publisher = publisher && i == n;
+        cl->room = cl->publisher ? 0 : (uint32_t)(i % NROOMS);
+        cl->user = cl->publisher ? xasprintf("%s-pub", prefix) : xasprintf("%s-u%zu", prefix, i);
+    }
+    struct job *v = xcalloc(NCL, sizeof *v);
+    for (size_t i = 0; i < NCL; i++) {
+        v[i].method = "PUT";
+        v[i].path = xasprintf("/api/rooms/%s/members/%s", ROOMS[CL[i].room].id, CL[i].user);
+        v[i].body = xasprintf("{\"role\":\"member\"}");
+        v[i].expect = 200;
+    }
+    bool ok = jobs_run(v, NCL, SETUP_CONNS, "members");
+    jobs_free(v, NCL);
+    if (!ok)
+        return false;
+    v = xcalloc(NCL, sizeof *v);
+    long ttl = (long)O.timeout + 600;
+    for (size_t i = 0; i < NCL; i++) {
+        v[i].method = "POST";
+        v[i].path = xasprintf("/api/tokens");
+        v[i].body = xasprintf("{\"user_id\":\"%s\",\"ttl\":%ld}", CL[i].user, ttl);
+        v[i].expect = 200;
+    }
+    ok = jobs_run(v, NCL, SETUP_CONNS, "tokens");
+    for (size_t i = 0; ok && i < NCL; i++) {
+        struct span body = {v[i].resp, strlen(v[i].resp)}, t;
+        if (!jget(body, "token", &t) || t.n < 3 || t.p[0] != '"') {
+            E.protocol++;
+            err_sample("token response without a token: %.100s", v[i].resp);
+            ok = false;
+            break;
+        }
+        CL[i].path = xasprintf("/socket/websocket?token=%.*s&vsn=2.0.0", (int)t.n - 2, t.p + 1);
+        CL[i].c.path = CL[i].path;
+    }
+    jobs_free(v, NCL);
+    return ok;
+}
+
+/* Posts n messages into room 0 (history for the join scenario), one at a time. */
+static bool setup_history(size_t n)
+{
+    struct job *v = xcalloc(n, sizeof *v);
+    for (size_t i = 0; i < n; i++) {
+        v[i].method = "POST";
+        v[i].path = xasprintf("/api/rooms/%s/messages", ROOMS[0].id);
+        v[i].body = xasprintf("{\"user_id\":\"%s-hist\",\"body\":\"history %zu\"}", prefix, i);
+        v[i].expect = 201;
+    }
+    bool ok = jobs_run(v, n, 1, "history");
+    jobs_free(v, n);
+    return ok;
+}
+
+/* Closes every client connection, with a 1000 close frame where the WebSocket is open. */
+static void clients_close(void)
+{
+    static const char normal[2] = {0x03, (char)0xe8};
+    L.stopping = true;
+    for (size_t i = 0; i < NCL; i++) {
+        if (CL[i].c.fd >= 0 && CL[i].c.state == CS_OPEN)
+            ws_send(&CL[i].c, 0x8, normal, sizeof normal);
+        conn_close(&CL[i].c, NULL);
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Reporting                                                                             */
+
+/* VmRSS of a process in KiB, or -1. */
+static long proc_rss_kib(long pid)
+{
+    char path[64], line[256];
+    long kib = -1;
+    if (pid <= 0)
+        return -1;
+    snprintf(path, sizeof path, "/proc/%ld/status", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) {
+            kib = strtol(line + 6, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return kib;
+}
+
+/* User+system CPU seconds of a process, or -1. */
+static double proc_cpu_s(long pid)
+{
+    char path[64], line[1024];
+    if (pid <= 0)
+        return -1;
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    char *p = strrchr(line, ')');
+    unsigned long long ut, st;
+    /* after "pid (comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt
+       cmajflt utime stime */
+    if (!p ||
+        sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* This process's user+system CPU seconds. */
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* CPU use of this process and the server over a measured interval. */
+struct cpu_window {
+    uint64_t t0, t1;
+    double self0, self1, srv0, srv1;
+};
+
+/* Starts the window. */
+static void cpu_begin(struct cpu_window *w)
+{
+    w->t0 = now_ns();
+    w->self0 = self_cpu_s();
+    w->srv0 = proc_cpu_s(O.server_pid);
+}
+
+/* Ends the window. */
+static void cpu_end(struct cpu_window *w)
+{
+    w->t1 = now_ns();
+    w->self1 = self_cpu_s();
+    w->srv1 = proc_cpu_s(O.server_pid);
+}
+
+/* Percent of one core. */
+static double cpu_pct(const struct cpu_window *w, bool server)
+{
+    double secs = (double)(w->t1 - w->t0) / 1e9;
+    double used = server ? w->srv1 - w->srv0 : w->self1 - w->self0;
+    if (secs <= 0 || (server && (w->srv0 < 0 || w->srv1 < 0)))
+        return -1;
+    return 100.0 * used / secs;
+}
+
+static struct buf J; /* the final JSON line */
+
+/* Appends ,"key":<value> to the JSON line. */
+__attribute__((format(printf, 2, 3))) static void jkv(const char *key, const char *fmt, ...)
+{
+    char v[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(v, sizeof v, fmt, ap);
+    va_end(ap);
+    buf_printf(&J, "%s\"%s\":%s", buf_used(&J) > 1 ? "," : "", key, v);
+}
+
+/* Appends a latency summary object to the JSON line and prints it as text. */
+static void report_lat(const char *key, const char *label, struct lat *l)
+{
+    lat_sort(l);
+    printf("  %-22s n=%zu  p50 %.3f  p90 %.3f  p99 %.3f  max %.3f ms\n", label, l->n, lat_ms(l, 50),
+           lat_ms(l, 90), lat_ms(l, 99), lat_ms(l, 100));
+    jkv(key, "{\"n\":%zu,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f}", l->n,
+        lat_ms(l, 50), lat_ms(l, 90), lat_ms(l, 99), lat_ms(l, 100));
+}
+
+/* Starts the JSON line with the scenario and target. */
+static void report_begin(void)
+{
+    buf_add(&J, "{", 1);
+    jkv("scenario", "\"%s\"", scenario_names[O.sc]);
+    jkv("target", "\"%s\"", O.hostport);
+}
+
+/* Prints CPU use and errors, finishes and prints the JSON line; returns the exit code. */
+static int report_end(const struct cpu_window *w, bool lost)
+{
+    double cs = cpu_pct(w, false), ss = cpu_pct(w, true);
+    printf("  %-22s client %.0f%%", "cpu (of one core)", cs);
+    if (ss >= 0)
+        printf("  server %.0f%%", ss);
+    printf("\n");
+    jkv("client_cpu_pct", "%.1f", cs);
+    if (ss >= 0)
+        jkv("server_cpu_pct", "%.1f", ss);
+    printf("  %-22s connect %" PRIu64 "  handshake %" PRIu64 "  closed %" PRIu64 "  reply %" PRIu64
+           "  http %" PRIu64 "  protocol %" PRIu64 "  incomplete %" PRIu64
+           "  (rate_limited %" PRIu64 ", retried)\n",
+           "errors", E.connect, E.handshake, E.closed, E.reply, E.http, E.protocol, E.incomplete,
+           E.rate_limited);
+    for (int i = 0; i < E.nsamples; i++)
+        printf("    e.g. %s\n", E.samples[i]);
+    if (got_sigint)
+        printf("  interrupted: the numbers cover the run until SIGINT\n");
+    jkv("errors",
+        "{\"connect\":%" PRIu64 ",\"handshake\":%" PRIu64 ",\"closed\":%" PRIu64
+        ",\"reply\":%" PRIu64 ",\"rate_limited\":%" PRIu64 ",\"http\":%" PRIu64
+        ",\"protocol\":%" PRIu64 ",\"incomplete\":%" PRIu64 "}",
+        E.connect, E.handshake, E.closed, E.reply, E.rate_limited, E.http, E.protocol,
+        E.incomplete);
+    bool ok = !err_total() && !lost && !got_sigint;
+    jkv("ok", "%s", ok ? "true" : "false");
+    buf_add(&J, "}", 1);
+    printf("%.*s\n", (int)buf_used(&J), buf_data(&J));
+    fflush(stdout);
+    return ok ? 0 : 1;
+}
+
+/* Checks which acked seqs each joined client missed; returns the total. */
+static uint64_t count_missing(size_t *incomplete_clients)
+{
+    uint64_t missing = 0;
+    *incomplete_clients = 0;
+    for (size_t i = 0; i < NCL; i++) {
+        struct client *cl = &CL[i];
+        if (cl->publisher || !cl->replied || !cl->hist)
+            continue; /* never joined: counted as a join failure instead */
+        struct room *rm = &ROOMS[cl->room];
+        uint64_t m = 0;
+        for (size_t k = 0; k < rm->nacked; k++)
+            m += !st_has(&cl->st, rm->acked[k]);
+        missing += m;
+        *incomplete_clients += m > 0;
+    }
+    return missing;
+}
+
+/* Sums duplicate, out-of-order and stray deliveries over all clients. */
+static void count_order(uint64_t *dup, uint64_t *ooo, uint64_t *stray)
+{
+    *dup = *ooo = *stray = 0;
+    for (size_t i = 0; i < NCL; i++) {
+        *dup += CL[i].st.dup;
+        *ooo += CL[i].st.ooo;
+        *stray += CL[i].st.stray;
+    }
+}
+
+/* Unique deliveries that can still be expected: every acked message of the room for a
+   client still joined, what it already got for one whose socket or channel ended. */
+static uint64_t expected_deliveries(void)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < NCL; i++) {
+        const struct client *cl = &CL[i];
+        if (cl->publisher || !cl->replied || !cl->hist)
+            continue;
+        n += cl->js == JS_JOINED ? ROOMS[cl->room].nacked : cl->st.uniq;
+    }
+    return n;
+}
+
+/* expected_deliveries(), recomputed at most every 10 ms: done predicates run per loop turn. */
+static uint64_t expected_cached(void)
+{
+    static uint64_t value, at;
+    uint64_t now = now_ns();
+    if (!at || now - at >= 10 * MSEC) {
+        value = expected_deliveries();
+        at = now;
+    }
+    return value;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Scenario: rest                                                                        */
+
+static struct {
+    uint64_t t_end, issued, ok, t_last;
+    struct lat lat;
+    int64_t **seqs; /* per room */
+    size_t *nseqs, *capseqs;
+} RS;
+
+/* Next POST /api/rooms/{room}/messages for slot s, until the duration or count is used. */
+static bool rest_next(struct hpool *p, struct hslot *s)
+{
+    uint64_t now = now_ns();
+    if (now >= RS.t_end || (O.count > 0 && RS.issued >= (uint64_t)O.count))
+        return false;
+    char path[256], body[512];
+    size_t room = s->idx % NROOMS;
+    RS.issued++;
+    snprintf(path, sizeof path, "/api/rooms/%s/messages", ROOMS[room].id);
+    snprintf(body, sizeof body,
+             "{\"user_id\":\"%s-u%zu\",\"body\":\"t=%" PRIu64 " c=%zu n=%" PRIu64 "\"}", prefix,
+             s->idx, now, s->idx, RS.issued);
+    s->t_sent = now;
+    http_send(&s->c, "POST", path, body);
+    return true;
+}
+
+/* Records the latency and the seq of a 201. */
+static void rest_done(struct hpool *p, struct hslot *s, int status, const char *body, size_t n)
+{
+    uint64_t now = now_ns();
+    if (status != 201) {
+        if (status) {
+            E.http++;
+            err_sample("POST message: HTTP %d %.*s", status, (int)(n > 100 ? 100 : n), body);
+        }
+        return;
+    }
+    RS.ok++;
+    RS.t_last = now;
+    lat_add(&RS.lat, now - s->t_sent);
+    struct span b = {body, n}, v;
+    int64_t seq;
+    if (!jget(b, "seq", &v) || !jint(v, &seq)) {
+        E.protocol++;
+        err_sample("POST message: 201 without seq: %.100s", body);
+        return;
+    }
+    size_t r = s->idx % NROOMS;
+    if (RS.nseqs[r] == RS.capseqs[r]) {
+        RS.capseqs[r] = RS.capseqs[r] ? RS.capseqs[r] * 2 : 1024;
+        RS.seqs[r] = xrealloc(RS.seqs[r], RS.capseqs[r] * sizeof **RS.seqs);
+    }
+    RS.seqs[r][RS.nseqs[r]++] = seq;
+}
+
+/* qsort comparator for int64_t. */
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* N keep-alive connections posting messages back to back. */
+static int run_rest(void)
+{
+    if (!setup_rooms((size_t)O.rooms))
+        return 2;
+    RS.seqs = xcalloc(NROOMS, sizeof *RS.seqs);
+    RS.nseqs = xcalloc(NROOMS, sizeof *RS.nseqs);
+    RS.capseqs = xcalloc(NROOMS, sizeof *RS.capseqs);
+    printf("rest: %ld connections, %ld rooms, %s\n", O.conns, O.rooms,
+           O.count > 0 ? "until --count" : "for --duration");
+    struct cpu_window w;
+    cpu_begin(&w);
+    uint64_t t0 = w.t0;
+    RS.t_end = O.count > 0 ? UINT64_MAX : t0 + (uint64_t)(O.duration * (double)NSEC);
+    struct hpool p = {.next = rest_next, .done = rest_done};
+    if (!hpool_run(&p, (size_t)O.conns) && !got_sigint) {
+        E.incomplete++;
+        err_sample("rest: requests still in flight at the --timeout");
+    }
+    cpu_end(&w);
+    double secs = RS.t_last > t0 ? (double)(RS.t_last - t0) / 1e9 : 0;
+    double rate = secs > 0 ? (double)RS.ok / secs : 0;
+    uint64_t dups = 0, gaps = 0;
+    for (size_t r = 0; r < NROOMS; r++) {
+        int64_t *v = RS.seqs[r];
+        size_t n = RS.nseqs[r];
+        if (n > 1)
+            qsort(v, n, sizeof *v, cmp_i64);
+        for (size_t i = 1; i < n; i++) {
+            if (v[i] == v[i - 1])
+                dups++;
+            else if (v[i] != v[i - 1] + 1)
+                gaps += (uint64_t)(v[i] - v[i - 1] - 1);
+        }
+        if (n && v[0] != 1)
+            gaps += (uint64_t)(v[0] - 1);
+    }
+    report_begin();
+    printf("  %-22s %" PRIu64 " in %.2f s = %.0f msg/s (issued %" PRIu64 ")\n", "acked messages",
+           RS.ok, secs, rate, RS.issued);
+    jkv("conns", "%ld", O.conns);
+    jkv("rooms", "%ld", O.rooms);
+    jkv("acked", "%" PRIu64, RS.ok);
+    jkv("issued", "%" PRIu64, RS.issued);
+    jkv("seconds", "%.3f", secs);
+    jkv("msgs_per_s", "%.1f", rate);
+    report_lat("latency", "latency", &RS.lat);
+    printf("  %-22s %" PRIu64 " duplicate seqs, %" PRIu64 " missing seqs in %zu rooms\n",
+           "seq check", dups, gaps, NROOMS);
+    jkv("seq_duplicates", "%" PRIu64, dups);
+    jkv("seq_gaps", "%" PRIu64, gaps);
+    return report_end(&w, dups || gaps);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Scenario: fanout                                                                      */
+
+static struct {
+    uint64_t t_pub_done, last_activity;
+    bool pub_done;
+    uint64_t rest_issued;
+} FO;
+
+/* The publisher sends until --messages are acked. */
+static bool fanout_may_send(struct client *cl, uint64_t now)
+{
+    bool more = cl->acked < (uint32_t)O.messages && cl->sent < (uint32_t)O.messages * 4;
+    if (!more && !FO.pub_done) {
+        FO.pub_done = true;
+        FO.t_pub_done = FO.last_activity = now;
+    }
+    return more;
+}
+
+/* A subscriber's delivery: check order, record latency. */
+static void fanout_message(struct client *cl, int64_t seq, struct span body, uint64_t now)
+{
+    if (cl->publisher) {
+        W.self++;
+        return;
+    }
+    W.deliveries++;
+    if (st_add(&cl->st, seq))
+        W.uniq++;
+    uint64_t t;
+    if (body_ts(body, &t) && t <= now)
+        lat_add(&DELIV_LAT, now - t);
+    W.t_last_delivery = FO.last_activity = now;
+}
+
+/* Done when every joined subscriber has every acked message, or nothing moved for --drain. */
+static bool fanout_done(void *arg)
+{
+    struct client *pub = &CL[NCL - 1];
+    if (!FO.pub_done && !O.rest_publisher && (pub->c.fd < 0 || pub->js != JS_JOINED)) {
+        FO.pub_done = true; /* the publisher's socket or channel ended: nothing more comes */
+        FO.t_pub_done = FO.last_activity = now_ns();
+    }
+    if (!FO.pub_done)
+        return false;
+    if (W.uniq >= expected_cached())
+        return true;
+    return now_ns() - FO.last_activity > (uint64_t)(O.drain * (double)NSEC);
+}
+
+/* Publisher over REST: one keep-alive connection, next POST after each 201. */
+static bool fanout_rest_next(struct hpool *p, struct hslot *s)
+{
+    uint64_t now = now_ns();
+    if (ROOMS[0].nacked >= (size_t)O.messages || FO.rest_issued >= (uint64_t)O.messages * 4) {
+        if (!FO.pub_done) {
+            FO.pub_done = true;
+            FO.t_pub_done = FO.last_activity = now;
+        }
+        return false;
+    }
+    char path[256], body[256];
+    FO.rest_issued++;
+    snprintf(path, sizeof path, "/api/rooms/%s/messages", ROOMS[0].id);
+    snprintf(body, sizeof body,
+             "{\"user_id\":\"%s-pub\",\"body\":\"t=%" PRIu64 " c=pub n=%" PRIu64 "\"}", prefix, now,
+             FO.rest_issued);
+    s->t_sent = now;
+    if (!W.t_first_send)
+        W.t_first_send = now;
+    http_send(&s->c, "POST", path, body);
+    return true;
+}
+
+/* A REST publish was answered. */
+static void fanout_rest_done(struct hpool *p, struct hslot *s, int status, const char *body,
+                             size_t n)
+{
+    uint64_t now = now_ns();
+    struct span b = {body, n}, v;
+    int64_t seq;
+    if (status == 201 && jget(b, "seq", &v) && jint(v, &seq)) {
+        lat_add(&ACK_LAT, now - s->t_sent);
+        room_ack(&ROOMS[0], seq);
+        return;
+    }
+    if (status) {
+        E.http++;
+        err_sample("publish: HTTP %d %.*s", status, (int)(n > 100 ? 100 : n), body);
+    }
+}
+
+/* N subscribers in one room, one publisher pacing on its acks. */
+static int run_fanout(void)
+{
+    struct client *pub;
+    H.message = fanout_message;
+    H.may_send = fanout_may_send;
+    if (!setup_rooms(1) || !setup_clients((size_t)O.subs, true))
+        return 2;
+    pub = &CL[NCL - 1];
+    SND = &pub;
+    NSND = 1;
+    printf("fanout: %ld subscribers, %ld messages, publisher over %s\n", O.subs, O.messages,
+           O.rest_publisher ? "REST" : "WebSocket");
+    uint64_t tj = now_ns();
+    R.n = NCL;
+    R.conc = (size_t)O.concurrency;
+    if (!loop_run(ramp_done, NULL, UINT64_MAX)) {
+        E.incomplete++;
+        err_sample("fanout: joins not finished at the --timeout");
+    }
+    double join_s = (double)(now_ns() - tj) / 1e9;
+    size_t subs_joined = R.ok - (pub->js == JS_JOINED);
+    printf("  %-22s %zu of %ld in %.2f s\n", "subscribers joined", subs_joined, O.subs, join_s);
+    struct cpu_window w;
+    cpu_begin(&w);
+    if (O.rest_publisher) {
+        struct hpool p = {.next = fanout_rest_next, .done = fanout_rest_done};
+        hpool_run(&p, 1);
+        if (!FO.pub_done) { /* the pool gave up (connection failures) or timed out */
+            FO.pub_done = true;
+            FO.t_pub_done = FO.last_activity = now_ns();
+        }
+    } else if (pub->js == JS_JOINED) {
+        pub->want_send = true;
+        sender_send(pub, now_ns());
+    } else {
+        err_sample("fanout: the publisher could not join");
+        FO.pub_done = true;
+        FO.last_activity = now_ns();
+    }
+    if (!loop_run(fanout_done, NULL, UINT64_MAX) && !got_sigint) {
+        E.incomplete++;
+        err_sample("fanout: deliveries not finished at the --timeout");
+    }
+    cpu_end(&w);
+    if (!FO.pub_done)
+        FO.t_pub_done = now_ns();
+    size_t incomplete;
+    uint64_t missing = count_missing(&incomplete), dup, ooo, stray;
+    count_order(&dup, &ooo, &stray);
+    uint64_t span = W.t_last_delivery > W.t_first_send ? W.t_last_delivery - W.t_first_send : 0;
+    double secs = (double)span / 1e9;
+    double rate = secs > 0 ? (double)W.uniq / secs : 0;
+    double pub_s = (double)(FO.t_pub_done - W.t_first_send) / 1e9;
+    size_t acked = ROOMS[0].nacked;
+    clients_close();
+    report_begin();
+    printf("  %-22s %zu of %ld in %.2f s = %.1f msg/s\n", "messages acked", acked, O.messages,
+           pub_s, pub_s > 0 ? (double)acked / pub_s : 0);
+    printf("  %-22s %" PRIu64 " unique (%" PRIu64 " frames) in %.3f s = %.0f deliveries/s\n",
+           "deliveries", W.uniq, W.deliveries, secs, rate);
+    jkv("subs", "%ld", O.subs);
+    jkv("subs_joined", "%zu", subs_joined);
+    jkv("join_seconds", "%.3f", join_s);
+    jkv("publisher", "\"%s\"", O.rest_publisher ? "rest" : "ws");
+    jkv("messages", "%ld", O.messages);
+    jkv("acked", "%zu", acked);
+    jkv("deliveries", "%" PRIu64, W.uniq);
+    jkv("seconds", "%.3f", secs);
+    jkv("deliveries_per_s", "%.1f", rate);
+    report_lat("delivery_latency", "delivery latency", &DELIV_LAT);
+    report_lat("ack_latency", "publisher ack latency", &ACK_LAT);
+    printf("  %-22s missing %" PRIu64 " (%zu subscribers incomplete), duplicate %" PRIu64
+           ", out of order %" PRIu64 ", stray %" PRIu64 "\n",
+           "lost", missing, incomplete, dup, ooo, stray);
+    jkv("missing", "%" PRIu64, missing);
+    jkv("subs_incomplete", "%zu", incomplete);
+    jkv("duplicate", "%" PRIu64, dup);
+    jkv("out_of_order", "%" PRIu64, ooo);
+    jkv("stray", "%" PRIu64, stray);
+    bool bad = missing || dup || ooo || stray || subs_joined < (size_t)O.subs ||
+               acked < (size_t)O.messages;
+    return report_end(&w, bad);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Scenario: chat                                                                        */
+
+static struct {
+    uint64_t t_end, last_activity;
+    bool sending_over;
+} CH;
+
+/* Clients send until --duration (or --count in total). */
+static bool chat_may_send(struct client *cl, uint64_t now)
+{
+    if (now >= CH.t_end)
+        return false;
+    if (O.count > 0) {
+        uint64_t sent = 0;
+        for (size_t i = 0; i < NCL; i++)
+            sent += CL[i].sent;
+        return sent < (uint64_t)O.count;
+    }
+    return true;
+}
+
+/* A delivery to any client. */
+static void chat_message(struct client *cl, int64_t seq, struct span body, uint64_t now)
+{
+    W.deliveries++;
+    if (st_add(&cl->st, seq))
+        W.uniq++;
+    uint64_t t;
+    if (body_ts(body, &t) && t <= now)
+        lat_add(&DELIV_LAT, now - t);
+    W.t_last_delivery = CH.last_activity = now;
+}
+
+/* Sending is over when the time is up and no send awaits its reply. */
+static bool chat_sent(void *arg)
+{
+    uint64_t now = now_ns();
+    if (now < CH.t_end && !(O.count > 0 && !chat_may_send(NULL, now)))
+        return false;
+    for (size_t i = 0; i < NCL; i++)
+        if (CL[i].pend_ref && CL[i].c.fd >= 0)
+            return false;
+    return true;
+}
+
+/* Every client has every message of its room, or nothing moved for --drain. */
+static bool chat_delivered(void *arg)
+{
+    return W.uniq >= expected_cached() ||
+           now_ns() - CH.last_activity > (uint64_t)(O.drain * (double)NSEC);
+}
+
+/* C clients in R rooms, each sending back to back on its own acks. */
+static int run_chat(void)
+{
+    H.message = chat_message;
+    H.may_send = chat_may_send;
+    CH.t_end = UINT64_MAX;
+    if (!setup_rooms((size_t)O.rooms) || !setup_clients((size_t)O.conns, false))
+        return 2;
+    printf("chat: %ld clients in %ld rooms, %s\n", O.conns, O.rooms,
+           O.count > 0 ? "until --count" : "for --duration");
+    R.n = NCL;
+    R.conc = (size_t)O.concurrency;
+    if (!loop_run(ramp_done, NULL, UINT64_MAX)) {
+        E.incomplete++;
+        err_sample("chat: joins not finished at the --timeout");
+    }
+    printf("  %-22s %zu of %zu\n", "clients joined", R.ok, NCL);
+    SND = xcalloc(NCL, sizeof *SND);
+    for (size_t i = 0; i < NCL; i++)
+        SND[NSND++] = &CL[i];
+    struct cpu_window w;
+    cpu_begin(&w);
+    CH.t_end = w.t0 + (uint64_t)(O.duration * (double)NSEC);
+    for (size_t i = 0; i < NCL; i++) {
+        if (CL[i].js == JS_JOINED) {
+            CL[i].want_send = true;
+            sender_send(&CL[i], now_ns());
+        }
+    }
+    if (!loop_run(chat_sent, NULL, UINT64_MAX) && !got_sigint) {
+        E.incomplete++;
+        err_sample("chat: replies still pending at the --timeout");
+    }
+    uint64_t t_sent = now_ns();
+    CH.last_activity = t_sent;
+    if (!loop_run(chat_delivered, NULL, UINT64_MAX) && !got_sigint) {
+        E.incomplete++;
+        err_sample("chat: deliveries not finished at the --timeout");
+    }
+    cpu_end(&w);
+    uint64_t acked = 0, sent = 0;
+    for (size_t i = 0; i < NCL; i++) {
+        acked += CL[i].acked;
+        sent += CL[i].sent;
+    }
+    size_t incomplete;
+    uint64_t missing = count_missing(&incomplete), dup, ooo, stray;
+    count_order(&dup, &ooo, &stray);
+    double secs = (double)(t_sent - w.t0) / 1e9;
+    double rate = secs > 0 ? (double)acked / secs : 0;
+    uint64_t expect = W.uniq + missing;
+    clients_close();
+    report_begin();
+    printf("  %-22s %" PRIu64 " in %.2f s = %.0f msg/s (sent %" PRIu64 ")\n", "acked messages",
+           acked, secs, rate, sent);
+    printf("  %-22s %" PRIu64 " of %" PRIu64 " expected (%" PRIu64 " frames)\n", "deliveries",
+           W.uniq, expect, W.deliveries);
+    jkv("conns", "%ld", O.conns);
+    jkv("rooms", "%ld", O.rooms);
+    jkv("joined", "%zu", R.ok);
+    jkv("acked", "%" PRIu64, acked);
+    jkv("seconds", "%.3f", secs);
+    jkv("msgs_per_s", "%.1f", rate);
+    jkv("deliveries", "%" PRIu64, W.uniq);
+    report_lat("ack_latency", "ack latency", &ACK_LAT);
+    report_lat("delivery_latency", "delivery latency", &DELIV_LAT);
+    printf("  %-22s missing %" PRIu64 " (%zu clients incomplete), duplicate %" PRIu64
+           ", out of order %" PRIu64 ", stray %" PRIu64 "\n",
+           "lost", missing, incomplete, dup, ooo, stray);
+    jkv("missing", "%" PRIu64, missing);
+    jkv("clients_incomplete", "%zu", incomplete);
+    jkv("duplicate", "%" PRIu64, dup);
+    jkv("out_of_order", "%" PRIu64, ooo);
+    jkv("stray", "%" PRIu64, stray);
+    return report_end(&w, missing || dup || ooo || stray || R.ok < NCL);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Scenario: idle                                                                        */
+
+/* N joined connections held open; the server's RSS per connection. */
+static int run_idle(void)
+{
+    if (!setup_rooms((size_t)O.rooms) || !setup_clients((size_t)O.conns, false))
+        return 2;
+    printf("idle: %ld connections over %ld rooms, hold %.0f s\n", O.conns, O.rooms, O.hold);
+    long rss0 = proc_rss_kib(O.server_pid);
+    struct cpu_window w;
+    cpu_begin(&w);
+    R.n = NCL;
+    R.conc = (size_t)O.concurrency;
+    if (!loop_run(ramp_done, NULL, UINT64_MAX)) {
+        E.incomplete++;
+        err_sample("idle: joins not finished at the --timeout");
+    }
+    cpu_end(&w);
+    double join_s = (double)(w.t1 - w.t0) / 1e9;
+    /* let the server finish whatever the last joins started before measuring */
+    loop_run(never, NULL, now_ns() + 500 * MSEC);
+    long rss1 = proc_rss_kib(O.server_pid);
+    printf("  %-22s %zu of %zu in %.2f s = %.0f joins/s\n", "joined", R.ok, NCL, join_s,
+           join_s > 0 ? (double)R.ok / join_s : 0);
+    uint64_t hold_end = now_ns() + (uint64_t)(O.hold * (double)NSEC);
+    if (hold_end > L.deadline) {
+        err_sample("idle: --hold cut short by --timeout");
+        hold_end = L.deadline;
+    }
+    loop_run(never, NULL, hold_end);
+    long rss2 = proc_rss_kib(O.server_pid);
+    size_t still = 0;
+    for (size_t i = 0; i < NCL; i++)
+        still += CL[i].js == JS_JOINED && CL[i].c.fd >= 0;
+    clients_close();
+    report_begin();
+    jkv("conns", "%ld", O.conns);
+    jkv("rooms", "%ld", O.rooms);
+    jkv("joined", "%zu", R.ok);
+    jkv("join_seconds", "%.3f", join_s);
+    jkv("joins_per_s", "%.1f", join_s > 0 ? (double)R.ok / join_s : 0);
+    jkv("hold_seconds", "%.1f", O.hold);
+    jkv("open_after_hold", "%zu", still);
+    jkv("heartbeats", "{\"sent\":%" PRIu64 ",\"ok\":%" PRIu64 "}", W.hb_sent, W.hb_ok);
+    printf("  %-22s %zu of %zu (heartbeats sent %" PRIu64 ", ok %" PRIu64 ")\n", "open after hold",
+           still, R.ok, W.hb_sent, W.hb_ok);
+    if (rss0 >= 0 && rss1 >= 0 && R.ok) {
+        double per = (double)(rss1 - rss0) * 1024.0 / (double)R.ok;
+        printf("  %-22s before %ld KiB, all joined %ld KiB, after hold %ld KiB\n", "server RSS",
+               rss0, rss1, rss2);
+        printf("  %-22s %.0f bytes = %.2f KiB\n", "RSS per connection", per, per / 1024.0);
+        if (per < 512)
+            printf("  %-22s the server's heap was probably grown by an earlier run: restart it "
+                   "for a clean measure\n",
+                   "note");
+        jkv("server_rss_kib", "{\"before\":%ld,\"joined\":%ld,\"after_hold\":%ld}", rss0, rss1,
+            rss2);
+        jkv("rss_per_conn_bytes", "%.0f", per);
+        jkv("rss_per_conn_kib", "%.2f", per / 1024.0);
+    } else {
+        printf("  %-22s not measured (pass --server-pid PID of the server)\n", "server RSS");
+    }
+    return report_end(&w, R.ok < NCL || still < R.ok);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Scenario: join                                                                        */
+
+/* K connections connect and join a room with history, --concurrency at a time. */
+static int run_join(void)
+{
+    if (!setup_rooms(1) || !setup_history((size_t)O.history) ||
+        !setup_clients((size_t)O.conns, false))
+        return 2;
+    printf("join: %ld connections, %ld in flight, %ld messages of history\n", O.conns,
+           O.concurrency, O.history);
+    struct cpu_window w;
+    cpu_begin(&w);
+    R.n = NCL;
+    R.conc = (size_t)O.concurrency;
+    if (!loop_run(ramp_done, NULL, UINT64_MAX)) {
+        E.incomplete++;
+        err_sample("join: joins not finished at the --timeout");
+    }
+    cpu_end(&w);
+    struct lat conn_lat = {0}, reply_lat = {0}, hist_lat = {0}, total_lat = {0};
+    uint64_t t_first = UINT64_MAX, t_last = 0;
+    size_t bad_hist = 0, want = (size_t)(O.history < 50 ? O.history : 50);
+    for (size_t i = 0; i < NCL; i++) {
+        struct client *cl = &CL[i];
+        if (cl->t_start && cl->t_start < t_first)
+            t_first = cl->t_start;
+        if (cl->js != JS_JOINED)
+            continue;
+        if (cl->t_hist > t_last)
+            t_last = cl->t_hist;
+        lat_add(&conn_lat, cl->t_open - cl->t_start);
+        lat_add(&reply_lat, cl->t_reply - cl->t_join);
+        lat_add(&hist_lat, cl->t_hist - cl->t_join);
+        lat_add(&total_lat, cl->t_hist - cl->t_start);
+        bad_hist += cl->hist_bad || cl->hist_n != want;
+    }
+    double secs = t_last > t_first ? (double)(t_last - t_first) / 1e9 : 0;
+    double rate = secs > 0 ? (double)R.ok / secs : 0;
+    clients_close();
+    report_begin();
+    printf("  %-22s %zu of %zu in %.2f s = %.0f joins/s\n", "joined", R.ok, NCL, secs, rate);
+    jkv("conns", "%ld", O.conns);
+    jkv("concurrency", "%ld", O.concurrency);
+    jkv("history", "%ld", O.history);
+    jkv("joined", "%zu", R.ok);
+    jkv("seconds", "%.3f", secs);
+    jkv("joins_per_s", "%.1f", rate);
+    report_lat("join_latency", "join -> history", &hist_lat);
+    report_lat("join_reply_latency", "join -> reply", &reply_lat);
+    report_lat("connect_latency", "connect+upgrade", &conn_lat);
+    report_lat("total_latency", "connect -> history", &total_lat);
+    printf("  %-22s %zu clients got a history other than %zu messages in seq order\n",
+           "history check", bad_hist, want);
+    jkv("bad_history", "%zu", bad_hist);
+    free(conn_lat.v);
+    free(reply_lat.v);
+    free(hist_lat.v);
+    free(total_lat.v);
+    return report_end(&w, R.ok < NCL || bad_hist);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Command line                                                                          */
+
+/* Prints usage. */
+static void usage(FILE *f)
+{
+    fputs("usage: rcload SCENARIO --url http://127.0.0.1:PORT --api-key KEY [options]\n"
+          "\n"
+          "scenarios:\n"
+          "  rest    keep-alive connections POSTing messages back to back (--conns 50, --rooms 5,\n"
+          "          --duration or --count): acked msg/s, latency percentiles, seq check\n"
+          "  fanout  --subs 1000 subscribers in one room, one publisher sends --messages 200 on\n"
+          "          its acks: deliveries/s, delivery latency, missing/duplicate/out-of-order\n"
+          "  idle    --conns 10000 connections join --rooms 10 and stay --hold 5 s: server RSS\n"
+          "          per connection (needs --server-pid)\n"
+          "  chat    --conns 50 clients in --rooms 5 send back to back for --duration: acked\n"
+          "          msg/s, ack and delivery latency, every client gets every message in order\n"
+          "  join    --conns 1000 connect+join a room with --history 50 messages, --concurrency\n"
+          "          100 in flight: join latency percentiles and joins/s\n"
+          "\n"
+          "options:\n"
+          "  --url URL            server (http:// or ws://, 127.0.0.0/8 or localhost only)\n"
+          "  --api-key KEY        admin API key (or ROWCAST_API_KEY)\n"
+          "  --conns N            connections/clients (rest 50, chat 50, idle 10000, join 1000)\n"
+          "  --rooms N            rooms (rest 5, chat 5, idle 10)\n"
+          "  --subs N             fanout subscribers (1000)\n"
+          "  --messages N         fanout messages (200)\n"
+          "  --publisher ws|rest  how the fanout publisher sends (ws)\n"
+          "  --duration S         rest/chat measuring time (10)\n"
+          "  --count N            rest/chat: stop after N messages instead of --duration\n"
+          "  --concurrency N      connects+joins in flight (100)\n"
+          "  --history N          join: messages of history to create first (50)\n"
+          "  --hold S             idle: seconds to keep the connections open (5)\n"
+          "  --heartbeat S        heartbeat a socket after S idle seconds, 0 never (30)\n"
+          "  --drain S            wait this long for missing deliveries (5)\n"
+          "  --body-bytes N       pad message bodies by N bytes (0)\n"
+          "  --server-pid PID     read the server's RSS and CPU from /proc\n"
+          "  --timeout S          hard limit for the whole run, setup included (60)\n"
+          "\n"
+          "Prints a text report and one final JSON line. Exit status: 0 clean, 1 errors or\n"
+          "lost messages, 2 usage or setup failure.\n",
+          f);
+}
+
+/* Parses a non-negative integer option. */
+static long opt_long(const char *name, const char *v, long min, long max)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || x < min || x > max) {
+        fprintf(stderr, "rcload: --%s wants an integer from %ld to %ld, got \"%s\"\n", name, min,
+                max, v);
+        exit(2);
+    }
+    return x;
+}
+
+/* Parses a seconds option. */
+static double opt_secs(const char *name, const char *v, double min, double max)
+{
+    char *end;
+    double x = strtod(v, &end);
+    if (*end || !(x >= min && x <= max)) {
+        fprintf(stderr, "rcload: --%s wants seconds from %g to %g, got \"%s\"\n", name, min, max,
+                v);
+        exit(2);
+    }
+    return x;
+}
+
+/* Accepts http://HOST:PORT[/] or ws://... where HOST is in 127.0.0.0/8 or localhost. */
+static bool parse_url(const char *url)
+{
+    const char *p = url;
+    char host[40];
+    if (!strncmp(p, "http://", 7))
+        p += 7;
+    else if (!strncmp(p, "ws://", 5))
+        p += 5;
+    else {
+        fprintf(stderr, "rcload: --url must start with http:// or ws:// (no TLS): %s\n", url);
+        return false;
+    }
+    size_t hl = strcspn(p, ":/");
+    if (!hl || hl >= sizeof host) {
+        fprintf(stderr, "rcload: no host in --url %s\n", url);
+        return false;
+    }
+    memcpy(host, p, hl);
+    host[hl] = '\0';
+    p += hl;
+    long port = 80;
+    if (*p == ':') {
+        char *end;
+        port = strtol(p + 1, &end, 10);
+        if (end == p + 1 || port < 1 || port > 65535) {
+            fprintf(stderr, "rcload: bad port in --url %s\n", url);
+            return false;
+        }
+        p = end;
+    }
+    if (*p && strcmp(p, "/")) {
+        fprintf(stderr, "rcload: --url takes no path (the tool knows the routes): %s\n", url);
+        return false;
+    }
+    const char *ip = !strcasecmp(host, "localhost") ? "127.0.0.1" : host;
+    O.dst.sin_family = AF_INET;
+    O.dst.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, ip, &O.dst.sin_addr) != 1) {
+        fprintf(stderr, "rcload: --url host must be an IPv4 address in 127.0.0.0/8: %s\n", host);
+        return false;
+    }
+    if ((ntohl(O.dst.sin_addr.s_addr) >> 24) != 127) {
+        fprintf(stderr, "rcload: refusing %s: only loopback targets (127.0.0.0/8) are allowed\n",
+                host);
+        return false;
+    }
+    snprintf(O.hostport, sizeof O.hostport, "%s:%ld", ip, port);
+    return true;
+}
+
+/* Raises the descriptor limit to the hard limit and checks it covers n connections. */
+static bool raise_nofile(size_t n)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return true;
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur != RLIM_INFINITY && n + 64 > rl.rlim_cur) {
+        fprintf(stderr,
+                "rcload: %zu connections need more descriptors than RLIMIT_NOFILE allows "
+                "(%llu); raise the hard limit (ulimit -Hn) or use fewer\n",
+                n, (unsigned long long)rl.rlim_cur);
+        return false;
+    }
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"url", required_argument, NULL, 'u'},
+        {"api-key", required_argument, NULL, 'k'},
+        {"conns", required_argument, NULL, 'c'},
+        {"rooms", required_argument, NULL, 'r'},
+        {"subs", required_argument, NULL, 's'},
+        {"messages", required_argument, NULL, 'm'},
+        {"publisher", required_argument, NULL, 'P'},
+        {"duration", required_argument, NULL, 'd'},
+        {"count", required_argument, NULL, 'n'},
+        {"concurrency", required_argument, NULL, 'C'},
+        {"history", required_argument, NULL, 'y'},
+        {"hold", required_argument, NULL, 'o'},
+        {"heartbeat", required_argument, NULL, 'b'},
+        {"drain", required_argument, NULL, 'D'},
+        {"body-bytes", required_argument, NULL, 'B'},
+        {"server-pid", required_argument, NULL, 'p'},
+        {"timeout", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    size_t nsc = sizeof scenario_names / sizeof scenario_names[0];
+    size_t si = 0;
+    while (si < nsc && strcmp(argv[1], scenario_names[si]))
+        si++;
+    if (si == nsc) {
+        fprintf(stderr, "rcload: unknown scenario \"%s\" (rest, fanout, idle, chat, join)\n",
+                argv[1]);
+        return 2;
+    }
+    O.sc = (enum scenario)si;
+    O.api_key = getenv("ROWCAST_API_KEY");
+    int ch;
+    optind = 2;
+    while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'u': O.url = optarg; break;
+        case 'k': O.api_key = optarg; break;
+        case 'c': O.conns = opt_long("conns", optarg, 1, 1000000); break;
+        case 'r': O.rooms = opt_long("rooms", optarg, 1, 100000); break;
+        case 's': O.subs = opt_long("subs", optarg, 1, 1000000); break;
+        case 'm': O.messages = opt_long("messages", optarg, 1, 10000000); break;
+        case 'P':
+            if (strcmp(optarg, "ws") && strcmp(optarg, "rest")) {
+                fprintf(stderr, "rcload: --publisher is ws or rest\n");
+                return 2;
+            }
+            O.rest_publisher = !strcmp(optarg, "rest");
+            break;
+        case 'd': O.duration = opt_secs("duration", optarg, 0.1, 86400); break;
+        case 'n': O.count = opt_long("count", optarg, 1, 1000000000); break;
+        case 'C': O.concurrency = opt_long("concurrency", optarg, 1, 100000); break;
+        case 'y': O.history = opt_long("history", optarg, 0, 100000); break;
+        case 'o': O.hold = opt_secs("hold", optarg, 0, 86400); break;
+        case 'b': O.heartbeat = opt_secs("heartbeat", optarg, 0, 3600); break;
+        case 'D': O.drain = opt_secs("drain", optarg, 0, 3600); break;
+        case 'B': O.body_bytes = opt_long("body-bytes", optarg, 0, 4000); break;
+        case 'p': O.server_pid = opt_long("server-pid", optarg, 1, 1L << 30); break;
+        case 't': O.timeout = opt_secs("timeout", optarg, 1, 86400); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "rcload: unexpected argument \"%s\"\n", argv[optind]);
+        return 2;
+    }
+    if (!O.url || !O.api_key) {
+        fprintf(stderr, "rcload: --url and --api-key (or ROWCAST_API_KEY) are required\n");
+        return 2;
+    }
+    if (!parse_url(O.url))
+        return 2;
+    static const long def_conns[] = {50, 0, 10000, 50, 1000};
+    static const long def_rooms[] = {5, 1, 10, 5, 1};
+    if (O.conns < 0)
+        O.conns = def_conns[O.sc];
+    if (O.rooms < 0)
+        O.rooms = def_rooms[O.sc];
+    if ((O.sc == SC_REST || O.sc == SC_CHAT) && O.rooms > O.conns)
+        O.rooms = O.conns;
+    size_t need = O.sc == SC_FANOUT ? (size_t)O.subs + 1 : (size_t)O.conns;
+    if (!raise_nofile(need + SETUP_CONNS))
+        return 2;
+    if ((O.sc == SC_REST || O.sc == SC_CHAT) && O.count <= 0 && O.duration >= O.timeout)
+        fprintf(stderr,
+                "rcload: warning: --duration %.0f s >= --timeout %.0f s; the timeout "
+                "will cut the run short\n",
+                O.duration, O.timeout);
+    if (O.sc == SC_IDLE && O.hold >= O.timeout)
+        fprintf(stderr, "rcload: warning: --hold is cut short by --timeout %.0f s\n", O.timeout);
+
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof seed, 0) != sizeof seed)
+        seed = now_ns();
+    rng_state = seed | 1;
+    snprintf(prefix, sizeof prefix, "rcl%ld", (long)getpid());
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_sigint};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    L.ep = epoll_create1(EPOLL_CLOEXEC);
+    if (L.ep < 0) {
+        perror("rcload: epoll_create1");
+        return 2;
+    }
+    L.t_start = now_ns();
+    L.deadline = L.t_start + (uint64_t)(O.timeout * (double)NSEC);
+    last_progress = L.t_start;
+    printf("rcload %s against %s (run %s, timeout %.0f s)\n", scenario_names[O.sc], O.hostport,
+           prefix, O.timeout);
+
+    int rc = 2;
+    switch (O.sc) {
+    case SC_REST: rc = run_rest(); break;
+    case SC_FANOUT: rc = run_fanout(); break;
+    case SC_IDLE: rc = run_idle(); break;
+    case SC_CHAT: rc = run_chat(); break;
+    case SC_JOIN: rc = run_join(); break;
+    }
+    if (rc == 2) {
+        fprintf(stderr, "rcload: setup failed\n");
+        for (int i = 0; i < E.nsamples; i++)
+            fprintf(stderr, "  e.g. %s\n", E.samples[i]);
+    }
+    clients_close();
+    close(L.ep);
+    return rc;
+}
