@@ -124,9 +124,15 @@ void conn_want_flush(struct conn *c)
 {
     if (c->_in_flush)
         return;
+    /* FIFO: whoever got output first is written first (a sender's reply before the
+     * fan-out that followed it). */
     c->_in_flush = true;
-    c->_flush_next = c->worker->flush;
-    c->worker->flush = c;
+    c->_flush_next = NULL;
+    if (c->worker->flush_tail)
+        c->worker->flush_tail->_flush_next = c;
+    else
+        c->worker->flush = c;
+    c->worker->flush_tail = c;
 }
 
 void conn_closed(struct conn *c)
@@ -224,6 +230,8 @@ static void before_sleep(struct worker *w)
     while (w->flush) {
         struct conn *c = w->flush;
         w->flush = c->_flush_next;
+        if (!w->flush)
+            w->flush_tail = NULL;
         c->_in_flush = false;
         c->ops->flush(c);
     }

@@ -60,7 +60,8 @@ struct worker {
     struct inbox_item *in_head, *in_tail;
     /* owned by the worker thread */
     struct conn *conns;   /* every live conn */
-    struct conn *flush;   /* conns with output to write before sleeping (transport list) */
+    struct conn *flush;   /* conns with output to write before sleeping, in order */
+    struct conn *flush_tail;
     struct conn *dead;    /* conns to destroy at the end of this loop turn */
     void *topics;         /* struct hmap topic → subscriber array */
     uint32_t next_chan_id;

@@ -307,6 +307,7 @@ struct ws_conn {
     bool input_pending; /* input stopped early (paused): resume when possible */
     bool io_eof;        /* recv saw EOF or an error */
     bool slow;          /* outbound queue overflowed: close at the next flush */
+    bool want_out;      /* EPOLLOUT registered (only while the socket buffer is full) */
     wslay_frame_context_ptr wf;
     int64_t last_rx_ms;
     int64_t close_deadline;
@@ -651,6 +652,18 @@ static void ws_read(struct ws_conn *c)
     }
 }
 
+/* Asks epoll for EPOLLOUT only while a write is blocked: with it always on, every
+ * ACK from the peer would wake the worker for nothing. */
+static void want_output(struct ws_conn *c, bool on)
+{
+    if (c->want_out == on)
+        return;
+    c->want_out = on;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (on ? EPOLLOUT : 0),
+                             .data.ptr = &c->ep};
+    epoll_ctl(c->base.worker->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
 /* Writes queued frames with writev; after our close frame is out, half-closes. */
 static void ws_flush(struct conn *base)
 {
@@ -677,8 +690,10 @@ static void ws_flush(struct conn *base)
         }
         ssize_t w = writev(c->fd, iov, n);
         if (w < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return; /* EPOLLOUT (edge) brings us back */
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                want_output(c, true); /* EPOLLOUT brings us back */
+                return;
+            }
             if (errno == EINTR)
                 continue;
             ws_conn_abort(base);
@@ -706,6 +721,7 @@ static void ws_flush(struct conn *base)
             }
         }
     }
+    want_output(c, false);
     if (c->q_cap > 4 && c->q_n == 0) { /* give back a burst's queue memory */
         free(c->q);
         c->q = NULL;
@@ -792,8 +808,7 @@ void ws_conn_create(struct worker *w, int fd, const uint8_t *extra, size_t extra
         c->extra_len = extra_len;
     }
     worker_add_conn(w, &c->base);
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-                             .data.ptr = &c->ep};
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = &c->ep};
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev)) {
         log_error("epoll_ctl failed", "errno=%d", errno);
         ws_conn_abort(&c->base);
