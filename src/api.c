@@ -15,6 +15,7 @@
 #include "jwt.h"
 #include "store.h"
 #include "util/clock.h"
+#include "util/sbuf.h"
 #include "util/xmalloc.h"
 #include "validate.h"
 
@@ -352,6 +353,40 @@ out:
     json_decref(j);
 }
 
+/* POST /api/notifications {user_id, message, data?} */
+static bool post_notification(const struct api_request *req, struct api_response *resp,
+                              struct store_req **pending)
+{
+    json_t *j = parse_object(req, resp);
+    if (!j)
+        return false;
+    bool ok = false;
+    const char *user;
+    if (!req_string(j, "user_id", &user, resp) || !check_user(user, resp))
+        goto out;
+    json_t *msg = json_object_get(j, "message");
+    json_t *data = json_object_get(j, "data");
+    if (data && !json_is_null(data) && !json_is_object(data)) {
+        api_error(resp, 400, "invalid_request", "\"data\" must be a JSON object");
+        goto out;
+    }
+    if (!json_is_string(msg) ||
+        validate_body(json_string_value(msg), json_string_length(msg)) != BODY_OK) {
+        api_error(resp, 422, "invalid_notification",
+                  "message must be a non-empty string of at most 10000 characters");
+        goto out;
+    }
+    struct store_req *s = store_req_create(STORE_NOTIFY_ADD);
+    s->user_id = xstrdup(user);
+    s->body = xstrndup(json_string_value(msg), json_string_length(msg));
+    s->data = data && json_is_object(data) ? json_dumps(data, JSON_COMPACT) : NULL;
+    *pending = s;
+    ok = true;
+out:
+    json_decref(j);
+    return ok;
+}
+
 /* Fills resp for a known path with the wrong method. */
 static bool bad_method(struct api_response *resp)
 {
@@ -394,6 +429,8 @@ bool api_handle(const struct config *cfg, struct hub *hub, const struct api_requ
         }
         return false;
     }
+    if (!strcmp(seg[1], "notifications") && n == 2)
+        return post ? post_notification(req, resp, pending) : bad_method(resp);
     if (!strcmp(seg[1], "broadcast") && n == 2) {
         if (!post)
             return bad_method(resp);
@@ -521,6 +558,16 @@ void api_finish(const struct store_req *s, struct api_response *resp)
                                           (json_int_t)s->msg.seq, "inserted_at",
                                           s->msg.inserted_at));
         return;
+    case STORE_NOTIFY_ADD: {
+        struct sbuf b = SBUF_INIT;
+        store_notif_append_json(&b, &s->notif);
+        json_t *j = json_loadb(b.data, b.len, 0, NULL);
+        sbuf_cleanup(&b);
+        if (j)
+            json_object_set_new(j, "user_id", json_string(s->notif.user_id));
+        respond_json(resp, 201, j);
+        return;
+    }
     case STORE_MESSAGES_PAGE: {
         json_t *arr = json_array();
         for (size_t i = 0; i < s->n_msgs; i++)

@@ -57,6 +57,8 @@ struct channel_type {
 };
 
 extern const struct channel_type room_channel;
+extern const struct channel_type notifications_channel;
+extern const struct channel_type document_channel;
 
 /* Finishes a join: replies ok with response (JSON object text), then the channel is
  * joined and held broadcasts are delivered (after anything the type pushes from its

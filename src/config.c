@@ -42,6 +42,11 @@ const struct config_option config_options[] = {
     {"sqlite-sync", OPT_STRING, "full", SERVE, OFF(sqlite_sync),
      "SQLite: full (fsync each group commit; survives power loss) or normal (survives "
      "process crashes; faster)"},
+    {"rate-limit", OPT_INT, "10", SERVE, OFF(rate_limit),
+     "channel events per second per user and topic (0: no limit)"},
+    {"rate-burst", OPT_INT, "20", SERVE, OFF(rate_burst), "burst size of that rate limit"},
+    {"max-conns-per-user", OPT_INT, "100", SERVE, OFF(max_conns_per_user),
+     "open sockets one user may have"},
     {"user", OPT_STRING, NULL, CMD_TOKEN, OFF(user), "token: the user id (sub claim)"},
     {"ttl", OPT_INT, "3600", CMD_TOKEN, OFF(ttl), "token: lifetime in seconds"},
 };
@@ -206,6 +211,10 @@ int config_parse(struct config *cfg, enum config_cmd cmd, int argc, char **argv,
         return fail(err, errlen, "--http-threads must be between 1 and 64");
     if (cmd == CMD_SERVE && strcmp(cfg->sqlite_sync, "full") && strcmp(cfg->sqlite_sync, "normal"))
         return fail(err, errlen, "--sqlite-sync must be full or normal, got \"%s\"", cfg->sqlite_sync);
+    if (cfg->rate_limit > 0 && cfg->rate_burst < 1)
+        return fail(err, errlen, "--rate-burst must be at least 1");
+    if (cfg->max_conns_per_user < 1)
+        return fail(err, errlen, "--max-conns-per-user must be at least 1");
     if (cfg->max_channels < 1)
         return fail(err, errlen, "--max-channels must be at least 1");
     if (cfg->outbound_queue_bytes < 65536)

@@ -42,6 +42,9 @@ struct config {
     long batch_max;      /* writes per group commit */
     long data_poll_ms;   /* how often SQLite mode looks for writes by other processes */
     char *sqlite_sync;   /* full or normal */
+    long rate_limit;     /* channel events per second per (user, topic); 0 = off */
+    long rate_burst;
+    long max_conns_per_user;
     /* token subcommand */
     char *user;
     long ttl;

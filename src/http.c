@@ -185,7 +185,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         return;
     sbuf_cleanup(&hr->body);
     store_req_destroy(hr->pending);
-    free(hr->sock_cls);
+    if (hr->sock_cls && hr->http->opts.socket_cls_free)
+        hr->http->opts.socket_cls_free(hr->sock_cls);
+    else
+        free(hr->sock_cls);
     free(hr);
     *req_cls = NULL;
 }

@@ -25,6 +25,7 @@ struct http_options {
     struct hub *hub; /* for REST broadcasts and disconnects */
     http_socket_handler socket_handler;
     void *socket_arg;
+    void (*socket_cls_free)(void *sock_cls); /* frees what the handler left in sock_cls */
 };
 
 /* Binds cfg->listen and starts serving. Returns 0 and sets *out, or RC_EIO (bind

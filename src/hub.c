@@ -7,6 +7,7 @@
 #include "config.h"
 #include "hub.h"
 #include "obuf.h"
+#include "ratelimit.h"
 #include "store.h"
 #include "util/log.h"
 #include "util/sbuf.h"
@@ -17,7 +18,33 @@ struct hub {
     struct worker **workers;
     int nworkers;
     struct store *store;
+    const struct config *cfg;
+    struct ratelimit *rl;     /* NULL when --rate-limit 0 */
+    struct user_counter *uc;  /* open sockets per user */
 };
+
+bool hub_rate_take(struct hub *h, const char *user, const char *topic, int64_t now_ms,
+                   int *retry_after_s)
+{
+    return !h || !h->rl || ratelimit_take(h->rl, user, topic, now_ms, retry_after_s);
+}
+
+void hub_rate_sweep(struct hub *h, int64_t now_ms)
+{
+    if (h->rl)
+        ratelimit_sweep(h->rl, now_ms);
+}
+
+bool hub_acquire_user(struct hub *h, const char *user)
+{
+    return user_counter_acquire(h->uc, user, h->cfg->max_conns_per_user);
+}
+
+void hub_release_user(struct hub *h, const char *user)
+{
+    if (h)
+        user_counter_release(h->uc, user);
+}
 
 struct bcast *bcast_create(const char *topic, const char *event, const char *payload,
                            size_t payload_len, uint64_t exclude, int64_t seq)
@@ -133,6 +160,42 @@ void hub_on_messages(const struct store_msg *msgs, size_t n, void *arg)
     free(list);
 }
 
+/* Store listener for notifications: new_notification to notifications:<user>. */
+void hub_on_notifications(const struct store_notif *ns, size_t n, void *arg)
+{
+    struct hub *h = arg;
+    struct sbuf topic = SBUF_INIT, payload = SBUF_INIT;
+    for (size_t i = 0; i < n; i++) {
+        sbuf_reset(&topic);
+        sbuf_reset(&payload);
+        sbuf_adds(&topic, "notifications:");
+        sbuf_adds(&topic, ns[i].user_id);
+        store_notif_append_json(&payload, &ns[i]);
+        hub_publish(h, bcast_create(topic.data, "new_notification", payload.data, payload.len, 0,
+                                    ns[i].id));
+    }
+    sbuf_cleanup(&topic);
+    sbuf_cleanup(&payload);
+}
+
+/* Store listener for document operations: document_updated to document:<id>. */
+void hub_on_docops(const struct store_docop *ops, size_t n, void *arg)
+{
+    struct hub *h = arg;
+    struct sbuf topic = SBUF_INIT, payload = SBUF_INIT;
+    for (size_t i = 0; i < n; i++) {
+        sbuf_reset(&topic);
+        sbuf_reset(&payload);
+        sbuf_adds(&topic, "document:");
+        sbuf_adds(&topic, ops[i].room_id);
+        store_docop_append_json(&payload, &ops[i]);
+        hub_publish(h, bcast_create(topic.data, "document_updated", payload.data, payload.len, 0,
+                                    ops[i].seq));
+    }
+    sbuf_cleanup(&topic);
+    sbuf_cleanup(&payload);
+}
+
 void hub_accept_ws(struct hub *h, int fd, const uint8_t *extra, size_t extra_len,
                    char *user_id, enum codec_vsn vsn)
 {
@@ -165,6 +228,10 @@ struct hub *hub_create(const struct config *cfg)
     if (n > 64)
         n = 64;
     h->nworkers = (int)n;
+    h->cfg = cfg;
+    h->rl = cfg->rate_limit > 0 ? ratelimit_create((double)cfg->rate_limit, (double)cfg->rate_burst)
+                                : NULL;
+    h->uc = user_counter_create();
     h->workers = xcalloc((size_t)n, sizeof *h->workers);
     for (int i = 0; i < h->nworkers; i++)
         h->workers[i] = worker_create(i, h, cfg, NULL);
@@ -199,6 +266,8 @@ void hub_free(struct hub *h)
     for (int i = 0; i < h->nworkers; i++)
         worker_free(h->workers[i]);
     free(h->workers);
+    ratelimit_destroy(h->rl);
+    user_counter_destroy(h->uc);
     free(h);
 }
 

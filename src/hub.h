@@ -6,6 +6,7 @@
 #define RC_HUB_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +18,8 @@ struct store;
 struct obuf;
 struct hub;
 struct store_msg;
+struct store_notif;
+struct store_docop;
 
 struct bcast {
     atomic_uint refs;
@@ -39,6 +42,9 @@ void bcast_unref(struct bcast *b);
 struct hub *hub_create(const struct config *cfg);
 /* The store message listener (pass it, with the hub as arg, in store_options). */
 void hub_on_messages(const struct store_msg *msgs, size_t n, void *arg);
+/* The same for notifications and document operations. */
+void hub_on_notifications(const struct store_notif *ns, size_t n, void *arg);
+void hub_on_docops(const struct store_docop *ops, size_t n, void *arg);
 /* Starts the workers; store requests from channels go to store. Main thread. */
 int hub_start(struct hub *h, struct store *store) MUSTCHECK;
 /* Closes every socket with 1001 (going away) and stops the worker threads; store
@@ -60,6 +66,18 @@ void hub_disconnect_user(struct hub *h, const char *user_id);
  * passes) and the serializer. Any thread. */
 void hub_accept_ws(struct hub *h, int fd, const uint8_t *extra, size_t extra_len,
                    char *user_id, enum codec_vsn vsn);
+
+/* Takes a token for a channel event of user on topic; false (with the seconds to wait)
+ * when over the limit. Any thread. */
+bool hub_rate_take(struct hub *h, const char *user, const char *topic, int64_t now_ms,
+                   int *retry_after_s);
+/* (hub_rate_take and hub_release_user accept a NULL hub: no limits, nothing counted.) */
+/* Forgets idle rate-limit buckets. Any thread. */
+void hub_rate_sweep(struct hub *h, int64_t now_ms);
+/* Counts one more open socket for user unless it has --max-conns-per-user already;
+ * every true is matched by one hub_release_user. Any thread. */
+bool hub_acquire_user(struct hub *h, const char *user);
+void hub_release_user(struct hub *h, const char *user);
 
 /* Counters for tests and metrics. */
 struct hub_stats {

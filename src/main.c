@@ -76,6 +76,8 @@ static int cmd_serve(struct config *cfg)
         .sync_full = !strcmp(cfg->sqlite_sync, "full"),
         .listener = hub_on_messages,
         .listener_arg = hub,
+        .notif_listener = hub_on_notifications,
+        .docop_listener = hub_on_docops,
     };
     if (store_open(&so, &store, err, sizeof err)) {
         log_error("cannot open the database", "db=%s err=\"%s\"", cfg->db, err);
@@ -93,6 +95,7 @@ static int cmd_serve(struct config *cfg)
         .hub = hub,
         .socket_handler = ws_socket_handler,
         .socket_arg = &front,
+        .socket_cls_free = ws_socket_cls_free,
     };
     if (http_start(&ho, &http, err, sizeof err)) {
         log_error("cannot start HTTP", "err=\"%s\"", err);

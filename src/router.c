@@ -18,8 +18,10 @@
 #define MAX_CHANNEL_TYPES 16
 static const struct channel_type *channel_types[MAX_CHANNEL_TYPES] = {
     &room_channel,
+    &notifications_channel,
+    &document_channel,
 };
-static size_t n_channel_types = 1;
+static size_t n_channel_types = 3;
 
 int router_add_type(const struct channel_type *t)
 {
@@ -53,8 +55,10 @@ void conn_unref(struct conn *c)
 {
     if (--c->refs > 0)
         return;
-    free(c->user_id);
+    char *user = c->user_id;
+    hub_release_user(c->worker->hub, user);
     c->ops->destroy(c);
+    free(user);
 }
 
 const struct channel_type *router_match(const char *topic, size_t len)
@@ -370,6 +374,14 @@ void router_handle(struct conn *c, const struct phx_in *m)
     }
     if (jr && chan_jr(ch) && strcmp(jr, chan_jr(ch)))
         goto out; /* stale join_ref: dropped without a reply (Phoenix 1.8.3+) */
+    int retry = 1;
+    if (!hub_rate_take(c->worker->hub, c->user_id, ch->topic, c->worker->now_ms, &retry)) {
+        struct sbuf b = SBUF_INIT;
+        sbuf_printf(&b, "{\"reason\":\"rate_limited\",\"retry_after\":%d}", retry);
+        chan_reply(ch, ref, "error", b.data);
+        sbuf_cleanup(&b);
+        goto out;
+    }
     ch->type->handle_in(ch, ev, m, ref);
 out:
     free(jr);

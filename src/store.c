@@ -4,6 +4,7 @@
 
 #include "store.h"
 #include "util/sbuf.h"
+#include <jansson.h>
 #include "util/xmalloc.h"
 
 struct store_req *store_req_create(enum store_op op)
@@ -31,6 +32,23 @@ static void member_cleanup(struct store_member *m)
     free(m->user_id);
     free(m->role);
     free(m->name);
+    free(m->avatar_url);
+}
+
+void store_notif_cleanup(struct store_notif *n)
+{
+    free(n->user_id);
+    free(n->payload);
+    n->user_id = n->payload = NULL;
+}
+
+void store_docop_cleanup(struct store_docop *op)
+{
+    free(op->room_id);
+    free(op->user_id);
+    free(op->operation);
+    free(op->data);
+    op->room_id = op->user_id = op->operation = op->data = NULL;
 }
 
 void store_req_destroy(struct store_req *r)
@@ -43,6 +61,15 @@ void store_req_destroy(struct store_req *r)
     free(r->avatar_url);
     free(r->role);
     free(r->body);
+    free(r->data);
+    store_notif_cleanup(&r->notif);
+    for (size_t i = 0; i < r->n_notifs; i++)
+        store_notif_cleanup(&r->notifs[i]);
+    free(r->notifs);
+    store_docop_cleanup(&r->docop);
+    for (size_t i = 0; i < r->n_docops; i++)
+        store_docop_cleanup(&r->docops[i]);
+    free(r->docops);
     free(r->user.id);
     free(r->user.name);
     free(r->user.avatar_url);
@@ -118,5 +145,44 @@ void store_msg_append_json(struct sbuf *out, const struct store_msg *m)
     sbuf_add_json_str(out, m->inserted_at, strlen(m->inserted_at));
     sbuf_printf(out, ",\"seq\":%lld,\"user_id\":", (long long)m->seq);
     sbuf_add_json_str(out, m->user_id, strlen(m->user_id));
+    sbuf_addc(out, '}');
+}
+
+/* Appends the value of key in the JSON object text obj (or null) as JSON text. */
+static void append_member(struct sbuf *out, const char *obj, const char *key)
+{
+    json_t *j = json_loads(obj, JSON_DECODE_ANY, NULL);
+    json_t *v = json_is_object(j) ? json_object_get(j, key) : NULL;
+    char *text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    sbuf_adds(out, text ? text : "null");
+    free(text);
+    json_decref(j);
+}
+
+void store_notif_append_json(struct sbuf *out, const struct store_notif *n)
+{
+    sbuf_adds(out, "{\"data\":");
+    append_member(out, n->payload, "data");
+    sbuf_printf(out, ",\"id\":%lld,\"inserted_at\":", (long long)n->id);
+    sbuf_add_json_str(out, n->inserted_at, strlen(n->inserted_at));
+    sbuf_adds(out, ",\"message\":");
+    append_member(out, n->payload, "message");
+    sbuf_addc(out, '}');
+}
+
+void store_docop_append_json(struct sbuf *out, const struct store_docop *op)
+{
+    json_t *d = json_loads(op->data ? op->data : "null", JSON_DECODE_ANY, NULL);
+    char *data = d ? json_dumps(d, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    sbuf_adds(out, "{\"data\":");
+    sbuf_adds(out, data ? data : "null");
+    free(data);
+    json_decref(d);
+    sbuf_adds(out, ",\"inserted_at\":");
+    sbuf_add_json_str(out, op->inserted_at, strlen(op->inserted_at));
+    sbuf_adds(out, ",\"operation\":");
+    sbuf_add_json_str(out, op->operation, strlen(op->operation));
+    sbuf_printf(out, ",\"seq\":%lld,\"user_id\":", (long long)op->seq);
+    sbuf_add_json_str(out, op->user_id, strlen(op->user_id));
     sbuf_addc(out, '}');
 }

@@ -38,9 +38,17 @@ enum store_op {
     STORE_MEMBERS_LIST,  /* read: room_id → members sorted by user_id; RC_ENOTFOUND */
     STORE_MESSAGE_ADD,   /* write: room_id, user_id, body → msg; RC_ENOTFOUND (room) */
     STORE_MESSAGES_PAGE, /* read: room_id, after_seq|before_seq|latest, limit → msgs */
-    STORE_JOIN_ROOM,     /* read, one snapshot: room_id, user_id → room, member (role),
-                          * msgs (the last `limit`, or those after after_seq, oldest first);
-                          * RC_ENOTFOUND (room), RC_EFORBIDDEN (not a member) */
+    STORE_JOIN_ROOM,     /* read, one snapshot: room_id, user_id → room, member (role,
+                          * name, avatar_url), msgs (the last `limit`, or those after
+                          * after_seq, oldest first); RC_ENOTFOUND (room), RC_EFORBIDDEN
+                          * (not a member) */
+    STORE_NOTIFY_ADD,    /* write: user_id, body (message), data (JSON text or NULL) → notif */
+    STORE_NOTIFY_UNREAD, /* read: user_id → notifs (unread, oldest first, at most limit),
+                          * id = the user's newest notification id (read or not) */
+    STORE_NOTIFY_READ,   /* write: user_id, id → marks read; RC_ENOTFOUND */
+    STORE_DOC_JOIN,      /* read, one snapshot: room_id, user_id → room (doc_last_seq),
+                          * member, docops (last `limit` or after after_seq) */
+    STORE_DOC_EDIT,      /* write: room_id, user_id, name (operation), data → docop */
     STORE_OP_COUNT
 };
 
@@ -52,11 +60,26 @@ struct store_user {
 struct store_room {
     char *id, *name;
     int64_t last_seq;
+    int64_t doc_last_seq;
     char created_at[32];
 };
 
 struct store_member {
-    char *room_id, *user_id, *role, *name;
+    char *room_id, *user_id, *role, *name, *avatar_url; /* avatar_url may be NULL */
+};
+
+struct store_notif {
+    int64_t id;
+    char *user_id;
+    char *payload; /* JSON object text {"message":…,"data":…} as stored */
+    char inserted_at[32];
+};
+
+struct store_docop {
+    int64_t id, seq;
+    char *room_id, *user_id, *operation;
+    char *data; /* JSON text */
+    char inserted_at[32];
 };
 
 struct store_msg {
@@ -68,7 +91,8 @@ struct store_msg {
 struct store_req {
     enum store_op op;
     /* arguments (owned by the request, freed by store_req_destroy) */
-    char *room_id, *user_id, *name, *avatar_url, *role, *body;
+    char *room_id, *user_id, *name, *avatar_url, *role, *body, *data;
+    int64_t id;         /* STORE_NOTIFY_READ */
     int64_t after_seq;  /* >= 0: rows with seq > after_seq (first `limit` of them) */
     int64_t before_seq; /* >= 0: rows with seq < before_seq (last `limit` of them) */
     int limit;          /* rows to return; with neither bound, the latest `limit` */
@@ -82,6 +106,12 @@ struct store_req {
     size_t n_msgs;
     struct store_member *members;
     size_t n_members;
+    struct store_notif notif;
+    struct store_notif *notifs;
+    size_t n_notifs;
+    struct store_docop docop;
+    struct store_docop *docops;
+    size_t n_docops;
     /* completion, called on a store thread */
     void (*done)(struct store_req *req);
     void *arg;
@@ -99,6 +129,10 @@ struct store_options {
     bool sync_full;      /* SQLite: fsync every commit (synchronous=FULL) */
     store_msg_listener listener; /* may be NULL */
     void *listener_arg;
+    /* committed notifications and document operations, like messages (may be NULL;
+     * they get listener_arg) */
+    void (*notif_listener)(const struct store_notif *n, size_t count, void *arg);
+    void (*docop_listener)(const struct store_docop *ops, size_t count, void *arg);
 };
 
 /* Allocates a request for op with its bounds unset (after_seq = before_seq = -1). */
@@ -107,6 +141,9 @@ struct store_req *store_req_create(enum store_op op);
 void store_req_destroy(struct store_req *req);
 /* Frees a message's strings. */
 void store_msg_cleanup(struct store_msg *m);
+/* Frees a notification's / document operation's strings. */
+void store_notif_cleanup(struct store_notif *n);
+void store_docop_cleanup(struct store_docop *op);
 
 /* Opens the database named by opts->url, applies pending migrations and starts the
  * store threads. Returns 0 and sets *out, or RC_EINVAL (bad URL, unsupported backend,
@@ -146,5 +183,9 @@ struct sbuf;
 /* Appends a message as the JSON object clients see:
  * {"body","id","inserted_at","seq","user_id"}. */
 void store_msg_append_json(struct sbuf *out, const struct store_msg *m);
+/* {"data","id","inserted_at","message"} from a stored notification. */
+void store_notif_append_json(struct sbuf *out, const struct store_notif *n);
+/* {"data","inserted_at","operation","seq","user_id"} from a document operation. */
+void store_docop_append_json(struct sbuf *out, const struct store_docop *op);
 
 #endif

@@ -2,6 +2,7 @@
  * group-commits, one reader thread for queries. */
 #include <errno.h>
 #include <pthread.h>
+#include <jansson.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,14 @@ enum stmt_id {
     ST_MSGS_LATEST,
     ST_SCAN,
     ST_PING,
+    ST_NOTIF_ADD,
+    ST_NOTIF_UNREAD,
+    ST_NOTIF_READ,
+    ST_NOTIF_SCAN,
+    ST_DOCOP_ADD,
+    ST_DOCOPS_AFTER,
+    ST_DOCOPS_LATEST,
+    ST_DOCOP_SCAN,
     ST_COUNT
 };
 
@@ -54,14 +63,15 @@ static const char *const stmt_sql[ST_COUNT] = {
                     "avatar_url = excluded.avatar_url "
                     "RETURNING id, name, avatar_url, created_at",
     [ST_ROOM_CREATE] = "INSERT INTO rooms(id, name) VALUES (?1, ?2) "
-                       "RETURNING id, name, last_seq, created_at",
-    [ST_ROOM_GET] = "SELECT id, name, last_seq, created_at FROM rooms WHERE id = ?1",
+                       "RETURNING id, name, last_seq, created_at, doc_last_seq",
+    [ST_ROOM_GET] = "SELECT id, name, last_seq, created_at, doc_last_seq FROM rooms WHERE id = ?1",
     [ST_ROOM_DELETE] = "DELETE FROM rooms WHERE id = ?1",
     [ST_ROOM_EXISTS] = "SELECT 1 FROM rooms WHERE id = ?1",
     [ST_USER_ENSURE] = "INSERT INTO users(id, name) VALUES (?1, ?1) ON CONFLICT(id) DO NOTHING",
     [ST_MEMBER_PUT] = "INSERT INTO memberships(room_id, user_id, role) VALUES (?1, ?2, ?3) "
                       "ON CONFLICT(room_id, user_id) DO UPDATE SET role = excluded.role",
-    [ST_MEMBER_GET] = "SELECT m.role, COALESCE(u.name, m.user_id) FROM memberships m "
+    [ST_MEMBER_GET] = "SELECT m.role, COALESCE(u.name, m.user_id), u.avatar_url "
+                      "FROM memberships m "
                       "LEFT JOIN users u ON u.id = m.user_id "
                       "WHERE m.room_id = ?1 AND m.user_id = ?2",
     [ST_MEMBER_DELETE] = "DELETE FROM memberships WHERE room_id = ?1 AND user_id = ?2",
@@ -84,6 +94,24 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_SCAN] = "SELECT id, room_id, seq, user_id, body, inserted_at FROM messages "
                 "WHERE id > ?1 ORDER BY id LIMIT ?2",
     [ST_PING] = "SELECT 1",
+    [ST_NOTIF_ADD] = "INSERT INTO notifications(user_id, payload, inserted_at) VALUES (?1, ?2, ?3) "
+                     "RETURNING id",
+    [ST_NOTIF_UNREAD] = "SELECT id, user_id, payload, inserted_at FROM notifications "
+                        "WHERE user_id = ?1 AND read_at IS NULL ORDER BY id LIMIT ?2",
+    [ST_NOTIF_READ] = "UPDATE notifications SET read_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                      "WHERE id = ?1 AND user_id = ?2",
+    [ST_NOTIF_SCAN] = "SELECT id, user_id, payload, inserted_at FROM notifications "
+                      "WHERE id > ?1 ORDER BY id LIMIT ?2",
+    [ST_DOCOP_ADD] = "INSERT INTO document_ops(room_id, user_id, operation, data, inserted_at, seq) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, (SELECT doc_last_seq + 1 FROM rooms "
+                     "WHERE id = ?1)) RETURNING id, seq",
+    [ST_DOCOPS_AFTER] = "SELECT id, room_id, seq, user_id, operation, data, inserted_at "
+                        "FROM document_ops WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    [ST_DOCOPS_LATEST] = "SELECT * FROM (SELECT id, room_id, seq, user_id, operation, data, "
+                         "inserted_at FROM document_ops WHERE room_id = ?1 "
+                         "ORDER BY seq DESC LIMIT ?3) ORDER BY seq",
+    [ST_DOCOP_SCAN] = "SELECT id, room_id, seq, user_id, operation, data, inserted_at "
+                      "FROM document_ops WHERE id > ?1 ORDER BY id LIMIT ?2",
 };
 
 /* One connection with its statement cache. */
@@ -105,6 +133,9 @@ struct sqlite_store {
     store_msg_listener listener;
     void *listener_arg;
     int64_t delivered_id; /* highest message id handed to the listener */
+    int64_t delivered_notif_id, delivered_docop_id;
+    void (*notif_listener)(const struct store_notif *n, size_t count, void *arg);
+    void (*docop_listener)(const struct store_docop *ops, size_t count, void *arg);
     int data_version;
 };
 
@@ -287,6 +318,32 @@ static void read_room(sqlite3_stmt *st, struct store_room *r)
     r->name = col_str(st, 1);
     r->last_seq = sqlite3_column_int64(st, 2);
     col_ts(st, 3, r->created_at);
+    r->doc_last_seq = sqlite3_column_int64(st, 4);
+}
+
+/* Reads a notification row (id, user_id, payload, inserted_at). */
+static void read_notif(sqlite3_stmt *st, struct store_notif *n)
+{
+    n->id = sqlite3_column_int64(st, 0);
+    n->user_id = col_str(st, 1);
+    n->payload = col_str(st, 2);
+    col_ts(st, 3, n->inserted_at);
+    if (!n->payload)
+        n->payload = xstrdup("{}");
+}
+
+/* Reads a document operation row (id, room_id, seq, user_id, operation, data, at). */
+static void read_docop(sqlite3_stmt *st, struct store_docop *op)
+{
+    op->id = sqlite3_column_int64(st, 0);
+    op->room_id = col_str(st, 1);
+    op->seq = sqlite3_column_int64(st, 2);
+    op->user_id = col_str(st, 3);
+    op->operation = col_str(st, 4);
+    op->data = col_str(st, 5);
+    col_ts(st, 6, op->inserted_at);
+    if (!op->operation)
+        op->operation = xstrdup("");
 }
 
 /* Returns 0 when the room exists, RC_ENOTFOUND or RC_ESTORE. */
@@ -367,6 +424,7 @@ static int do_members_list(struct conn *c, struct store_req *req)
             req->members = xrealloc(req->members, cap * sizeof *req->members);
         }
         struct store_member *m = &req->members[req->n_members++];
+        memset(m, 0, sizeof *m);
         m->room_id = xstrdup(req->room_id);
         m->user_id = col_str(st, 0);
         m->role = col_str(st, 1);
@@ -392,6 +450,7 @@ static int do_member_get(struct conn *c, struct store_req *req)
     req->member.user_id = xstrdup(req->user_id);
     req->member.role = col_str(st, 0);
     req->member.name = col_str(st, 1);
+    req->member.avatar_url = col_str(st, 2);
     return 0;
 }
 
@@ -405,6 +464,57 @@ static int do_join_room(struct conn *c, struct store_req *req)
         rc = do_member_get(c, req);
     if (!rc)
         rc = do_messages(c, req);
+    exec_simple(c->db, "COMMIT");
+    return rc;
+}
+
+/* Loads unread notifications of req->user_id. */
+static int do_notif_unread(struct conn *c, struct store_req *req)
+{
+    sqlite3_stmt *st = stmt(c, ST_NOTIF_UNREAD);
+    if (!st)
+        return RC_ESTORE;
+    bind_text(st, 1, req->user_id);
+    sqlite3_bind_int(st, 2, req->limit);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (req->n_notifs == cap) {
+            cap = cap ? cap * 2 : 16;
+            req->notifs = xrealloc(req->notifs, cap * sizeof *req->notifs);
+        }
+        read_notif(st, &req->notifs[req->n_notifs++]);
+    }
+    return rc == SQLITE_DONE ? 0 : step_error(c, rc);
+}
+
+/* Room, membership and the document's operations in one read snapshot. */
+static int do_doc_join(struct conn *c, struct store_req *req)
+{
+    if (exec_simple(c->db, "BEGIN") != SQLITE_OK)
+        return RC_ESTORE;
+    int rc = do_room_get(c, req);
+    if (!rc)
+        rc = do_member_get(c, req);
+    sqlite3_stmt *st = NULL;
+    if (!rc && !(st = stmt(c, req->after_seq >= 0 ? ST_DOCOPS_AFTER : ST_DOCOPS_LATEST)))
+        rc = RC_ESTORE;
+    if (!rc) {
+        bind_text(st, 1, req->room_id);
+        sqlite3_bind_int64(st, 2, req->after_seq);
+        sqlite3_bind_int(st, 3, req->limit);
+        size_t cap = 0;
+        int step;
+        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+            if (req->n_docops == cap) {
+                cap = cap ? cap * 2 : 16;
+                req->docops = xrealloc(req->docops, cap * sizeof *req->docops);
+            }
+            read_docop(st, &req->docops[req->n_docops++]);
+        }
+        if (step != SQLITE_DONE)
+            rc = step_error(c, step);
+    }
     exec_simple(c->db, "COMMIT");
     return rc;
 }
@@ -430,6 +540,23 @@ static int run_read(struct conn *c, struct store_req *req)
     }
     case STORE_JOIN_ROOM:
         return do_join_room(c, req);
+    case STORE_NOTIFY_UNREAD: {
+        if (exec_simple(c->db, "BEGIN") != SQLITE_OK)
+            return RC_ESTORE;
+        int rc = do_notif_unread(c, req);
+        sqlite3_stmt *st = NULL;
+        if (!rc && sqlite3_prepare_v2(c->db, "SELECT COALESCE(MAX(id), 0) FROM notifications "
+                                             "WHERE user_id = ?1", -1, &st, NULL) == SQLITE_OK) {
+            bind_text(st, 1, req->user_id);
+            if (sqlite3_step(st) == SQLITE_ROW)
+                req->id = sqlite3_column_int64(st, 0);
+        }
+        sqlite3_finalize(st);
+        exec_simple(c->db, "COMMIT");
+        return rc;
+    }
+    case STORE_DOC_JOIN:
+        return do_doc_join(c, req);
     default:
         return RC_EINVAL;
     }
@@ -536,6 +663,84 @@ static int do_message_add(struct conn *c, struct store_req *req)
     return 0;
 }
 
+/* Stores a notification; payload is {"message":…,"data":…}. */
+static int do_notif_add(struct conn *c, struct store_req *req)
+{
+    sqlite3_stmt *st = stmt(c, ST_NOTIF_ADD);
+    if (!st)
+        return RC_ESTORE;
+    json_t *p = json_pack("{s:s}", "message", req->body);
+    json_t *d = req->data ? json_loads(req->data, JSON_DECODE_ANY, NULL) : NULL;
+    json_object_set_new(p, "data", d ? d : json_null());
+    char *payload = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    char ts[32];
+    clock_iso8601(ts);
+    bind_text(st, 1, req->user_id);
+    bind_text(st, 2, payload);
+    bind_text(st, 3, ts);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        free(payload);
+        return step_error(c, rc);
+    }
+    req->notif.id = sqlite3_column_int64(st, 0);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        free(payload);
+        return step_error(c, rc);
+    }
+    req->notif.user_id = xstrdup(req->user_id);
+    req->notif.payload = payload;
+    memcpy(req->notif.inserted_at, ts, sizeof ts);
+    return 0;
+}
+
+/* Marks one of the user's notifications read. */
+static int do_notif_read(struct conn *c, struct store_req *req)
+{
+    sqlite3_stmt *st = stmt(c, ST_NOTIF_READ);
+    if (!st)
+        return RC_ESTORE;
+    sqlite3_bind_int64(st, 1, req->id);
+    bind_text(st, 2, req->user_id);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE)
+        return step_error(c, rc);
+    return sqlite3_changes(c->db) ? 0 : RC_ENOTFOUND;
+}
+
+/* Appends a document operation with the document's next seq. */
+static int do_docop_add(struct conn *c, struct store_req *req)
+{
+    sqlite3_stmt *st = stmt(c, ST_DOCOP_ADD);
+    if (!st)
+        return RC_ESTORE;
+    char ts[32];
+    clock_iso8601(ts);
+    bind_text(st, 1, req->room_id);
+    bind_text(st, 2, req->user_id);
+    bind_text(st, 3, req->name);
+    bind_text(st, 4, req->data ? req->data : "null");
+    bind_text(st, 5, ts);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW)
+        return step_error(c, rc);
+    req->docop.id = sqlite3_column_int64(st, 0);
+    req->docop.seq = sqlite3_column_int64(st, 1);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return step_error(c, rc);
+    req->docop.room_id = xstrdup(req->room_id);
+    req->docop.user_id = xstrdup(req->user_id);
+    req->docop.operation = xstrdup(req->name);
+    req->docop.data = xstrdup(req->data ? req->data : "null");
+    memcpy(req->docop.inserted_at, ts, sizeof ts);
+    return 0;
+}
+
 /* Executes one write inside the batch transaction, in its own savepoint so that a
  * failed request leaves no partial change behind. */
 static int run_write(struct conn *c, struct store_req *req)
@@ -551,6 +756,9 @@ static int run_write(struct conn *c, struct store_req *req)
     case STORE_MEMBER_PUT: rc = do_member_put(c, req); break;
     case STORE_MEMBER_DELETE: rc = do_delete(c, ST_MEMBER_DELETE, req); break;
     case STORE_MESSAGE_ADD: rc = do_message_add(c, req); break;
+    case STORE_NOTIFY_ADD: rc = do_notif_add(c, req); break;
+    case STORE_NOTIFY_READ: rc = do_notif_read(c, req); break;
+    case STORE_DOC_EDIT: rc = do_docop_add(c, req); break;
     default: rc = RC_EINVAL; break;
     }
     if (multi) {
@@ -571,17 +779,26 @@ static bool is_write(enum store_op op)
     case STORE_MEMBER_PUT:
     case STORE_MEMBER_DELETE:
     case STORE_MESSAGE_ADD:
+    case STORE_NOTIFY_ADD:
+    case STORE_NOTIFY_READ:
+    case STORE_DOC_EDIT:
         return true;
     default:
         return false;
     }
 }
 
+/* Which tables delivery looks at. */
+enum {
+    SCAN_MESSAGES = 1,
+    SCAN_NOTIFS = 2,
+    SCAN_DOCOPS = 4,
+    SCAN_ALL = 7,
+};
+
 /* Hands every message committed since the last delivery to the listener. */
-static void deliver_new(struct sqlite_store *s)
+static void deliver_messages(struct sqlite_store *s)
 {
-    if (!s->listener)
-        return;
     struct store_msg batch[SCAN_CHUNK];
     for (;;) {
         sqlite3_stmt *st = stmt(&s->w, ST_SCAN);
@@ -590,8 +807,7 @@ static void deliver_new(struct sqlite_store *s)
         sqlite3_bind_int64(st, 1, s->delivered_id);
         sqlite3_bind_int(st, 2, SCAN_CHUNK);
         size_t n = 0;
-        int rc;
-        while (n < SCAN_CHUNK && (rc = sqlite3_step(st)) == SQLITE_ROW)
+        while (n < SCAN_CHUNK && sqlite3_step(st) == SQLITE_ROW)
             read_msg(st, &batch[n++]);
         sqlite3_reset(st);
         if (n) {
@@ -605,10 +821,71 @@ static void deliver_new(struct sqlite_store *s)
     }
 }
 
+/* The same for notifications. */
+static void deliver_notifs(struct sqlite_store *s)
+{
+    struct store_notif batch[SCAN_CHUNK];
+    for (;;) {
+        sqlite3_stmt *st = stmt(&s->w, ST_NOTIF_SCAN);
+        if (!st)
+            return;
+        sqlite3_bind_int64(st, 1, s->delivered_notif_id);
+        sqlite3_bind_int(st, 2, SCAN_CHUNK);
+        size_t n = 0;
+        while (n < SCAN_CHUNK && sqlite3_step(st) == SQLITE_ROW)
+            read_notif(st, &batch[n++]);
+        sqlite3_reset(st);
+        if (n) {
+            s->delivered_notif_id = batch[n - 1].id;
+            s->notif_listener(batch, n, s->listener_arg);
+            for (size_t i = 0; i < n; i++)
+                store_notif_cleanup(&batch[i]);
+        }
+        if (n < SCAN_CHUNK)
+            return;
+    }
+}
+
+/* The same for document operations. */
+static void deliver_docops(struct sqlite_store *s)
+{
+    struct store_docop batch[SCAN_CHUNK];
+    for (;;) {
+        sqlite3_stmt *st = stmt(&s->w, ST_DOCOP_SCAN);
+        if (!st)
+            return;
+        sqlite3_bind_int64(st, 1, s->delivered_docop_id);
+        sqlite3_bind_int(st, 2, SCAN_CHUNK);
+        size_t n = 0;
+        while (n < SCAN_CHUNK && sqlite3_step(st) == SQLITE_ROW)
+            read_docop(st, &batch[n++]);
+        sqlite3_reset(st);
+        if (n) {
+            s->delivered_docop_id = batch[n - 1].id;
+            s->docop_listener(batch, n, s->listener_arg);
+            for (size_t i = 0; i < n; i++)
+                store_docop_cleanup(&batch[i]);
+        }
+        if (n < SCAN_CHUNK)
+            return;
+    }
+}
+
+/* Delivers what was committed since the last delivery, for the tables in mask. */
+static void deliver_new(struct sqlite_store *s, int mask)
+{
+    if ((mask & SCAN_MESSAGES) && s->listener)
+        deliver_messages(s);
+    if ((mask & SCAN_NOTIFS) && s->notif_listener)
+        deliver_notifs(s);
+    if ((mask & SCAN_DOCOPS) && s->docop_listener)
+        deliver_docops(s);
+}
+
 /* Looks for commits by other processes (SQLite bumps data_version for them). */
 static void poll_external(struct sqlite_store *s)
 {
-    if (!s->listener)
+    if (!s->listener && !s->notif_listener && !s->docop_listener)
         return;
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->w.db, "PRAGMA data_version", -1, &st, NULL) != SQLITE_OK)
@@ -617,7 +894,7 @@ static void poll_external(struct sqlite_store *s)
     sqlite3_finalize(st);
     if (v != s->data_version) {
         s->data_version = v;
-        deliver_new(s);
+        deliver_new(s, SCAN_ALL);
     }
 }
 
@@ -625,8 +902,14 @@ static void poll_external(struct sqlite_store *s)
 static void run_batch(struct sqlite_store *s, struct store_req *head)
 {
     bool began = exec_simple(s->w.db, "BEGIN IMMEDIATE") == SQLITE_OK;
-    for (struct store_req *r = head; r; r = r->_next)
+    int mask = 0;
+    for (struct store_req *r = head; r; r = r->_next) {
         r->rc = began ? run_write(&s->w, r) : RC_ESTORE;
+        mask |= r->op == STORE_MESSAGE_ADD  ? SCAN_MESSAGES
+                : r->op == STORE_NOTIFY_ADD ? SCAN_NOTIFS
+                : r->op == STORE_DOC_EDIT   ? SCAN_DOCOPS
+                                            : 0;
+    }
     for (int i = 0; i < ST_COUNT; i++) /* else the snapshot outlives the COMMIT */
         sqlite3_reset(s->w.st[i]);
     if (began && exec_simple(s->w.db, "COMMIT") != SQLITE_OK) {
@@ -646,7 +929,7 @@ static void run_batch(struct sqlite_store *s, struct store_req *head)
         head->done(head);
         head = next;
     }
-    deliver_new(s);
+    deliver_new(s, mask);
 }
 
 /* Takes up to max requests off q, waiting up to wait_ms for the first; NULL on
@@ -782,13 +1065,13 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
-/* Reads the starting point for message delivery: everything already committed counts
- * as delivered. */
-static int64_t max_message_id(sqlite3 *db)
+/* Reads the starting point for delivery from a table: everything already committed
+ * counts as delivered. */
+static int64_t max_id(sqlite3 *db, const char *sql)
 {
     sqlite3_stmt *st = NULL;
     int64_t id = 0;
-    if (sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(id), 0) FROM messages", -1, &st, NULL) ==
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) ==
             SQLITE_OK &&
         sqlite3_step(st) == SQLITE_ROW)
         id = sqlite3_column_int64(st, 0);
@@ -807,6 +1090,8 @@ static int sq_open(const struct store_options *opts, struct store **out, char *e
     s->sync_full = opts->sync_full;
     s->listener = opts->listener;
     s->listener_arg = opts->listener_arg;
+    s->notif_listener = opts->notif_listener;
+    s->docop_listener = opts->docop_listener;
     queue_init(&s->wq);
     queue_init(&s->rq);
     int applied;
@@ -820,7 +1105,9 @@ static int sq_open(const struct store_options *opts, struct store **out, char *e
     /* Checkpoints run on the reader thread, off the commit path (a checkpoint inside a
      * commit adds its writes and fsyncs to every client waiting on that batch). */
     exec_simple(s->w.db, "PRAGMA wal_autocheckpoint=0");
-    s->delivered_id = max_message_id(s->w.db);
+    s->delivered_id = max_id(s->w.db, "SELECT COALESCE(MAX(id), 0) FROM messages");
+    s->delivered_notif_id = max_id(s->w.db, "SELECT COALESCE(MAX(id), 0) FROM notifications");
+    s->delivered_docop_id = max_id(s->w.db, "SELECT COALESCE(MAX(id), 0) FROM document_ops");
     if (pthread_create(&s->writer, NULL, writer_main, s)) {
         snprintf(err, errlen, "cannot start the store writer thread");
         rc = RC_ESTORE;

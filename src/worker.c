@@ -195,6 +195,7 @@ static void drain_inbox(struct worker *w)
         case IN_WS:
             if (w->stopping) {
                 close(it->u.ws.fd);
+                hub_release_user(w->hub, it->u.ws.user_id);
                 free(it->u.ws.user_id);
             } else {
                 ws_conn_create(w, it->u.ws.fd, it->u.ws.extra, it->u.ws.extra_len,
@@ -255,6 +256,7 @@ static void *worker_main(void *arg)
     w->now_ms = clock_mono_ms();
     int64_t next_tick = w->now_ms + tick_ms;
     int64_t stop_deadline = 0;
+    int64_t next_sweep = w->now_ms + 10000;
     for (;;) {
         int timeout = (int)(next_tick - w->now_ms);
         if (timeout < 0)
@@ -274,6 +276,10 @@ static void *worker_main(void *arg)
         }
         if (w->now_ms >= next_tick) {
             next_tick = w->now_ms + tick_ms;
+            if (w->index == 0 && w->now_ms >= next_sweep) {
+                hub_rate_sweep(w->hub, w->now_ms);
+                next_sweep = w->now_ms + 10000;
+            }
             for (struct conn *c = w->conns, *nx; c; c = nx) {
                 nx = c->_next;
                 c->ops->tick(c, w->now_ms);
@@ -344,6 +350,7 @@ void worker_free(struct worker *w)
             bcast_unref(rest->u.bcast);
         else if (rest->kind == IN_WS) {
             close(rest->u.ws.fd);
+            hub_release_user(w->hub, rest->u.ws.user_id);
             free(rest->u.ws.extra);
             free(rest->u.ws.user_id);
         } else if (rest->kind == IN_DISCONNECT)

@@ -44,6 +44,7 @@
 struct upgrade_info {
     struct ws_front *front;
     enum codec_vsn vsn;
+    bool counted;    /* holds one of the user's socket slots */
     char user_id[USER_ID_MAX + 1];
 };
 
@@ -192,9 +193,11 @@ static void on_upgraded(void *cls, struct MHD_Connection *connection, void *req_
     char *user = xstrdup(ui->user_id);
     enum codec_vsn vsn = ui->vsn;
     struct hub *hub = ui->front->hub;
-    MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+    ui->counted = false; /* the socket slot goes with the session from here */
+    MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE); /* may free ui */
     if (fd < 0) {
         log_warn("cannot take over an upgraded socket", "errno=%d", errno);
+        hub_release_user(hub, user);
         free(user);
         return;
     }
@@ -252,12 +255,18 @@ static enum MHD_Result websocket_request(struct ws_front *f, struct MHD_Connecti
         free(user);
         return plain(conn, 400, "unsupported WebSocket version or missing key");
     }
+    if (!hub_acquire_user(f->hub, user)) {
+        log_info("connect refused", "reason=too_many_sockets user=%s", user);
+        free(user);
+        return plain(conn, 429, "too many sockets for this user");
+    }
     struct upgrade_info *ui = xcalloc(1, sizeof *ui);
     ui->front = f;
     ui->vsn = vsn;
+    ui->counted = true;
     snprintf(ui->user_id, sizeof ui->user_id, "%s", user);
     free(user);
-    *sock_cls = ui; /* freed by http.c when the request completes */
+    *sock_cls = ui; /* freed by ws_socket_cls_free when the request completes */
 
     char concat[64];
     snprintf(concat, sizeof concat, "%s%s", key, WS_GUID);
@@ -274,6 +283,16 @@ static enum MHD_Result websocket_request(struct ws_front *f, struct MHD_Connecti
     enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_SWITCHING_PROTOCOLS, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+void ws_socket_cls_free(void *cls)
+{
+    struct upgrade_info *ui = cls;
+    if (!ui)
+        return;
+    if (ui->counted) /* the upgrade never happened */
+        hub_release_user(ui->front->hub, ui->user_id);
+    free(ui);
 }
 
 int ws_socket_handler(void *arg, struct MHD_Connection *conn, const char *url,
@@ -798,6 +817,7 @@ void ws_conn_create(struct worker *w, int fd, const uint8_t *extra, size_t extra
     c->last_rx_ms = w->now_ms;
     if (wslay_frame_context_init(&c->wf, &frame_callbacks, c)) {
         close(fd);
+        hub_release_user(w->hub, user_id);
         free(user_id);
         free(c);
         return;

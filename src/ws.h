@@ -24,6 +24,9 @@ struct ws_front {
 int ws_socket_handler(void *arg, struct MHD_Connection *conn, const char *url,
                       const char *method, void **sock_cls);
 
+/* Frees what ws_socket_handler stored in *sock_cls (http_options.socket_cls_free). */
+void ws_socket_cls_free(void *cls);
+
 /* Creates the session for an upgraded socket on worker w (worker thread). Takes
  * ownership of fd and user_id; extra (extra_len bytes, copied) is input that arrived
  * with the handshake. */
