@@ -39,6 +39,7 @@ struct chan {
     int64_t last_seq;  /* room channels: highest seq delivered to this client */
     char *role;        /* room channels: the member's role */
     void *priv;
+    void (*priv_free)(void *priv); /* frees what priv holds (priv itself is freed after) */
     struct chan *next; /* the conn's list */
 };
 
@@ -59,6 +60,7 @@ struct channel_type {
 extern const struct channel_type room_channel;
 extern const struct channel_type notifications_channel;
 extern const struct channel_type document_channel;
+extern const struct channel_type presence_channel;
 
 /* Finishes a join: replies ok with response (JSON object text), then the channel is
  * joined and held broadcasts are delivered (after anything the type pushes from its

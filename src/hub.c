@@ -7,6 +7,7 @@
 #include "config.h"
 #include "hub.h"
 #include "obuf.h"
+#include "presence.h"
 #include "ratelimit.h"
 #include "store.h"
 #include "util/log.h"
@@ -21,7 +22,20 @@ struct hub {
     const struct config *cfg;
     struct ratelimit *rl;     /* NULL when --rate-limit 0 */
     struct user_counter *uc;  /* open sockets per user */
+    struct presence *presence;
 };
+
+struct presence *hub_presence(struct hub *h)
+{
+    return h->presence;
+}
+
+/* Presence diffs are broadcast as they are computed (under the presence lock, so every
+ * subscriber sees one topic's diffs in the same order). */
+static void emit_diff(const char *topic, const char *diff, size_t len, void *arg)
+{
+    hub_broadcast(arg, topic, "presence_diff", diff, len, 0);
+}
 
 bool hub_rate_take(struct hub *h, const char *user, const char *topic, int64_t now_ms,
                    int *retry_after_s)
@@ -232,6 +246,11 @@ struct hub *hub_create(const struct config *cfg)
     h->rl = cfg->rate_limit > 0 ? ratelimit_create((double)cfg->rate_limit, (double)cfg->rate_burst)
                                 : NULL;
     h->uc = user_counter_create();
+    char node[64];
+    char host[32] = "node";
+    gethostname(host, sizeof host - 1);
+    snprintf(node, sizeof node, "%s-%d", host, (int)getpid());
+    h->presence = presence_create(node, emit_diff, h);
     h->workers = xcalloc((size_t)n, sizeof *h->workers);
     for (int i = 0; i < h->nworkers; i++)
         h->workers[i] = worker_create(i, h, cfg, NULL);
@@ -267,6 +286,7 @@ void hub_free(struct hub *h)
         worker_free(h->workers[i]);
     free(h->workers);
     ratelimit_destroy(h->rl);
+    presence_destroy(h->presence);
     user_counter_destroy(h->uc);
     free(h);
 }

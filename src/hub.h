@@ -79,6 +79,9 @@ void hub_rate_sweep(struct hub *h, int64_t now_ms);
 bool hub_acquire_user(struct hub *h, const char *user);
 void hub_release_user(struct hub *h, const char *user);
 
+/* The node's presence state (presence.h); diffs it computes are broadcast. */
+struct presence *hub_presence(struct hub *h);
+
 /* Counters for tests and metrics. */
 struct hub_stats {
     uint64_t sockets_open;

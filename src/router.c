@@ -20,8 +20,9 @@ static const struct channel_type *channel_types[MAX_CHANNEL_TYPES] = {
     &room_channel,
     &notifications_channel,
     &document_channel,
+    &presence_channel,
 };
-static size_t n_channel_types = 3;
+static size_t n_channel_types = 4;
 
 int router_add_type(const struct channel_type *t)
 {
@@ -178,6 +179,8 @@ static void chan_free(struct chan *ch)
     free(ch->jr);
     free(ch->join_ref);
     free(ch->role);
+    if (ch->priv_free)
+        ch->priv_free(ch->priv);
     free(ch->priv);
     free(ch);
 }
