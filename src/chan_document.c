@@ -38,9 +38,7 @@ static void join_done(struct chan *ch, struct store_req *req, const char *ref)
     if (!ch)
         return;
     if (req->rc) {
-        chan_join_error(ch, req->rc == RC_ENOTFOUND    ? "not_found"
-                            : req->rc == RC_EFORBIDDEN ? "unauthorized"
-                                                       : "unavailable");
+        chan_join_failed(ch, req->rc);
         return;
     }
     ch->role = xstrdup(access_level(req->member.role));
@@ -129,21 +127,11 @@ static void document_handle_in(struct chan *ch, const char *event, const struct 
     chan_store(ch, req, ref, edit_done);
 }
 
-/* Operations come in seq order; skip what the join already pushed. */
-static bool document_accept(struct chan *ch, const struct bcast *b)
-{
-    if (b->seq <= 0)
-        return true;
-    if (b->seq <= ch->last_seq)
-        return false;
-    ch->last_seq = b->seq;
-    return true;
-}
 
 const struct channel_type document_channel = {
     .prefix = "document:",
     .join = document_join,
     .handle_in = document_handle_in,
-    .accept = document_accept,
+    .accept = chan_accept_seq,
     .terminate = NULL,
 };

@@ -90,21 +90,11 @@ static void notifications_handle_in(struct chan *ch, const char *event, const st
     chan_store(ch, req, ref, mark_done);
 }
 
-/* Notifications already pushed as unread are not pushed again. */
-static bool notifications_accept(struct chan *ch, const struct bcast *b)
-{
-    if (b->seq <= 0)
-        return true;
-    if (b->seq <= ch->last_seq)
-        return false;
-    ch->last_seq = b->seq;
-    return true;
-}
 
 const struct channel_type notifications_channel = {
     .prefix = "notifications:",
     .join = notifications_join,
     .handle_in = notifications_handle_in,
-    .accept = notifications_accept,
+    .accept = chan_accept_seq,
     .terminate = NULL,
 };

@@ -71,9 +71,7 @@ static void join_done(struct chan *ch, struct store_req *req, const char *ref)
     if (!ch)
         return;
     if (req->rc) {
-        chan_join_error(ch, req->rc == RC_ENOTFOUND    ? "not_found"
-                            : req->rc == RC_EFORBIDDEN ? "unauthorized"
-                                                       : "unavailable");
+        chan_join_failed(ch, req->rc);
         return;
     }
     struct presence_priv *pp = ch->priv;

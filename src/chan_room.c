@@ -30,9 +30,7 @@ static void join_done(struct chan *ch, struct store_req *req, const char *ref)
     if (!ch)
         return;
     if (req->rc) {
-        chan_join_error(ch, req->rc == RC_ENOTFOUND    ? "not_found"
-                            : req->rc == RC_EFORBIDDEN ? "unauthorized"
-                                                       : "unavailable");
+        chan_join_failed(ch, req->rc);
         return;
     }
     ch->role = xstrdup(req->member.role);
@@ -145,16 +143,6 @@ static void room_handle_in(struct chan *ch, const char *event, const struct phx_
         chan_reply_error(ch, ref, "unknown_event");
 }
 
-/* Persisted messages come in seq order; skip what the join's history already had. */
-static bool room_accept(struct chan *ch, const struct bcast *b)
-{
-    if (b->seq <= 0)
-        return true;
-    if (b->seq <= ch->last_seq)
-        return false;
-    ch->last_seq = b->seq;
-    return true;
-}
 
 /* Leaving (or disconnecting): tell the others. */
 static void room_terminate(struct chan *ch)
@@ -171,6 +159,6 @@ const struct channel_type room_channel = {
     .prefix = "room:",
     .join = room_join,
     .handle_in = room_handle_in,
-    .accept = room_accept,
+    .accept = chan_accept_seq,
     .terminate = room_terminate,
 };

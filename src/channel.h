@@ -68,6 +68,13 @@ extern const struct channel_type presence_channel;
 void chan_join_ok(struct chan *ch, const char *response);
 /* Refuses a join: replies error {"reason": reason} and removes the chan. */
 void chan_join_error(struct chan *ch, const char *reason);
+/* Refuses a join whose membership read failed with rc: RC_ENOTFOUND "not_found",
+ * RC_EFORBIDDEN "unauthorized", anything else "unavailable". */
+void chan_join_failed(struct chan *ch, int rc);
+/* An accept callback for topics whose broadcasts carry a seq (messages, document
+ * operations, notification ids): delivers each seq once, in order, after what the join
+ * pushed (ch->last_seq); events without a seq always pass. */
+bool chan_accept_seq(struct chan *ch, const struct bcast *b);
 /* Releases the held broadcasts after the join reply and whatever the type pushed first
  * (e.g. message_history). */
 void chan_release_held(struct chan *ch);

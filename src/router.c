@@ -226,6 +226,23 @@ void chan_join_error(struct chan *ch, const char *reason)
     join_finished(c);
 }
 
+void chan_join_failed(struct chan *ch, int rc)
+{
+    chan_join_error(ch, rc == RC_ENOTFOUND    ? "not_found"
+                        : rc == RC_EFORBIDDEN ? "unauthorized"
+                                              : "unavailable");
+}
+
+bool chan_accept_seq(struct chan *ch, const struct bcast *b)
+{
+    if (b->seq <= 0)
+        return true;
+    if (b->seq <= ch->last_seq)
+        return false;
+    ch->last_seq = b->seq;
+    return true;
+}
+
 /* Sends a broadcast to a joined chan if its type accepts it. */
 static void send_bcast(struct chan *ch, struct bcast *b)
 {
