@@ -47,6 +47,9 @@ const struct config_option config_options[] = {
     {"rate-burst", OPT_INT, "20", SERVE, OFF(rate_burst), "burst size of that rate limit"},
     {"max-conns-per-user", OPT_INT, "100", SERVE, OFF(max_conns_per_user),
      "open sockets one user may have"},
+    {"presence-batch-ms", OPT_INT, "50", SERVE, OFF(presence_batch_ms),
+     "merge each topic's presence changes over this many ms into one presence_diff (0: one "
+     "diff per change)"},
     {"user", OPT_STRING, NULL, CMD_TOKEN, OFF(user), "token: the user id (sub claim)"},
     {"ttl", OPT_INT, "3600", CMD_TOKEN, OFF(ttl), "token: lifetime in seconds"},
 };

@@ -45,6 +45,7 @@ struct config {
     long rate_limit;     /* channel events per second per (user, topic); 0 = off */
     long rate_burst;
     long max_conns_per_user;
+    long presence_batch_ms; /* merge presence diffs of one topic over this window */
     /* token subcommand */
     char *user;
     long ttl;

@@ -1,6 +1,9 @@
 /* hub.c - workers, fan-out between them, and the local bus (committed messages from
  * the store become room broadcasts). */
+#include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -23,6 +26,13 @@ struct hub {
     struct ratelimit *rl;     /* NULL when --rate-limit 0 */
     struct user_counter *uc;  /* open sockets per user */
     struct presence *presence;
+    /* presence diffs waiting to be merged and broadcast (--presence-batch-ms) */
+    pthread_mutex_t pmu;
+    pthread_cond_t pcv;
+    json_t *pending; /* topic → {"joins":{…},"leaves":{…}} */
+    bool pstop;
+    pthread_t pthread;
+    bool pthread_started;
 };
 
 struct presence *hub_presence(struct hub *h)
@@ -30,11 +40,89 @@ struct presence *hub_presence(struct hub *h)
     return h->presence;
 }
 
-/* Presence diffs are broadcast as they are computed (under the presence lock, so every
- * subscriber sees one topic's diffs in the same order). */
+/* Appends the metas of src[key] to dst[key] for every key (both {"metas":[…]} maps). */
+static void merge_metas(json_t *dst, json_t *src)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(src, key, v)
+    {
+        json_t *metas = json_object_get(v, "metas");
+        json_t *d = json_object_get(dst, key);
+        if (!d) {
+            d = json_pack("{s:[]}", "metas");
+            json_object_set_new(dst, key, d);
+        }
+        json_array_extend(json_object_get(d, "metas"), metas);
+    }
+}
+
+/* Presence emit callback (called under the presence lock, in change order). Without
+ * batching the diff is broadcast at once; with it, diffs of one topic are merged —
+ * joins with joins, leaves with leaves, which phoenix.js applies joins first, so a meta
+ * that came and went inside one window nets out — and broadcast by the flusher. */
 static void emit_diff(const char *topic, const char *diff, size_t len, void *arg)
 {
-    hub_broadcast(arg, topic, "presence_diff", diff, len, 0);
+    struct hub *h = arg;
+    if (h->cfg->presence_batch_ms <= 0) {
+        hub_broadcast(h, topic, "presence_diff", diff, len, 0);
+        return;
+    }
+    json_t *d = json_loadb(diff, len, 0, NULL);
+    if (!d)
+        return;
+    pthread_mutex_lock(&h->pmu);
+    json_t *p = json_object_get(h->pending, topic);
+    if (!p) {
+        p = json_pack("{s:{},s:{}}", "joins", "leaves");
+        json_object_set_new(h->pending, topic, p);
+    }
+    merge_metas(json_object_get(p, "joins"), json_object_get(d, "joins"));
+    merge_metas(json_object_get(p, "leaves"), json_object_get(d, "leaves"));
+    pthread_cond_signal(&h->pcv);
+    pthread_mutex_unlock(&h->pmu);
+    json_decref(d);
+}
+
+/* Broadcasts every merged diff that is waiting. */
+static void flush_presence(struct hub *h)
+{
+    pthread_mutex_lock(&h->pmu);
+    json_t *all = h->pending;
+    h->pending = json_object();
+    pthread_mutex_unlock(&h->pmu);
+    const char *topic;
+    json_t *diff;
+    json_object_foreach(all, topic, diff)
+    {
+        char *text = json_dumps(diff, JSON_COMPACT);
+        if (text)
+            hub_broadcast(h, topic, "presence_diff", text, strlen(text), 0);
+        free(text);
+    }
+    json_decref(all);
+}
+
+/* The presence flusher: after the first pending diff, waits one batch window, then
+ * broadcasts everything merged meanwhile. */
+static void *presence_flusher(void *arg)
+{
+    struct hub *h = arg;
+    for (;;) {
+        pthread_mutex_lock(&h->pmu);
+        while (!h->pstop && json_object_size(h->pending) == 0)
+            pthread_cond_wait(&h->pcv, &h->pmu);
+        bool stop = h->pstop;
+        pthread_mutex_unlock(&h->pmu);
+        if (!stop) {
+            struct timespec ts = {h->cfg->presence_batch_ms / 1000,
+                                  (h->cfg->presence_batch_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        flush_presence(h);
+        if (stop)
+            return NULL;
+    }
 }
 
 bool hub_rate_take(struct hub *h, const char *user, const char *topic, int64_t now_ms,
@@ -251,6 +339,9 @@ struct hub *hub_create(const struct config *cfg)
     gethostname(host, sizeof host - 1);
     snprintf(node, sizeof node, "%s-%d", host, (int)getpid());
     h->presence = presence_create(node, emit_diff, h);
+    pthread_mutex_init(&h->pmu, NULL);
+    pthread_cond_init(&h->pcv, NULL);
+    h->pending = json_object();
     h->workers = xcalloc((size_t)n, sizeof *h->workers);
     for (int i = 0; i < h->nworkers; i++)
         h->workers[i] = worker_create(i, h, cfg, NULL);
@@ -260,6 +351,11 @@ struct hub *hub_create(const struct config *cfg)
 int hub_start(struct hub *h, struct store *store)
 {
     h->store = store;
+    if (h->cfg->presence_batch_ms > 0) {
+        if (pthread_create(&h->pthread, NULL, presence_flusher, h))
+            return RC_EIO;
+        h->pthread_started = true;
+    }
     for (int i = 0; i < h->nworkers; i++) {
         h->workers[i]->store = store;
         if (worker_start(h->workers[i])) {
@@ -274,6 +370,14 @@ void hub_shutdown(struct hub *h)
 {
     if (!h)
         return;
+    if (h->pthread_started) {
+        pthread_mutex_lock(&h->pmu);
+        h->pstop = true;
+        pthread_cond_signal(&h->pcv);
+        pthread_mutex_unlock(&h->pmu);
+        pthread_join(h->pthread, NULL);
+        h->pthread_started = false;
+    }
     for (int i = 0; i < h->nworkers; i++)
         worker_shutdown(h->workers[i]);
 }
@@ -287,6 +391,9 @@ void hub_free(struct hub *h)
     free(h->workers);
     ratelimit_destroy(h->rl);
     presence_destroy(h->presence);
+    json_decref(h->pending);
+    pthread_mutex_destroy(&h->pmu);
+    pthread_cond_destroy(&h->pcv);
     user_counter_destroy(h->uc);
     free(h);
 }
