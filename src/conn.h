@@ -20,6 +20,8 @@ struct conn_ops {
     void (*send)(struct conn *c, struct obuf *b);
     /* Ends the session; for WebSocket, with this close code. Idempotent. */
     void (*close)(struct conn *c, uint16_t code, const char *why);
+    /* Ends the session at once, releasing the transport (shutdown deadline). */
+    void (*abort)(struct conn *c);
     /* Frees the transport's memory once nothing references the conn. */
     void (*destroy)(struct conn *c);
     /* Input may be processed again (a join finished). */

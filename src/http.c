@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "api.h"
 #include "config.h"
@@ -23,6 +24,26 @@ struct http {
     struct http_options opts;
     uint16_t port;
 };
+
+/* Requests suspended right now (REST waiting on the store, long-poll waiting on a
+ * worker): libmicrohttpd must not be stopped while any is. One daemon per process. */
+static atomic_int suspended_requests;
+static atomic_bool stopping;
+
+void http_note_suspend(void)
+{
+    atomic_fetch_add(&suspended_requests, 1);
+}
+
+void http_note_resumed(void)
+{
+    atomic_fetch_sub(&suspended_requests, 1);
+}
+
+bool http_stopping(void)
+{
+    return atomic_load(&stopping);
+}
 
 /* Where a request is in its life. */
 enum req_state {
@@ -93,6 +114,11 @@ static enum MHD_Result dispatch(struct http_req *hr, const char *url, const char
         .query_arg = hr->conn,
     };
     struct store_req *pending = NULL;
+    if (atomic_load(&stopping)) {
+        api_error(&resp, 503, "shutting_down", "the server is shutting down");
+        hr->state = REQ_RESPONDED;
+        return send_response(hr->conn, &resp);
+    }
     if (!api_handle(hr->http->opts.cfg, hr->http->opts.hub, &req, &resp, &pending)) {
         hr->state = REQ_RESPONDED;
         return send_response(hr->conn, &resp);
@@ -101,6 +127,7 @@ static enum MHD_Result dispatch(struct http_req *hr, const char *url, const char
     hr->state = REQ_WAITING;
     pending->done = req_done;
     pending->arg = hr;
+    http_note_suspend();
     MHD_suspend_connection(hr->conn);
     store_submit(hr->http->opts.store, pending);
     return MHD_YES;
@@ -113,6 +140,7 @@ static enum MHD_Result finish(struct http_req *hr)
     api_finish(hr->pending, &resp);
     store_req_destroy(hr->pending);
     hr->pending = NULL;
+    http_note_resumed();
     hr->state = REQ_RESPONDED;
     return send_response(hr->conn, &resp);
 }
@@ -133,28 +161,47 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *req_cls = hr;
         if (!strncmp(url, "/socket/", 8)) {
             hr->state = REQ_SOCKET;
-        } else {
-            const char *cl =
-                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-            if (cl && strtoull(cl, NULL, 10) > (unsigned long long)h->opts.cfg->max_body_bytes) {
-                struct api_response resp = {0};
-                api_error(&resp, 413, "payload_too_large",
-                          "the request body is over the size limit");
-                hr->state = REQ_RESPONDED;
-                return send_response(conn, &resp);
-            }
             return MHD_YES;
         }
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > (unsigned long long)h->opts.cfg->max_body_bytes) {
+            struct api_response resp = {0};
+            api_error(&resp, 413, "payload_too_large", "the request body is over the size limit");
+            hr->state = REQ_RESPONDED;
+            return send_response(conn, &resp);
+        }
+        return MHD_YES;
     }
     if (hr->state == REQ_SOCKET) {
+        /* Socket transports get the whole body (long-poll POSTs carry up to 100
+         * messages), then are called again after every resume. */
+        size_t limit = (size_t)h->opts.cfg->max_frame_bytes * 2 + (size_t)h->opts.cfg->max_body_bytes;
+        if (*upload_data_size) {
+            if (!hr->too_large && hr->body.len + *upload_data_size > limit) {
+                hr->too_large = true;
+                sbuf_cleanup(&hr->body);
+            }
+            if (!hr->too_large)
+                sbuf_add(&hr->body, upload_data, *upload_data_size);
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
         if (!h->opts.socket_handler) {
             struct api_response resp = {0};
             api_error(&resp, 404, "not_found", "no such route");
             hr->state = REQ_RESPONDED;
             return send_response(conn, &resp);
         }
-        return (enum MHD_Result)h->opts.socket_handler(h->opts.socket_arg, conn, url, method,
-                                                       &hr->sock_cls);
+        struct http_socket_request sr = {
+            .conn = conn,
+            .url = url,
+            .method = method,
+            .body = hr->too_large ? NULL : hr->body.data,
+            .body_len = hr->too_large ? 0 : hr->body.len,
+            .too_large = hr->too_large,
+        };
+        return (enum MHD_Result)h->opts.socket_handler(h->opts.socket_arg, &sr, &hr->sock_cls);
     }
     if (hr->state == REQ_RESPONDED) {
         *upload_data_size = 0;
@@ -293,6 +340,20 @@ void http_stop(struct http *h)
 {
     if (!h)
         return;
+    /* New REST requests are refused from here; wait (bounded) for the suspended ones to
+     * be answered, since libmicrohttpd cannot stop while any is suspended. */
+    atomic_store(&stopping, true);
+    MHD_quiesce_daemon(h->daemon);
+    for (int i = 0; i < 500 && atomic_load(&suspended_requests) > 0; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&suspended_requests) > 0) {
+        log_error("requests still suspended at shutdown; exiting without stopping HTTP",
+                  "count=%d", atomic_load(&suspended_requests));
+        free(h);
+        return;
+    }
     MHD_stop_daemon(h->daemon);
     free(h);
 }

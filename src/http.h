@@ -4,6 +4,8 @@
 #ifndef RC_HTTP_H
 #define RC_HTTP_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "rc.h"
@@ -14,10 +16,21 @@ struct config;
 struct hub;
 struct MHD_Connection;
 
-/* Called for requests whose path starts with "/socket/"; returns an MHD result, as an
- * MHD access handler does (it owns the request from there). NULL: 404. */
-typedef int (*http_socket_handler)(void *arg, struct MHD_Connection *conn, const char *url,
-                                   const char *method, void **req_cls);
+/* A request to a socket transport, with its whole body. */
+struct http_socket_request {
+    struct MHD_Connection *conn;
+    const char *url;
+    const char *method;
+    const char *body; /* NULL when empty or too large */
+    size_t body_len;
+    bool too_large;   /* the body was over the limit and was dropped */
+};
+
+/* Called for requests whose path starts with "/socket/" once the body is in, and again
+ * after each MHD_resume_connection; *sock_cls is the handler's own state (NULL at first).
+ * Returns an MHD result, as an MHD access handler does. NULL handler: 404. */
+typedef int (*http_socket_handler)(void *arg, const struct http_socket_request *req,
+                                   void **sock_cls);
 
 struct http_options {
     const struct config *cfg;
@@ -36,7 +49,14 @@ int http_start(const struct http_options *opts, struct http **out, char *err,
 /* The bound TCP port (useful with port 0). */
 uint16_t http_port(const struct http *h);
 
-/* Stops accepting, then stops serving and frees h. Accepts NULL. Main thread. */
+/* Stops accepting, refuses new REST requests (503), waits up to 5 s for suspended
+ * requests to be answered, then stops serving and frees h. Accepts NULL. Main thread. */
 void http_stop(struct http *h);
+
+/* Socket transports that suspend a request call these around it (any thread). */
+void http_note_suspend(void);
+void http_note_resumed(void);
+/* True once http_stop has begun. */
+bool http_stopping(void);
 
 #endif

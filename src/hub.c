@@ -33,6 +33,7 @@ struct hub {
     bool pstop;
     pthread_t pthread;
     bool pthread_started;
+    bool closed; /* workers stopped: hub_post_to_worker refuses (under pmu) */
 };
 
 struct presence *hub_presence(struct hub *h)
@@ -298,13 +299,33 @@ void hub_on_docops(const struct store_docop *ops, size_t n, void *arg)
     sbuf_cleanup(&payload);
 }
 
+int hub_worker_count(struct hub *h)
+{
+    return h->nworkers;
+}
+
+int hub_pick_worker(struct hub *h)
+{
+    int best = 0;
+    for (int i = 1; i < h->nworkers; i++)
+        if (atomic_load(&h->workers[i]->nconns) < atomic_load(&h->workers[best]->nconns))
+            best = i;
+    return best;
+}
+
+bool hub_post_to_worker(struct hub *h, int w, struct inbox_item *it)
+{
+    pthread_mutex_lock(&h->pmu);
+    bool open = !h->closed;
+    if (open)
+        worker_post(h->workers[w], it, it);
+    pthread_mutex_unlock(&h->pmu);
+    return open;
+}
+
 void hub_accept_ws(struct hub *h, int fd, const uint8_t *extra, size_t extra_len,
                    char *user_id, enum codec_vsn vsn)
 {
-    struct worker *best = h->workers[0];
-    for (int i = 1; i < h->nworkers; i++)
-        if (atomic_load(&h->workers[i]->nconns) < atomic_load(&best->nconns))
-            best = h->workers[i];
     struct inbox_item *it = xcalloc(1, sizeof *it);
     it->kind = IN_WS;
     it->u.ws.fd = fd;
@@ -315,8 +336,13 @@ void hub_accept_ws(struct hub *h, int fd, const uint8_t *extra, size_t extra_len
     }
     it->u.ws.user_id = user_id;
     it->u.ws.vsn = vsn;
-    atomic_fetch_add(&best->nconns, 0);
-    worker_post(best, it, it);
+    if (!hub_post_to_worker(h, hub_pick_worker(h), it)) {
+        close(fd);
+        hub_release_user(h, user_id);
+        free(user_id);
+        free(it->u.ws.extra);
+        free(it);
+    }
 }
 
 struct hub *hub_create(const struct config *cfg)
@@ -380,6 +406,13 @@ void hub_shutdown(struct hub *h)
     }
     for (int i = 0; i < h->nworkers; i++)
         worker_shutdown(h->workers[i]);
+    pthread_mutex_lock(&h->pmu);
+    h->closed = true;
+    pthread_mutex_unlock(&h->pmu);
+    /* Requests that reached a worker's inbox after it stopped are answered now, so that
+     * the HTTP front can stop. */
+    for (int i = 0; i < h->nworkers; i++)
+        worker_drain_requests(h->workers[i]);
 }
 
 void hub_free(struct hub *h)

@@ -82,6 +82,13 @@ void hub_release_user(struct hub *h, const char *user);
 /* The node's presence state (presence.h); diffs it computes are broadcast. */
 struct presence *hub_presence(struct hub *h);
 
+/* Workers by index, for transports that route requests to a session's worker. */
+int hub_worker_count(struct hub *h);
+int hub_pick_worker(struct hub *h); /* the least loaded */
+struct inbox_item;
+/* Posts it to worker w; false (nothing posted) once the workers have stopped. */
+bool hub_post_to_worker(struct hub *h, int w, struct inbox_item *it);
+
 /* Counters for tests and metrics. */
 struct hub_stats {
     uint64_t sockets_open;

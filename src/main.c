@@ -120,10 +120,11 @@ static int cmd_serve(struct config *cfg)
     log_info("shutting down", "signal=%d", (int)stop_signal);
     status = 0;
 out:
-    /* Stop taking requests, close every socket with 1001 (phoenix.js reconnects),
-     * finish the store's queued writes, then release what is left. */
-    http_stop(http);
+    /* Close every socket with 1001 (phoenix.js reconnects) and end long-poll sessions,
+     * stop the HTTP front once no request waits, finish the store's queued writes, then
+     * release what is left. */
     hub_shutdown(hub);
+    http_stop(http);
     store_close(store);
     hub_free(hub);
     if (status == 0)

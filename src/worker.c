@@ -10,6 +10,7 @@
 #include "config.h"
 #include "conn.h"
 #include "hub.h"
+#include "longpoll.h"
 #include "obuf.h"
 #include "router.h"
 #include "store.h"
@@ -214,6 +215,9 @@ static void drain_inbox(struct worker *w)
             disconnect_user(w, it->u.user_id);
             free(it->u.user_id);
             break;
+        case IN_LP:
+            lp_handle_item(w, it);
+            break;
         case IN_SHUTDOWN:
             w->stopping = true;
             for (struct conn *c = w->conns; c; c = c->_next)
@@ -298,7 +302,7 @@ static void *worker_main(void *arg)
     /* Anything left is closed hard. */
     while (w->conns) {
         struct conn *c = w->conns;
-        ws_conn_abort(c);
+        c->ops->abort(c);
         before_sleep(w);
     }
     before_sleep(w);
@@ -338,6 +342,25 @@ void worker_shutdown(struct worker *w)
     pthread_join(w->thread, NULL);
 }
 
+void worker_drain_requests(struct worker *w)
+{
+    pthread_mutex_lock(&w->mu);
+    struct inbox_item **pp = &w->in_head, *last = NULL;
+    while (*pp) {
+        struct inbox_item *it = *pp;
+        if (it->kind == IN_LP) {
+            *pp = it->next;
+            lp_drop_item(w, it);
+            free(it);
+            continue;
+        }
+        last = it;
+        pp = &it->next;
+    }
+    w->in_tail = last;
+    pthread_mutex_unlock(&w->mu);
+}
+
 void worker_free(struct worker *w)
 {
     if (!w)
@@ -357,9 +380,12 @@ void worker_free(struct worker *w)
             free(rest->u.user_id);
         else if (rest->kind == IN_STORE)
             router_store_done(rest->u.req);
+        else if (rest->kind == IN_LP)
+            lp_drop_item(w, rest);
         free(rest);
         rest = next;
     }
+    lp_worker_cleanup(w);
     struct hmap *topics = w->topics;
     hmap_each(topics, free_subs, NULL);
     hmap_cleanup(topics);

@@ -20,6 +20,7 @@ struct bcast;
 struct config;
 struct store;
 struct store_req;
+struct lp_http;
 
 enum inbox_kind {
     IN_WS,         /* a new upgraded WebSocket */
@@ -27,6 +28,7 @@ enum inbox_kind {
     IN_STORE,      /* a completed store request for one of our conns */
     IN_DISCONNECT, /* close every socket of a user */
     IN_SHUTDOWN,   /* close every socket with 1001 and stop */
+    IN_LP,         /* a long-poll request or session open (longpoll.c) */
 };
 
 struct inbox_item {
@@ -43,6 +45,16 @@ struct inbox_item {
         struct bcast *bcast;
         struct store_req *req;
         char *user_id;
+        struct {
+            int op; /* enum lp_op */
+            char token[48];
+            struct lp_http *http;
+            const char *body; /* owned by the suspended HTTP request */
+            size_t body_len;
+            bool ndjson;
+            char *user_id;
+            enum codec_vsn vsn;
+        } lp;
     } u;
 };
 
@@ -64,6 +76,7 @@ struct worker {
     struct conn *flush_tail;
     struct conn *dead;    /* conns to destroy at the end of this loop turn */
     void *topics;         /* struct hmap topic → subscriber array */
+    void *lp_sessions;    /* struct hmap token → long-poll session */
     uint32_t next_chan_id;
     int64_t now_ms;
     bool stopping;
@@ -78,6 +91,8 @@ int worker_start(struct worker *w) MUSTCHECK;
 /* Posts IN_SHUTDOWN (every socket gets a 1001 close) and joins the thread. Items
  * posted afterwards wait in the inbox for worker_free. */
 void worker_shutdown(struct worker *w);
+/* After worker_shutdown: answers long-poll requests left in the inbox (main thread). */
+void worker_drain_requests(struct worker *w);
 /* Releases whatever is left in the inbox (store completions are finished) and frees
  * the worker. After worker_shutdown, and after the store has stopped. */
 void worker_free(struct worker *w);

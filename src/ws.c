@@ -17,7 +17,9 @@
 #include "config.h"
 #include "conn.h"
 #include "hub.h"
+#include "http.h"
 #include "jwt.h"
+#include "longpoll.h"
 #include "obuf.h"
 #include "router.h"
 #include "util/base64.h"
@@ -42,6 +44,7 @@
 
 /* What the upgrade callback needs; freed by http.c when the request completes. */
 struct upgrade_info {
+    int kind;        /* never SOCK_KIND_LP: sock_cls may also be a long-poll request's */
     struct ws_front *front;
     enum codec_vsn vsn;
     bool counted;    /* holds one of the user's socket slots */
@@ -210,6 +213,62 @@ static void on_upgraded(void *cls, struct MHD_Connection *connection, void *req_
     hub_accept_ws(hub, fd, (const uint8_t *)extra_in, extra_in_size, user, vsn);
 }
 
+/* Collects the values of the "token" query argument, in order. */
+struct token_args {
+    const char *v[4];
+    int n;
+};
+
+/* MHD iterator for token_args. */
+static enum MHD_Result collect_tokens(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    struct token_args *t = cls;
+    if (!strcmp(key, "token") && value && t->n < 4)
+        t->v[t->n++] = value;
+    return MHD_YES;
+}
+
+char *ws_connect_step(const struct config *cfg, struct MHD_Connection *conn, bool longpoll,
+                      enum codec_vsn *vsn, const char **why)
+{
+    int vsn_arrays = 0;
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, find_vsn_array, &vsn_arrays);
+    const char *vsn_s = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "vsn");
+    if (vsn_arrays || codec_parse_vsn(vsn_s, vsn)) {
+        *why = "bad_vsn";
+        return NULL;
+    }
+    if (!origin_allowed(cfg, conn)) {
+        *why = "origin";
+        return NULL;
+    }
+    char *decoded = NULL;
+    const char *token = NULL;
+    if (longpoll) {
+        token = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Phoenix-AuthToken");
+    } else {
+        bool offered;
+        decoded = subprotocol_token(
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Protocol"),
+            &offered);
+        token = decoded;
+    }
+    if (!token) {
+        /* The app's token is the first "token" argument (long-poll appends its session
+         * token as a later one). */
+        struct token_args t = {.n = 0};
+        MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_tokens, &t);
+        if (t.n && !(longpoll && lp_is_session_token(t.v[0])))
+            token = t.v[0];
+    }
+    char *user = ws_authenticate(cfg, token);
+    free(decoded);
+    if (!user)
+        *why = token ? "bad_token" : "no_token";
+    return user;
+}
+
 /* GET /socket/websocket: authenticate, check vsn and origin, then upgrade. */
 static enum MHD_Result websocket_request(struct ws_front *f, struct MHD_Connection *conn,
                                          const char *method, void **sock_cls)
@@ -217,31 +276,15 @@ static enum MHD_Result websocket_request(struct ws_front *f, struct MHD_Connecti
     if (strcmp(method, "GET"))
         return plain(conn, 400, NULL);
     const struct config *cfg = f->cfg;
-    int vsn_arrays = 0;
-    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, find_vsn_array, &vsn_arrays);
     enum codec_vsn vsn;
-    const char *vsn_s = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "vsn");
-    if (vsn_arrays || codec_parse_vsn(vsn_s, &vsn)) {
-        log_info("connect refused", "reason=bad_vsn");
-        return plain(conn, 403, NULL);
-    }
-    if (!origin_allowed(cfg, conn)) {
-        log_info("connect refused", "reason=origin");
-        return plain(conn, 403, NULL);
-    }
-    bool offered_phoenix;
-    const char *protocols =
-        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Protocol");
-    char *sp_token = subprotocol_token(protocols, &offered_phoenix);
-    const char *token = sp_token ? sp_token
-                                 : MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND,
-                                                               "token");
-    char *user = ws_authenticate(cfg, token);
-    free(sp_token);
+    const char *why = NULL;
+    char *user = ws_connect_step(cfg, conn, false, &vsn, &why);
     if (!user) {
-        log_info("connect refused", "reason=%s", token ? "bad_token" : "no_token");
+        log_info("connect refused", "transport=websocket reason=%s", why);
         return plain(conn, 403, NULL);
     }
+    bool offered_phoenix = header_has_token(
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Protocol"), "phoenix");
     const char *upgrade = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Upgrade");
     const char *connection = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Connection");
     const char *key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Key");
@@ -287,6 +330,10 @@ static enum MHD_Result websocket_request(struct ws_front *f, struct MHD_Connecti
 
 void ws_socket_cls_free(void *cls)
 {
+    if (lp_http_is(cls)) {
+        lp_http_free(cls);
+        return;
+    }
     struct upgrade_info *ui = cls;
     if (!ui)
         return;
@@ -295,15 +342,17 @@ void ws_socket_cls_free(void *cls)
     free(ui);
 }
 
-int ws_socket_handler(void *arg, struct MHD_Connection *conn, const char *url,
-                      const char *method, void **sock_cls)
+int ws_socket_handler(void *arg, const struct http_socket_request *req, void **sock_cls)
 {
     struct ws_front *f = arg;
-    if (*sock_cls)
-        return MHD_YES; /* upgrade already queued */
-    if (!strcmp(url, "/socket/websocket"))
-        return websocket_request(f, conn, method, sock_cls);
-    return plain(conn, 404, NULL);
+    if (!strcmp(req->url, "/socket/websocket")) {
+        if (*sock_cls)
+            return MHD_YES; /* upgrade already queued */
+        return websocket_request(f, req->conn, req->method, sock_cls);
+    }
+    if (!strcmp(req->url, "/socket/longpoll"))
+        return lp_request(f, req, sock_cls);
+    return plain(req->conn, 404, NULL);
 }
 
 /* ---------------------------------------------------------------------------------
@@ -801,6 +850,7 @@ static void ws_destroy(struct conn *base)
 static const struct conn_ops ws_ops = {
     .send = ws_send,
     .close = ws_close,
+    .abort = ws_conn_abort,
     .destroy = ws_destroy,
     .resume = ws_resume,
     .flush = ws_flush,

@@ -4,6 +4,7 @@
 #ifndef RC_WS_H
 #define RC_WS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,9 +21,18 @@ struct ws_front {
     struct hub *hub;
 };
 
-/* The http_socket_handler for "/socket/…" paths (arg: struct ws_front). */
-int ws_socket_handler(void *arg, struct MHD_Connection *conn, const char *url,
-                      const char *method, void **sock_cls);
+struct http_socket_request;
+
+/* The http_socket_handler for "/socket/…" paths (arg: struct ws_front): the WebSocket
+ * upgrade here, long-poll in longpoll.c. */
+int ws_socket_handler(void *arg, const struct http_socket_request *req, void **sock_cls);
+
+/* The connect step shared by both transports: checks vsn (403 on a bad or non-string
+ * vsn) and origin, finds the token (query "token" or, for WebSocket, the phoenix.js
+ * authToken subprotocol; for long-poll, X-Phoenix-AuthToken), verifies it and returns
+ * the user id (malloc'd) or NULL (refused; *why says why). */
+char *ws_connect_step(const struct config *cfg, struct MHD_Connection *conn, bool longpoll,
+                      enum codec_vsn *vsn, const char **why);
 
 /* Frees what ws_socket_handler stored in *sock_cls (http_options.socket_cls_free). */
 void ws_socket_cls_free(void *cls);
