@@ -43,10 +43,12 @@ build() {
   make -j"$(nproc)" >/dev/null
 }
 
-npm_deps() {
-  if [ ! -d tests/e2e/node_modules ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules ]; then
-    say "npm ci (tests/e2e)"
-    (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+# npm_ci DIR: installs DIR's locked npm dependencies when missing or stale.
+npm_ci() {
+  if [ -f "$1/package-lock.json" ] && { [ ! -d "$1/node_modules" ] || [ "$1/package-lock.json" -nt "$1/node_modules" ]; }; then
+    say "npm ci ($1)"
+    (cd "$1" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    touch "$1/node_modules"
   fi
 }
 
@@ -54,8 +56,10 @@ case "${1:-}" in
 serve)
   install_packages
   build
+  npm_ci contrib   # phoenix.js for the demo page
   cat >&2 <<'MSG'
 ==> rowcast is starting on http://127.0.0.1:4000 (SQLite file ./rowcast.db).
+    Open http://127.0.0.1:4000/ in a browser for the demo chat (sign in with any name).
     Development defaults are in use: API key "rowcast-dev-api-key", a development JWT secret.
     In another terminal:
       curl -s -X POST localhost:4000/api/rooms -H 'Authorization: Bearer rowcast-dev-api-key' -d '{"id":"lobby","name":"Lobby"}'
@@ -67,9 +71,11 @@ MSG
   exec ./rowcast serve "${@:2}"
   ;;
 test)
+  APT_PACKAGES+=(chromium)   # browser tests of the demo page
   install_packages
   build
-  npm_deps
+  npm_ci contrib
+  npm_ci tests/e2e
   say "make check"
   status=0
   make -j"$(nproc)" check || status=$?

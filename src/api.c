@@ -387,6 +387,33 @@ out:
     return ok;
 }
 
+/* POST /dev/token {user_id} (--env dev with the demo only): a token for anyone, and
+ * membership of the demo rooms. Never in prod: there it is a 404. */
+static bool dev_token(const struct config *cfg, const struct api_request *req,
+                      struct api_response *resp, struct store_req **pending)
+{
+    json_t *j = parse_object(req, resp);
+    if (!j)
+        return false;
+    const char *user;
+    bool ok = req_string(j, "user_id", &user, resp) && check_user(user, resp);
+    char *token = NULL;
+    int64_t now = clock_unix();
+    if (ok && jwt_sign((const uint8_t *)cfg->jwt_secret, strlen(cfg->jwt_secret), user, now,
+                       now + 86400, &token)) {
+        api_error(resp, 500, "internal", "could not sign the token");
+        ok = false;
+    }
+    if (ok) {
+        struct store_req *s = store_req_create(STORE_DEV_SETUP);
+        s->user_id = xstrdup(user);
+        s->body = token; /* handed back by api_finish */
+        *pending = s;
+    }
+    json_decref(j);
+    return ok;
+}
+
 /* Fills resp for a known path with the wrong method. */
 static bool bad_method(struct api_response *resp)
 {
@@ -407,6 +434,8 @@ bool api_handle(const struct config *cfg, struct hub *hub, const struct api_requ
         *pending = store_req_create(STORE_PING);
         return true;
     }
+    if (!strcmp(req->path, "/dev/token") && !strcmp(cfg->env, "dev") && cfg->demo)
+        return post ? dev_token(cfg, req, resp, pending) : bad_method(resp);
     char buf[1024];
     char *seg[6];
     int n = strlen(req->path) < sizeof buf ? split_path(req->path, buf, sizeof buf, seg, 6) : -1;
@@ -557,6 +586,9 @@ void api_finish(const struct store_req *s, struct api_response *resp)
         respond_json(resp, 201, json_pack("{s:I,s:I,s:s}", "id", (json_int_t)s->msg.id, "seq",
                                           (json_int_t)s->msg.seq, "inserted_at",
                                           s->msg.inserted_at));
+        return;
+    case STORE_DEV_SETUP:
+        respond_json(resp, 200, json_pack("{s:s,s:s}", "token", s->body, "user_id", s->user_id));
         return;
     case STORE_NOTIFY_ADD: {
         struct sbuf b = SBUF_INIT;

@@ -50,6 +50,10 @@ const struct config_option config_options[] = {
     {"presence-batch-ms", OPT_INT, "50", SERVE, OFF(presence_batch_ms),
      "merge each topic's presence changes over this many ms into one presence_diff (0: one "
      "diff per change)"},
+    {"demo", OPT_BOOL, "true", SERVE, OFF(demo),
+     "serve the demo chat page at / (default on in dev, off in prod; --no-demo turns it off)"},
+    {"demo-dir", OPT_STRING, "contrib/demo", SERVE, OFF(demo_dir),
+     "directory of the demo page; phoenix.js comes from DIR/../node_modules/phoenix"},
     {"user", OPT_STRING, NULL, CMD_TOKEN, OFF(user), "token: the user id (sub claim)"},
     {"ttl", OPT_INT, "3600", CMD_TOKEN, OFF(ttl), "token: lifetime in seconds"},
 };
@@ -122,6 +126,20 @@ static void env_name(const struct config_option *o, char *out, size_t cap)
     out[n] = '\0';
 }
 
+/* True when --demo/--no-demo or ROWCAST_DEMO was given (prod turns the demo off only
+ * by default). */
+static bool demo_explicit(int argc, char **argv, char **envp)
+{
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--demo") || !strcmp(argv[i], "--no-demo") ||
+            !strncmp(argv[i], "--demo=", 7))
+            return true;
+    for (char **e = envp; e && *e; e++)
+        if (!strncmp(*e, "ROWCAST_DEMO=", 13))
+            return true;
+    return false;
+}
+
 int config_parse(struct config *cfg, enum config_cmd cmd, int argc, char **argv, char **envp,
                  char *err, size_t errlen)
 {
@@ -178,6 +196,8 @@ int config_parse(struct config *cfg, enum config_cmd cmd, int argc, char **argv,
     if (strcmp(cfg->env, "dev") && strcmp(cfg->env, "prod"))
         return fail(err, errlen, "--env must be dev or prod, got \"%s\"", cfg->env);
     bool prod = !strcmp(cfg->env, "prod");
+    if (prod && !demo_explicit(argc, argv, envp))
+        cfg->demo = false;
     if (!cfg->jwt_secret || !*cfg->jwt_secret) {
         if (prod && (cmd & (CMD_SERVE | CMD_TOKEN)))
             return fail(err, errlen, "--jwt-secret (or ROWCAST_JWT_SECRET) is required with --env prod");

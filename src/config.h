@@ -46,6 +46,8 @@ struct config {
     long rate_burst;
     long max_conns_per_user;
     long presence_batch_ms; /* merge presence diffs of one topic over this window */
+    bool demo;           /* serve the demo page at / (and, in dev, POST /dev/token) */
+    char *demo_dir;
     /* token subcommand */
     char *user;
     long ttl;

@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "api.h"
@@ -94,6 +97,60 @@ static const char *lookup_query(void *arg, const char *name)
     return MHD_lookup_connection_value(arg, MHD_GET_ARGUMENT_KIND, name);
 }
 
+/* The content type for a static file name. */
+static const char *content_type(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    static const char *const types[][2] = {
+        {".html", "text/html; charset=utf-8"}, {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"}, {".css", "text/css; charset=utf-8"},
+        {".png", "image/png"}, {".svg", "image/svg+xml"}, {".ico", "image/x-icon"},
+        {".json", "application/json"}, {".map", "application/json"},
+    };
+    for (size_t i = 0; dot && i < sizeof types / sizeof types[0]; i++)
+        if (!strcmp(dot, types[i][0]))
+            return types[i][1];
+    return "application/octet-stream";
+}
+
+/* GET of the demo page's files: "/" is index.html, "/vendor/phoenix.mjs" is the npm
+ * package's build, other names are plain files of the demo directory (no '/', no
+ * leading '.'). Returns MHD_NO-like -1 when the path is not a static one. */
+static int serve_static(struct http *h, struct MHD_Connection *conn, const char *url)
+{
+    const struct config *cfg = h->opts.cfg;
+    char path[4096];
+    const char *name = url + 1;
+    if (!strcmp(url, "/"))
+        name = "index.html";
+    if (!strcmp(url, "/vendor/phoenix.mjs")) {
+        snprintf(path, sizeof path, "%s/../node_modules/phoenix/priv/static/phoenix.mjs",
+                 cfg->demo_dir);
+        name = "phoenix.mjs";
+    } else {
+        if (!*name || *name == '.' || strlen(name) > 200)
+            return -1;
+        for (const char *p = name; *p; p++)
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-'))
+                return -1;
+        snprintf(path, sizeof path, "%s/%s", cfg->demo_dir, name);
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    struct MHD_Response *r = MHD_create_response_from_fd((uint64_t)st.st_size, fd);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type(name));
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    enum MHD_Result ret = MHD_queue_response(conn, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 /* Hands a fully read request to the API. */
 static enum MHD_Result dispatch(struct http_req *hr, const char *url, const char *method)
 {
@@ -113,6 +170,14 @@ static enum MHD_Result dispatch(struct http_req *hr, const char *url, const char
         .query = lookup_query,
         .query_arg = hr->conn,
     };
+    if (hr->http->opts.cfg->demo && (!strcmp(method, "GET") || !strcmp(method, "HEAD")) &&
+        strncmp(url, "/api/", 5) && strcmp(url, "/healthz")) {
+        int r = serve_static(hr->http, hr->conn, url);
+        if (r >= 0) {
+            hr->state = REQ_RESPONDED;
+            return (enum MHD_Result)r;
+        }
+    }
     struct store_req *pending = NULL;
     if (atomic_load(&stopping)) {
         api_error(&resp, 503, "shutting_down", "the server is shutting down");

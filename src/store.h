@@ -49,6 +49,8 @@ enum store_op {
     STORE_DOC_JOIN,      /* read, one snapshot: room_id, user_id → room (doc_last_seq),
                           * member, docops (last `limit` or after after_seq) */
     STORE_DOC_EDIT,      /* write: room_id, user_id, name (operation), data → docop */
+    STORE_DEV_SETUP,     /* write (demo, --env dev only): ensures user_id exists and is a
+                          * member of the rooms "lobby" and "random" (created if missing) */
     STORE_OP_COUNT
 };
 

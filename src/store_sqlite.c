@@ -741,11 +741,36 @@ static int do_docop_add(struct conn *c, struct store_req *req)
     return 0;
 }
 
+/* The demo's set-up: rooms lobby and random, the user a member of both. */
+static int do_dev_setup(struct conn *c, struct store_req *req)
+{
+    static const char *const sql[] = {
+        "INSERT INTO rooms(id, name) VALUES ('lobby', 'Lobby'), ('random', 'Random') "
+        "ON CONFLICT(id) DO NOTHING",
+        "INSERT INTO users(id, name) VALUES (?1, ?1) ON CONFLICT(id) DO NOTHING",
+        "INSERT INTO memberships(room_id, user_id, role) VALUES ('lobby', ?1, 'member'), "
+        "('random', ?1, 'member') ON CONFLICT(room_id, user_id) DO NOTHING",
+    };
+    for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(c->db, sql[i], -1, &st, NULL) != SQLITE_OK)
+            return RC_ESTORE;
+        if (i)
+            bind_text(st, 1, req->user_id);
+        int rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+            return step_error(c, rc);
+    }
+    return 0;
+}
+
 /* Executes one write inside the batch transaction, in its own savepoint so that a
  * failed request leaves no partial change behind. */
 static int run_write(struct conn *c, struct store_req *req)
 {
-    bool multi = req->op == STORE_MEMBER_PUT || req->op == STORE_ROOM_DELETE;
+    bool multi = req->op == STORE_MEMBER_PUT || req->op == STORE_ROOM_DELETE ||
+                 req->op == STORE_DEV_SETUP;
     if (multi && exec_simple(c->db, "SAVEPOINT req") != SQLITE_OK)
         return RC_ESTORE;
     int rc;
@@ -759,6 +784,7 @@ static int run_write(struct conn *c, struct store_req *req)
     case STORE_NOTIFY_ADD: rc = do_notif_add(c, req); break;
     case STORE_NOTIFY_READ: rc = do_notif_read(c, req); break;
     case STORE_DOC_EDIT: rc = do_docop_add(c, req); break;
+    case STORE_DEV_SETUP: rc = do_dev_setup(c, req); break;
     default: rc = RC_EINVAL; break;
     }
     if (multi) {
@@ -782,6 +808,7 @@ static bool is_write(enum store_op op)
     case STORE_NOTIFY_ADD:
     case STORE_NOTIFY_READ:
     case STORE_DOC_EDIT:
+    case STORE_DEV_SETUP:
         return true;
     default:
         return false;
