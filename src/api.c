@@ -12,6 +12,7 @@
 #include "api.h"
 #include "config.h"
 #include "hub.h"
+#include "metrics.h"
 #include "jwt.h"
 #include "store.h"
 #include "util/clock.h"
@@ -428,6 +429,18 @@ bool api_handle(const struct config *cfg, struct hub *hub, const struct api_requ
     bool get = !strcmp(m, "GET"), post = !strcmp(m, "POST"), put = !strcmp(m, "PUT"),
          del = !strcmp(m, "DELETE");
     *pending = NULL;
+    if (!strcmp(req->path, "/metrics")) {
+        if (!authorized(cfg, req->authorization)) {
+            api_error(resp, 401, "unauthorized", "missing or wrong API key (Authorization: Bearer)");
+            return false;
+        }
+        struct sbuf b = SBUF_INIT;
+        metrics_render(&b);
+        resp->status = 200;
+        resp->body = sbuf_steal(&b, NULL);
+        resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+        return false;
+    }
     if (!strcmp(req->path, "/healthz")) {
         if (!get)
             return bad_method(resp);

@@ -14,7 +14,8 @@ struct hub;
 
 struct api_response {
     int status;
-    char *body; /* malloc'd JSON text, NULL for no body */
+    char *body;               /* malloc'd text, NULL for no body */
+    const char *content_type; /* NULL: application/json */
 };
 
 struct api_request {

@@ -7,6 +7,7 @@
 #include "channel.h"
 #include "conn.h"
 #include "hub.h"
+#include "metrics.h"
 #include "presence.h"
 #include "store.h"
 #include "util/clock.h"
@@ -88,6 +89,7 @@ static void join_done(struct chan *ch, struct store_req *req, const char *ref)
         chan_join_error(ch, "unavailable");
         return;
     }
+    metrics_presence_delta(1);
     chan_join_ok(ch, "{}");
     sbuf_reset(&b);
     presence_state(p, ch->topic, &b);
@@ -179,7 +181,8 @@ static void presence_handle_in(struct chan *ch, const char *event, const struct 
 /* Leaving or disconnecting: the meta leaves. */
 static void presence_terminate(struct chan *ch)
 {
-    presence_untrack(hub_presence(ch->conn->worker->hub), ch->topic, ch->conn->id);
+    if (presence_untrack(hub_presence(ch->conn->worker->hub), ch->topic, ch->conn->id) == 0)
+        metrics_presence_delta(-1);
 }
 
 const struct channel_type presence_channel = {

@@ -23,6 +23,8 @@ const struct config_option config_options[] = {
     {"check-origin", OPT_STRING, "", SERVE, OFF(check_origin),
      "comma-separated allowed Origin hosts for sockets (empty: no check)"},
     {"log-level", OPT_STRING, "info", ALL, OFF(log_level), "debug, info, warn or error"},
+    {"log-file", OPT_STRING, "", ALL, OFF(log_file),
+     "append logs to this file instead of stderr; SIGHUP reopens it (log rotation)"},
     {"workers", OPT_INT, "0", SERVE, OFF(workers), "I/O worker threads (0: one per core)"},
     {"http-threads", OPT_INT, "1", SERVE, OFF(http_threads), "HTTP front threads"},
     {"idle-timeout", OPT_INT, "60", SERVE, OFF(idle_timeout),

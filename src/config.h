@@ -31,6 +31,7 @@ struct config {
     char *env;           /* dev or prod */
     char *check_origin;  /* comma-separated origins, "" = no check */
     char *log_level;
+    char *log_file;      /* NULL or "": stderr */
     long workers;        /* I/O worker threads, 0 = one per core */
     long http_threads;   /* libmicrohttpd threads */
     long idle_timeout;   /* seconds without inbound traffic before a socket is closed */

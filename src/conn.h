@@ -38,6 +38,7 @@ struct conn {
     uint64_t id;          /* process-wide unique */
     char *user_id;
     enum codec_vsn vsn;
+    uint8_t transport;    /* enum metric_transport */
     bool closed;          /* transport closed: no more output, channels terminated */
     int refs;             /* worker-local: the worker + each store request in flight */
     unsigned n_chans;

@@ -17,6 +17,7 @@
 #include "api.h"
 #include "config.h"
 #include "http.h"
+#include "metrics.h"
 #include "store.h"
 #include "util/log.h"
 #include "util/sbuf.h"
@@ -74,7 +75,8 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct api_res
     struct MHD_Response *r =
         MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
     if (resp->body)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                resp->content_type ? resp->content_type : "application/json");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)resp->status, r);
     MHD_destroy_response(r);
@@ -220,6 +222,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct http *h = cls;
     struct http_req *hr = *req_cls;
     if (!hr) {
+        metrics_http_request();
         hr = xcalloc(1, sizeof *hr);
         hr->http = h;
         hr->conn = conn;

@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "hub.h"
+#include "metrics.h"
 #include "obuf.h"
 #include "presence.h"
 #include "ratelimit.h"
@@ -211,6 +212,7 @@ void hub_publish(struct hub *h, struct bcast *b)
 {
     if (!b)
         return;
+    metrics_broadcast();
     if (h->nworkers > 1)
         atomic_fetch_add(&b->refs, (unsigned)h->nworkers - 1);
     post_all(h, &b, 1);
@@ -255,6 +257,7 @@ void hub_on_messages(const struct store_msg *msgs, size_t n, void *arg)
         }
         if (h->nworkers > 1)
             atomic_fetch_add(&b->refs, (unsigned)h->nworkers - 1);
+        metrics_broadcast();
         list[k++] = b;
     }
     post_all(h, list, k);

@@ -12,6 +12,7 @@
 #include "http.h"
 #include "hub.h"
 #include "longpoll.h"
+#include "metrics.h"
 #include "obuf.h"
 #include "router.h"
 #include "util/base64.h"
@@ -346,6 +347,7 @@ static void lp_send(struct conn *c, struct obuf *b)
         log_warn("slow consumer", "conn=%llu user=%s transport=longpoll queued_bytes=%zu",
                  (unsigned long long)c->id, c->user_id, s->out.len);
         s->slow = true;
+        metrics_slow_consumer();
     }
     conn_want_flush(c);
 }
@@ -395,6 +397,7 @@ static void feed(void *arg, bool binary, const uint8_t *data, size_t len)
         rc = codec_decode_text(s->base.vsn, (const char *)data, len,
                                (size_t)s->base.worker->cfg->max_json_depth, &m);
     if (rc) {
+        metrics_protocol_error();
         log_info("protocol error", "conn=%llu user=%s transport=longpoll",
                  (unsigned long long)s->base.id, s->base.user_id);
         lp_end(s, "undecodable message");
@@ -504,6 +507,8 @@ void lp_handle_item(struct worker *w, struct inbox_item *it)
         s->last_poll_ms = w->now_ms;
         hmap_put(map, s->token, strlen(s->token), s);
         worker_add_conn(w, &s->base);
+        s->base.transport = MT_LONGPOLL;
+        metrics_socket_opened(MT_LONGPOLL);
         log_info("connect", "conn=%llu user=%s transport=longpoll vsn=%d",
                  (unsigned long long)s->base.id, s->base.user_id,
                  it->u.lp.vsn == CODEC_V2 ? 2 : 1);

@@ -1,4 +1,5 @@
 /* main.c - the rowcast command line: serve (default), migrate, token. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,14 +20,6 @@
 #define ROWCAST_VERSION PACKAGE_VERSION
 
 extern char **environ;
-
-static volatile sig_atomic_t stop_signal;
-
-/* Records the signal; the main loop notices. */
-static void on_signal(int sig)
-{
-    stop_signal = sig;
-}
 
 /* Prints the usage text. */
 static void usage(FILE *f)
@@ -68,6 +61,15 @@ static int cmd_serve(struct config *cfg)
     struct http *http = NULL;
     int status = 1;
     warn_defaults(cfg);
+    /* Signals are taken by this thread only (sigwait below): every thread started from
+     * here inherits the mask. */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
     struct hub *hub = hub_create(cfg);
     struct store_options so = {
         .url = cfg->db,
@@ -109,15 +111,17 @@ static int cmd_serve(struct config *cfg)
         snprintf(colon + 1, sizeof addr - (size_t)(colon + 1 - addr), "%u", http_port(http));
     log_info("listening", "addr=%s db=%s env=%s", addr, cfg->db, cfg->env);
 
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    while (!stop_signal)
-        pause();
-    log_info("shutting down", "signal=%d", (int)stop_signal);
+    int sig;
+    for (;;) {
+        if (sigwait(&signals, &sig))
+            continue;
+        if (sig != SIGHUP)
+            break;
+        if (cfg->log_file && *cfg->log_file && log_open_file(cfg->log_file))
+            fprintf(stderr, "rowcast: cannot reopen %s\n", cfg->log_file);
+        log_info("logs reopened", NULL);
+    }
+    log_info("shutting down", "signal=%d", sig);
     status = 0;
 out:
     /* Close every socket with 1001 (phoenix.js reconnects) and end long-poll sessions,
@@ -204,6 +208,11 @@ int main(int argc, char **argv)
         return 2;
     }
     log_min_level = lvl;
+    if (cfg.log_file && *cfg.log_file && log_open_file(cfg.log_file)) {
+        fprintf(stderr, "rowcast: cannot open --log-file %s\n", cfg.log_file);
+        config_cleanup(&cfg);
+        return 2;
+    }
     int status;
     switch (cmd) {
     case CMD_MIGRATE: status = cmd_migrate(&cfg); break;

@@ -7,6 +7,8 @@
 #include "config.h"
 #include "conn.h"
 #include "hub.h"
+#include "metrics.h"
+#include "util/clock.h"
 #include "obuf.h"
 #include "router.h"
 #include "store.h"
@@ -208,6 +210,7 @@ void chan_join_ok(struct chan *ch, const char *response)
 {
     send_reply(ch->conn, ch->jr, ch->join_ref, ch->topic, ch->topic_len, "ok", response);
     ch->state = CHAN_JOINED;
+    metrics_join(metrics_channel_of(ch->topic), 1);
     log_info("join", "conn=%llu user=%s topic=%s", (unsigned long long)ch->conn->id,
              ch->conn->user_id, ch->topic);
     join_finished(ch->conn);
@@ -219,6 +222,7 @@ void chan_join_error(struct chan *ch, const char *reason)
     reason_json(&b, reason);
     send_reply(ch->conn, ch->jr, ch->join_ref, ch->topic, ch->topic_len, "error", b.data);
     sbuf_cleanup(&b);
+    metrics_join(metrics_channel_of(ch->topic), 0);
     log_info("join refused", "conn=%llu user=%s topic=%s reason=%s",
              (unsigned long long)ch->conn->id, ch->conn->user_id, ch->topic, reason);
     struct conn *c = ch->conn;
@@ -400,9 +404,12 @@ void router_handle(struct conn *c, const struct phx_in *m)
         sbuf_printf(&b, "{\"reason\":\"rate_limited\",\"retry_after\":%d}", retry);
         chan_reply(ch, ref, "error", b.data);
         sbuf_cleanup(&b);
+        metrics_rate_limited();
         goto out;
     }
+    int64_t t0 = clock_mono_us();
     ch->type->handle_in(ch, ev, m, ref);
+    metrics_event(metrics_channel_of(ch->topic), metrics_event_of(ev), clock_mono_us() - t0);
 out:
     free(jr);
     free(ref);

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics.h"
 #include "store.h"
 #include "util/sbuf.h"
 #include <jansson.h>
@@ -128,7 +129,14 @@ void store_set_listener(struct store *s, store_msg_listener fn, void *arg)
 
 void store_submit(struct store *s, struct store_req *req)
 {
+    metrics_store_queue(1);
     s->ops->submit(s, req);
+}
+
+void store_complete(struct store_req *req)
+{
+    metrics_store_queue(-1);
+    req->done(req);
 }
 
 void store_close(struct store *s)

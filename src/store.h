@@ -165,6 +165,9 @@ void store_set_listener(struct store *s, store_msg_listener fn, void *arg);
  * rc RC_ESTORE). The store owns req until done is called. Any thread. */
 void store_submit(struct store *s, struct store_req *req);
 
+/* Backends call this instead of req->done(req): it keeps the queue-depth metric. */
+void store_complete(struct store_req *req);
+
 /* Stops the threads after finishing every queued request, closes the database and
  * frees s. Accepts NULL. Main thread. */
 void store_close(struct store *s);

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "migrations.h"
+#include "metrics.h"
 #include "store.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -920,18 +921,23 @@ static void poll_external(struct sqlite_store *s)
     int v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : s->data_version;
     sqlite3_finalize(st);
     if (v != s->data_version) {
+        int64_t t0 = clock_mono_us();
         s->data_version = v;
         deliver_new(s, SCAN_ALL);
+        metrics_bus_notification(clock_mono_us() - t0);
     }
 }
 
 /* Commits a batch of writes in one transaction and completes them. */
 static void run_batch(struct sqlite_store *s, struct store_req *head)
 {
+    int64_t t0 = clock_mono_us();
+    size_t n = 0;
     bool began = exec_simple(s->w.db, "BEGIN IMMEDIATE") == SQLITE_OK;
     int mask = 0;
     for (struct store_req *r = head; r; r = r->_next) {
         r->rc = began ? run_write(&s->w, r) : RC_ESTORE;
+        n++;
         mask |= r->op == STORE_MESSAGE_ADD  ? SCAN_MESSAGES
                 : r->op == STORE_NOTIFY_ADD ? SCAN_NOTIFS
                 : r->op == STORE_DOC_EDIT   ? SCAN_DOCOPS
@@ -947,13 +953,14 @@ static void run_batch(struct sqlite_store *s, struct store_req *head)
             memset(&r->msg, 0, sizeof r->msg);
         }
     }
+    metrics_store_batch(n, clock_mono_us() - t0);
     /* Completions first: a sender's ok reply does not wait behind the fan-out of its
      * own message to every subscriber (Phoenix clients accept either order), and the
      * sender's next message can be committed while that fan-out runs. */
     while (head) {
         struct store_req *next = head->_next;
         head->_next = NULL;
-        head->done(head);
+        store_complete(head);
         head = next;
     }
     deliver_new(s, mask);
@@ -1083,7 +1090,7 @@ static void *reader_main(void *arg)
             batch->rc = run_read(&s->r, batch);
             for (int i = 0; i < ST_COUNT; i++) /* a stepped statement pins its snapshot */
                 sqlite3_reset(s->r.st[i]);
-            batch->done(batch);
+            store_complete(batch);
             batch = next;
         }
         if (stopped)

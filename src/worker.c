@@ -11,6 +11,7 @@
 #include "conn.h"
 #include "hub.h"
 #include "longpoll.h"
+#include "metrics.h"
 #include "obuf.h"
 #include "router.h"
 #include "store.h"
@@ -150,6 +151,7 @@ void conn_release(struct conn *c)
         return;
     conn_closed(c);
     worker_remove_conn(c->worker, c);
+    metrics_socket_closed((enum metric_transport)c->transport);
     c->_dead = true;
     c->_dead_next = c->worker->dead;
     c->worker->dead = c;
@@ -161,13 +163,16 @@ static void deliver(struct worker *w, struct bcast *b)
     struct subs *s = hmap_get(w->topics, b->topic, b->topic_len);
     if (!s)
         return;
+    uint64_t n = 0;
     for (size_t i = 0; i < s->n; i++) {
         struct chan *ch = s->v[i];
         struct conn *c = ch->conn;
         if (c->id == b->exclude || c->closed)
             continue;
         router_deliver(ch, b);
+        n++;
     }
+    metrics_deliveries(n);
 }
 
 /* Closes every socket of a user. */

@@ -20,6 +20,7 @@
 #include "http.h"
 #include "jwt.h"
 #include "longpoll.h"
+#include "metrics.h"
 #include "obuf.h"
 #include "router.h"
 #include "util/base64.h"
@@ -527,6 +528,7 @@ static void ws_send(struct conn *base, struct obuf *b)
                  (unsigned long long)base->id, base->user_id, c->q_bytes);
         drop_queue(c);
         c->slow = true;
+        metrics_slow_consumer();
         conn_want_flush(base);
     }
 }
@@ -540,6 +542,8 @@ static void ws_close(struct conn *base, uint16_t code, const char *why)
 /* A protocol violation: counted, logged, closed with code. */
 static void protocol_error(struct ws_conn *c, uint16_t code, const char *why)
 {
+    if (c->state == WS_OPEN)
+        metrics_protocol_error();
     log_info("protocol error", "conn=%llu user=%s code=%u reason=\"%s\"",
              (unsigned long long)c->base.id, c->base.user_id, code, why);
     ws_start_close(c, code, why);
@@ -878,6 +882,8 @@ void ws_conn_create(struct worker *w, int fd, const uint8_t *extra, size_t extra
         c->extra_len = extra_len;
     }
     worker_add_conn(w, &c->base);
+    c->base.transport = MT_WEBSOCKET;
+    metrics_socket_opened(MT_WEBSOCKET);
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = &c->ep};
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev)) {
         log_error("epoll_ctl failed", "errno=%d", errno);

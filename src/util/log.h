@@ -16,6 +16,10 @@ extern int log_min_level;
 /* Parses "debug", "info", "warn", "error"; returns -1 for anything else. */
 int log_level_parse(const char *s);
 
+/* Sends log lines (and anything else written to stderr) to path, appending; called
+ * again (SIGHUP) it reopens the file, for log rotation. Returns 0 or -1 (errno set). */
+int log_open_file(const char *path);
+
 /* Writes one line: msg is quoted, fmt (may be NULL) appends `key=value` pairs. */
 void log_write(int level, const char *msg, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -1,0 +1,1678 @@
+/* store_pg.c - the PostgreSQL store (libpq).
+ *
+ * One writer connection group-commits: the writer thread drains its queue and sends the
+ * whole batch as one pipeline (libpq pipeline mode, one round trip): BEGIN, then each
+ * request in its own savepoint, then COMMIT. A request that fails is rolled back to its
+ * savepoint and the requests after it are sent again, so it affects no other. Every
+ * request is one prepared statement (CTEs where it needs several steps), so no request
+ * needs a round trip of its own.
+ *
+ * Two reader connections, each with its own thread, share the read queue and pipeline
+ * the queries they take from it: one statement and one sync point per request, so each
+ * query is its own implicit transaction (one snapshot) and a failed one affects no other.
+ *
+ * Every connection reconnects with backoff when it drops. Requests in flight when it
+ * drops complete with RC_ESTORE (a write's commit may or may not have happened: its
+ * completion says RC_ESTORE in both cases). Requests queued while it is down wait for
+ * the reconnect at most WAIT_CONNECT_MS, then complete with RC_ESTORE: never a hang.
+ *
+ * Seq numbers are assigned by the database (the BEFORE INSERT triggers of
+ * migrations/postgres), under the room's row lock. */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "migrations.h"
+#include "store.h"
+#include "util/clock.h"
+#include "util/log.h"
+#include "util/xmalloc.h"
+
+/* Reader connections (and threads). */
+#define N_READERS 2
+/* Read requests one reader pipelines at a time. */
+#define READ_BATCH 64
+/* How long one connection attempt may take. */
+#define CONNECT_MS 5000
+/* How long a queued request waits for a connection before it fails with RC_ESTORE. */
+#define WAIT_CONNECT_MS 5000
+/* Reconnect backoff: first delay, doubled per failure up to the cap. */
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 2000
+/* Repeated connection failures are logged at most this often per connection. */
+#define FAIL_LOG_MS 10000
+/* pg_advisory_lock key that serializes migrations across nodes ("rowcast" in ASCII). */
+#define MIGRATE_LOCK_KEY "32199642103180148"
+
+/* A request queue shared by submitters and the store threads that serve it. Alongside
+ * the list, a ring holds each queued request's enqueue time (same FIFO order), for the
+ * wait bound while the connection is down. */
+struct queue {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct store_req *head, *tail;
+    size_t len;
+    int64_t *since;
+    size_t since_cap, since_head;
+    bool stop;
+};
+
+/* Prepared statements; every connection prepares all of them. */
+enum stmt_id {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_SAVEPOINT,
+    ST_RELEASE,
+    ST_ROLLBACK_TO,
+    ST_LOCK_ROOMS,
+    ST_USER_PUT,
+    ST_ROOM_CREATE,
+    ST_ROOM_DELETE,
+    ST_MEMBER_PUT,
+    ST_MEMBER_DELETE,
+    ST_MSG_ADD,
+    ST_NOTIF_ADD,
+    ST_NOTIF_READ,
+    ST_DOCOP_ADD,
+    ST_PING,
+    ST_ROOM_GET,
+    ST_MEMBERS_LIST,
+    ST_PAGE_ASC,
+    ST_PAGE_DESC,
+    ST_JOIN_ASC,
+    ST_JOIN_DESC,
+    ST_DOC_JOIN_ASC,
+    ST_DOC_JOIN_DESC,
+    ST_NOTIF_UNREAD,
+    ST_COUNT
+};
+
+/* Columns of a message row in the page and join queries. */
+#define MSG_COLS "g.id, g.seq, g.user_id, g.body, rowcast_iso(g.inserted_at)"
+#define DOCOP_COLS "g.id, g.seq, g.user_id, g.operation, g.data::text, rowcast_iso(g.inserted_at)"
+/* Room and membership columns of the join queries (8 columns). */
+#define JOIN_COLS                                                                                  \
+    "r.id, r.name, r.last_seq, rowcast_iso(r.created_at), r.doc_last_seq, m.role, "                \
+    "COALESCE(u.name, m.user_id), u.avatar_url, "
+#define JOIN_FROM                                                                                  \
+    "FROM rooms r LEFT JOIN memberships m ON m.room_id = r.id AND m.user_id = $2 "                 \
+    "LEFT JOIN users u ON u.id = m.user_id "
+
+/* The page and join reads are one statement each (one snapshot): the room's row, left
+ * joined with the page, so no row means no room and a row with NULL message columns
+ * means an empty page. Bounds absent from the request are passed as INT64_MAX; a
+ * negative limit as NULL (no limit, as in SQLite). */
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_BEGIN] = "BEGIN",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_SAVEPOINT] = "SAVEPOINT r",
+    [ST_RELEASE] = "RELEASE SAVEPOINT r",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO SAVEPOINT r",
+    /* Row locks on the batch's rooms in one global order: two nodes whose batches touch
+     * the same rooms in different orders wait for each other instead of deadlocking. */
+    [ST_LOCK_ROOMS] = "SELECT 1 FROM rooms WHERE id = ANY($1::text[]) ORDER BY id COLLATE \"C\" "
+                      "FOR NO KEY UPDATE",
+    [ST_USER_PUT] = "INSERT INTO users(id, name, avatar_url) VALUES ($1, $2, $3) "
+                    "ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+                    "avatar_url = excluded.avatar_url "
+                    "RETURNING id, name, avatar_url, rowcast_iso(created_at)",
+    [ST_ROOM_CREATE] = "INSERT INTO rooms(id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING "
+                       "RETURNING id, name, last_seq, rowcast_iso(created_at), doc_last_seq",
+    [ST_ROOM_DELETE] = "DELETE FROM rooms WHERE id = $1",
+    /* Creates the user (named by its id) if needed, upserts the membership, returns the
+     * member's role, name and avatar. A missing room fails the memberships foreign key
+     * (RC_ENOTFOUND), a bad role its check (RC_EINVAL); the savepoint then drops the user
+     * row too. */
+    [ST_MEMBER_PUT] = "WITH u AS (INSERT INTO users(id, name) VALUES ($2, $2) "
+                      "ON CONFLICT (id) DO NOTHING RETURNING name, avatar_url), "
+                      "m AS (INSERT INTO memberships(room_id, user_id, role) VALUES ($1, $2, $3) "
+                      "ON CONFLICT (room_id, user_id) DO UPDATE SET role = excluded.role "
+                      "RETURNING role) "
+                      "SELECT m.role, COALESCE(u.name, x.name, $2), "
+                      "COALESCE(u.avatar_url, x.avatar_url) "
+                      "FROM m LEFT JOIN u ON true LEFT JOIN users x ON x.id = $2",
+    [ST_MEMBER_DELETE] = "DELETE FROM memberships WHERE room_id = $1 AND user_id = $2",
+    [ST_MSG_ADD] = "INSERT INTO messages(room_id, user_id, body) VALUES ($1, $2, $3) "
+                   "RETURNING id, seq, rowcast_iso(inserted_at)",
+    [ST_NOTIF_ADD] = "INSERT INTO notifications(user_id, payload) VALUES ($1, $2::jsonb) "
+                     "RETURNING id, payload::text, rowcast_iso(inserted_at)",
+    [ST_NOTIF_READ] = "UPDATE notifications SET read_at = now() WHERE id = $1 AND user_id = $2",
+    [ST_DOCOP_ADD] = "INSERT INTO document_ops(room_id, user_id, operation, data) "
+                     "VALUES ($1, $2, $3, $4::jsonb) "
+                     "RETURNING id, seq, data::text, rowcast_iso(inserted_at)",
+    [ST_PING] = "SELECT 1",
+    [ST_ROOM_GET] = "SELECT id, name, last_seq, rowcast_iso(created_at), doc_last_seq "
+                    "FROM rooms WHERE id = $1",
+    [ST_MEMBERS_LIST] = "SELECT m.user_id, m.role, COALESCE(u.name, m.user_id) FROM rooms r "
+                        "LEFT JOIN memberships m ON m.room_id = r.id "
+                        "LEFT JOIN users u ON u.id = m.user_id "
+                        "WHERE r.id = $1 ORDER BY m.user_id COLLATE \"C\"",
+    /* $1 room, $2 after, $3 before, $4 limit */
+    [ST_PAGE_ASC] = "SELECT " MSG_COLS " FROM rooms r LEFT JOIN LATERAL ("
+                    "SELECT id, seq, user_id, body, inserted_at FROM messages "
+                    "WHERE room_id = r.id AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4) g "
+                    "ON true WHERE r.id = $1 ORDER BY g.seq",
+    /* $1 room, $2 before, $3 limit: the last `limit` below before */
+    [ST_PAGE_DESC] = "SELECT " MSG_COLS " FROM rooms r LEFT JOIN LATERAL ("
+                     "SELECT id, seq, user_id, body, inserted_at FROM messages "
+                     "WHERE room_id = r.id AND seq < $2 ORDER BY seq DESC LIMIT $3) g "
+                     "ON true WHERE r.id = $1 ORDER BY g.seq",
+    /* $1 room, $2 user, $3 after, $4 before, $5 limit; no history for a non-member */
+    [ST_JOIN_ASC] = "SELECT " JOIN_COLS MSG_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
+                    "SELECT id, seq, user_id, body, inserted_at FROM messages "
+                    "WHERE m.role IS NOT NULL AND room_id = r.id AND seq > $3 AND seq < $4 "
+                    "ORDER BY seq LIMIT $5) g ON true WHERE r.id = $1 ORDER BY g.seq",
+    /* $1 room, $2 user, $3 before, $4 limit */
+    [ST_JOIN_DESC] = "SELECT " JOIN_COLS MSG_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
+                     "SELECT id, seq, user_id, body, inserted_at FROM messages "
+                     "WHERE m.role IS NOT NULL AND room_id = r.id AND seq < $3 "
+                     "ORDER BY seq DESC LIMIT $4) g ON true WHERE r.id = $1 ORDER BY g.seq",
+    /* $1 room, $2 user, $3 after, $4 limit */
+    [ST_DOC_JOIN_ASC] = "SELECT " JOIN_COLS DOCOP_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
+                        "SELECT id, seq, user_id, operation, data, inserted_at "
+                        "FROM document_ops WHERE m.role IS NOT NULL AND room_id = r.id "
+                        "AND seq > $3 ORDER BY seq LIMIT $4) g ON true "
+                        "WHERE r.id = $1 ORDER BY g.seq",
+    /* $1 room, $2 user, $3 limit */
+    [ST_DOC_JOIN_DESC] = "SELECT " JOIN_COLS DOCOP_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
+                         "SELECT id, seq, user_id, operation, data, inserted_at "
+                         "FROM document_ops WHERE m.role IS NOT NULL AND room_id = r.id "
+                         "ORDER BY seq DESC LIMIT $3) g ON true "
+                         "WHERE r.id = $1 ORDER BY g.seq",
+    /* $1 user, $2 limit: the newest id (read or not), then the unread, oldest first */
+    [ST_NOTIF_UNREAD] = "SELECT x.newest, n.id, n.payload::text, rowcast_iso(n.inserted_at) "
+                        "FROM (SELECT COALESCE(max(id), 0) AS newest FROM notifications "
+                        "WHERE user_id = $1) x LEFT JOIN LATERAL ("
+                        "SELECT id, payload, inserted_at FROM notifications "
+                        "WHERE user_id = $1 AND read_at IS NULL ORDER BY id LIMIT $2) n "
+                        "ON true ORDER BY n.id",
+};
+
+/* Prepared statement names: "s<id>". */
+static void stmt_name(enum stmt_id id, char out[8])
+{
+    snprintf(out, 8, "s%d", (int)id);
+}
+
+/* One connection and the state of its reconnects. Used by one thread only. */
+struct link {
+    PGconn *conn;
+    char name[16];         /* "writer", "reader1": logs and application_name */
+    bool broken;           /* the connection failed during the current exchange */
+    int backoff_ms;        /* next reconnect delay; 0 while connected */
+    int64_t fail_logged;   /* when a connection failure was last logged */
+    int64_t down_since;    /* when it was lost (0: up, or never connected) */
+};
+
+struct pg_store {
+    struct store base;
+    char *url;
+    char *url_safe; /* the URL without its password, for messages */
+    int batch_max;
+    struct link w, r[N_READERS];
+    struct queue wq, rq;
+    pthread_t writer, readers[N_READERS];
+    int readers_started;
+    bool writer_started;
+    store_msg_listener listener;
+    void *listener_arg;
+    void (*notif_listener)(const struct store_notif *n, size_t count, void *arg);
+    void (*docop_listener)(const struct store_docop *ops, size_t count, void *arg);
+    struct store_req **batch; /* batch_max slots, writer thread only */
+};
+
+/* Arguments of one statement, as text (NULL is SQL NULL). */
+struct args {
+    const char *v[6];
+    char num[4][24];
+    int n, nnum;
+};
+
+/* Appends a text argument. */
+static void arg_str(struct args *a, const char *s)
+{
+    a->v[a->n++] = s;
+}
+
+/* Appends an integer argument. */
+static void arg_int(struct args *a, int64_t x)
+{
+    char *b = a->num[a->nnum++];
+    snprintf(b, sizeof a->num[0], "%" PRId64, x);
+    a->v[a->n++] = b;
+}
+
+/* Appends a LIMIT argument: a negative limit means none (NULL), as in SQLite. */
+static void arg_limit(struct args *a, int limit)
+{
+    if (limit < 0)
+        arg_str(a, NULL);
+    else
+        arg_int(a, limit);
+}
+
+/* ---- the queue ---------------------------------------------------------------------- */
+
+/* Initializes a queue whose condition variable uses the monotonic clock. */
+static void queue_init(struct queue *q)
+{
+    memset(q, 0, sizeof *q);
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+/* Frees what queue_init and queue_push allocated. */
+static void queue_cleanup(struct queue *q)
+{
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->cv);
+    free(q->since);
+}
+
+/* Appends req to q and wakes one of its threads. */
+static void queue_push(struct queue *q, struct store_req *req)
+{
+    int64_t now = clock_mono_ms();
+    req->_next = NULL;
+    pthread_mutex_lock(&q->mu);
+    if (q->len == q->since_cap) {
+        size_t cap = q->since_cap ? q->since_cap * 2 : 256;
+        int64_t *v = xmalloc(cap * sizeof *v);
+        for (size_t i = 0; i < q->len; i++)
+            v[i] = q->since[(q->since_head + i) % q->since_cap];
+        free(q->since);
+        q->since = v;
+        q->since_cap = cap;
+        q->since_head = 0;
+    }
+    q->since[(q->since_head + q->len) % q->since_cap] = now;
+    if (q->tail)
+        q->tail->_next = req;
+    else
+        q->head = req;
+    q->tail = req;
+    q->len++;
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Unlinks up to max requests from the head of q (lock held). */
+static struct store_req *queue_pop_locked(struct queue *q, size_t max)
+{
+    struct store_req *head = q->head, *last = NULL;
+    size_t n = 0;
+    for (struct store_req *r = head; r && n < max; r = r->_next) {
+        last = r;
+        n++;
+    }
+    if (!last)
+        return NULL;
+    q->head = last->_next;
+    if (!q->head)
+        q->tail = NULL;
+    last->_next = NULL;
+    q->len -= n;
+    q->since_head = q->len ? (q->since_head + n) % q->since_cap : 0;
+    return head;
+}
+
+/* Takes up to max requests off q without waiting; NULL when it is empty. */
+static struct store_req *queue_take(struct queue *q, size_t max)
+{
+    pthread_mutex_lock(&q->mu);
+    struct store_req *head = queue_pop_locked(q, max);
+    pthread_mutex_unlock(&q->mu);
+    return head;
+}
+
+/* Waits until q holds a request or is stopped. Returns true when it holds one. */
+static bool queue_wait(struct queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    while (!q->head && !q->stop)
+        pthread_cond_wait(&q->cv, &q->mu);
+    bool any = q->head != NULL;
+    pthread_mutex_unlock(&q->mu);
+    return any;
+}
+
+/* Sets the stop flag and wakes every thread of q. */
+static void queue_stop(struct queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    q->stop = true;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Completes a list of requests with rc. */
+static void complete_all(struct store_req *head, int rc)
+{
+    while (head) {
+        struct store_req *next = head->_next;
+        head->_next = NULL;
+        head->rc = rc;
+        head->done(head);
+        head = next;
+    }
+}
+
+/* ---- results -------------------------------------------------------------------------- */
+
+/* Copies a column as a malloc'd string (NULL for SQL NULL). */
+static char *col_str(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col))
+        return NULL;
+    return xstrndup(PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
+}
+
+/* Reads an integer column (0 for SQL NULL). */
+static int64_t col_i64(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+/* Copies a timestamp column into a fixed buffer. */
+static void col_ts(const PGresult *res, int row, int col, char out[32])
+{
+    snprintf(out, 32, "%s", PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col));
+}
+
+/* Reads a room from columns col.. (id, name, last_seq, created_at, doc_last_seq). */
+static void read_room(const PGresult *res, int row, int col, struct store_room *r)
+{
+    r->id = col_str(res, row, col);
+    r->name = col_str(res, row, col + 1);
+    r->last_seq = col_i64(res, row, col + 2);
+    col_ts(res, row, col + 3, r->created_at);
+    r->doc_last_seq = col_i64(res, row, col + 4);
+}
+
+/* Reads a message from columns col.. (id, seq, user_id, body, inserted_at). */
+static void read_msg(const PGresult *res, int row, int col, const char *room_id,
+                     struct store_msg *m)
+{
+    m->id = col_i64(res, row, col);
+    m->seq = col_i64(res, row, col + 1);
+    m->room_id = xstrdup(room_id);
+    m->user_id = col_str(res, row, col + 2);
+    m->body = col_str(res, row, col + 3);
+    col_ts(res, row, col + 4, m->inserted_at);
+    if (!m->user_id)
+        m->user_id = xstrdup("");
+    if (!m->body)
+        m->body = xstrdup("");
+}
+
+/* Reads a document operation from columns col.. (id, seq, user_id, operation, data, at). */
+static void read_docop(const PGresult *res, int row, int col, const char *room_id,
+                       struct store_docop *op)
+{
+    op->id = col_i64(res, row, col);
+    op->seq = col_i64(res, row, col + 1);
+    op->room_id = xstrdup(room_id);
+    op->user_id = col_str(res, row, col + 2);
+    op->operation = col_str(res, row, col + 3);
+    op->data = col_str(res, row, col + 4);
+    col_ts(res, row, col + 5, op->inserted_at);
+    if (!op->user_id)
+        op->user_id = xstrdup("");
+    if (!op->operation)
+        op->operation = xstrdup("");
+    if (!op->data)
+        op->data = xstrdup("null");
+}
+
+/* True for a SQLSTATE that means the session is over (connection exception, shutdown). */
+static bool fatal_sqlstate(const char *code)
+{
+    return !code || !strncmp(code, "08", 2) || !strcmp(code, "57P01") ||
+           !strcmp(code, "57P02") || !strcmp(code, "57P03");
+}
+
+/* Maps a failed statement to an rc; a lost session marks the link broken. */
+static int map_error(struct link *l, const PGresult *res)
+{
+    const char *code = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (PQstatus(l->conn) == CONNECTION_BAD || fatal_sqlstate(code)) {
+        l->broken = true;
+        return RC_ESTORE;
+    }
+    if (!strcmp(code, "23505"))
+        return RC_ECONFLICT;
+    if (!strcmp(code, "23503")) /* foreign key, or the seq triggers' "no such room" */
+        return RC_ENOTFOUND;
+    if (!strncmp(code, "23", 2) || !strncmp(code, "22", 2)) /* constraint, bad data */
+        return RC_EINVAL;
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    log_error("postgres statement failed", "conn=%s sqlstate=%s err=\"%s\"", l->name, code,
+              msg ? msg : "?");
+    return RC_ESTORE;
+}
+
+/* Returns the result of the next command in the pipeline, with the NULL that ends it
+ * consumed; NULL (and the link marked broken) when the connection failed. */
+static PGresult *next_result(struct link *l)
+{
+    PGresult *res = PQgetResult(l->conn);
+    if (!res) {
+        l->broken = true;
+        return NULL;
+    }
+    if (PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+        /* One NULL ends a command's results; anything else means the exchange is lost. */
+        PGresult *extra = PQgetResult(l->conn);
+        if (extra) {
+            PQclear(extra);
+            l->broken = true;
+        }
+    }
+    if (PQstatus(l->conn) == CONNECTION_BAD)
+        l->broken = true;
+    return res;
+}
+
+/* Reads the next result and checks it has status want; false otherwise. */
+static bool expect_result(struct link *l, ExecStatusType want)
+{
+    PGresult *res = next_result(l);
+    bool ok = res && PQresultStatus(res) == want;
+    if (res && !ok && PQresultStatus(res) == PGRES_FATAL_ERROR)
+        map_error(l, res);
+    PQclear(res);
+    return ok && !l->broken;
+}
+
+/* True when a command changed at least one row. */
+static bool affected(const PGresult *res)
+{
+    const char *n = PQcmdTuples((PGresult *)res);
+    return n && *n && strcmp(n, "0") != 0;
+}
+
+/* ---- connections ---------------------------------------------------------------------- */
+
+/* Copies url into a new string with the password (if any) replaced by "***". */
+static char *redact_url(const char *url)
+{
+    const char *scheme = strstr(url, "://");
+    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+    const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+    const char *slash = scheme ? strchr(scheme + 3, '/') : NULL;
+    if (!at || !colon || colon > at || (slash && slash < at))
+        return xstrdup(url);
+    size_t head = (size_t)(colon - url) + 1;
+    size_t tail = strlen(at);
+    char *out = xmalloc(head + 3 + tail + 1);
+    memcpy(out, url, head);
+    memcpy(out + head, "***", 3);
+    memcpy(out + head + 3, at, tail + 1);
+    return out;
+}
+
+/* Notice processor: server notices (e.g. "relation already exists") go to the debug log. */
+static void on_notice(void *arg, const char *message)
+{
+    const char *name = arg;
+    size_t n = strlen(message);
+    while (n && (message[n - 1] == '\n' || message[n - 1] == ' '))
+        n--;
+    log_debug("postgres notice", "conn=%s msg=\"%.*s\"", name, (int)n, message);
+}
+
+/* Connects to url without blocking longer than CONNECT_MS. Returns the connection, or
+ * NULL with the reason in err. name becomes the session's application_name unless the
+ * URL sets one. */
+static PGconn *pg_connect(const char *url, const char *name, char *err, size_t errlen)
+{
+    char appname[32];
+    snprintf(appname, sizeof appname, "rowcast-%s", name);
+    /* Options before dbname are defaults the URL may override; dead peers are found by
+     * TCP keepalives and the user timeout instead of waiting for the kernel's hours. */
+    static const char *const kw[] = {"keepalives_idle",  "keepalives_interval",
+                                     "keepalives_count", "tcp_user_timeout",
+                                     "dbname",           "fallback_application_name",
+                                     NULL};
+    const char *val[] = {"10", "5", "3", "30000", url, appname, NULL};
+    PGconn *c = PQconnectStartParams(kw, val, 1);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    int64_t deadline = clock_mono_ms() + CONNECT_MS;
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    while (PQstatus(c) != CONNECTION_BAD && st != PGRES_POLLING_OK &&
+           st != PGRES_POLLING_FAILED) {
+        int64_t left = deadline - clock_mono_ms();
+        if (left <= 0) {
+            snprintf(err, errlen, "timed out after %d ms", CONNECT_MS);
+            PQfinish(c);
+            return NULL;
+        }
+        struct pollfd p = {.fd = PQsocket(c),
+                           .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT};
+        int n = poll(&p, 1, (int)left);
+        if (n < 0 && errno != EINTR) {
+            snprintf(err, errlen, "poll: %s", strerror(errno));
+            PQfinish(c);
+            return NULL;
+        }
+        if (n > 0)
+            st = PQconnectPoll(c);
+    }
+    if (PQstatus(c) != CONNECTION_OK) {
+        const char *m = PQerrorMessage(c);
+        size_t len = strlen(m);
+        while (len && (m[len - 1] == '\n' || m[len - 1] == ' '))
+            len--;
+        snprintf(err, errlen, "%.*s", (int)len, m);
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Closes the link's connection (if any). */
+static void link_drop(struct link *l)
+{
+    if (l->conn) {
+        PQfinish(l->conn);
+        l->conn = NULL;
+        l->down_since = clock_mono_ms();
+        log_warn("postgres connection lost", "conn=%s", l->name);
+    }
+    l->broken = false;
+}
+
+/* Opens the link's connection in pipeline mode and prepares every statement. */
+static int link_open(struct pg_store *s, struct link *l, char *err, size_t errlen)
+{
+    char e[256] = "";
+    PGconn *c = pg_connect(s->url, l->name, e, sizeof e);
+    if (!c) {
+        snprintf(err, errlen, "cannot connect to PostgreSQL at %s: %s", s->url_safe, e);
+        return RC_ESTORE;
+    }
+    PQsetNoticeProcessor(c, on_notice, l->name);
+    if (!PQenterPipelineMode(c)) {
+        snprintf(err, errlen, "cannot enter pipeline mode: %s", PQerrorMessage(c));
+        PQfinish(c);
+        return RC_ESTORE;
+    }
+    l->conn = c;
+    l->broken = false;
+    bool ok = true;
+    for (int i = 0; i < ST_COUNT && ok; i++) {
+        char name[8];
+        stmt_name((enum stmt_id)i, name);
+        ok = PQsendPrepare(c, name, stmt_sql[i], 0, NULL) == 1;
+    }
+    ok = ok && PQpipelineSync(c) == 1;
+    for (int i = 0; i < ST_COUNT && ok; i++) {
+        PGresult *res = next_result(l);
+        ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+        if (!ok)
+            snprintf(err, errlen, "cannot prepare statement %d: %s", i,
+                     res ? PQresultErrorMessage(res) : PQerrorMessage(c));
+        PQclear(res);
+    }
+    ok = ok && expect_result(l, PGRES_PIPELINE_SYNC);
+    if (!ok) {
+        if (!err[0])
+            snprintf(err, errlen, "cannot prepare statements: %s", PQerrorMessage(c));
+        PQfinish(c);
+        l->conn = NULL;
+        l->broken = false;
+        return RC_ESTORE;
+    }
+    return 0;
+}
+
+/* Notices a connection that dropped while idle (e.g. the server terminated it). */
+static void link_check(struct link *l)
+{
+    if (!l->conn)
+        return;
+    struct pollfd p = {.fd = PQsocket(l->conn), .events = POLLIN};
+    if (poll(&p, 1, 0) > 0 && !PQconsumeInput(l->conn))
+        l->broken = true;
+    PGnotify *n;
+    while ((n = PQnotifies(l->conn)))
+        PQfreemem(n);
+    if (l->broken || PQstatus(l->conn) != CONNECTION_OK)
+        link_drop(l);
+}
+
+/* Fails the requests of q that waited WAIT_CONNECT_MS (all of them with all); returns
+ * the enqueue time of the oldest one left, or -1 when q is empty. */
+static int64_t expire_waiting(struct queue *q, bool all)
+{
+    int64_t cutoff = clock_mono_ms() - WAIT_CONNECT_MS;
+    pthread_mutex_lock(&q->mu);
+    size_t n = 0;
+    while (n < q->len && (all || q->since[(q->since_head + n) % q->since_cap] <= cutoff))
+        n++;
+    struct store_req *expired = n ? queue_pop_locked(q, n) : NULL;
+    int64_t oldest = q->len ? q->since[q->since_head] : -1;
+    pthread_mutex_unlock(&q->mu);
+    complete_all(expired, RC_ESTORE);
+    return oldest;
+}
+
+/* Makes sure the link is connected before its thread serves q: reconnects with backoff,
+ * failing the requests that wait too long meanwhile. Returns true when connected, false
+ * when q emptied (or the store is stopping) before a connection came up. */
+static bool link_up(struct pg_store *s, struct link *l, struct queue *q)
+{
+    link_check(l);
+    while (!l->conn) {
+        char err[512] = "";
+        if (link_open(s, l, err, sizeof err) == 0) {
+            if (l->down_since)
+                log_info("postgres reconnected", "conn=%s down_ms=%" PRId64, l->name,
+                         clock_mono_ms() - l->down_since);
+            l->down_since = 0;
+            l->backoff_ms = 0;
+            return true;
+        }
+        int64_t now = clock_mono_ms();
+        if (now - l->fail_logged >= FAIL_LOG_MS) {
+            log_warn("postgres reconnect failed", "conn=%s err=\"%s\"", l->name, err);
+            l->fail_logged = now;
+        }
+        l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : BACKOFF_MIN_MS;
+        if (l->backoff_ms > BACKOFF_MAX_MS)
+            l->backoff_ms = BACKOFF_MAX_MS;
+        int64_t retry_at = now + l->backoff_ms;
+        for (;;) {
+            pthread_mutex_lock(&q->mu);
+            bool stopping = q->stop;
+            pthread_mutex_unlock(&q->mu);
+            /* Stopping: that attempt was the last one. */
+            int64_t oldest = expire_waiting(q, stopping);
+            if (oldest < 0)
+                return false;
+            now = clock_mono_ms();
+            if (now >= retry_at)
+                break;
+            int64_t until = oldest + WAIT_CONNECT_MS < retry_at ? oldest + WAIT_CONNECT_MS
+                                                                : retry_at;
+            struct timespec ts = {.tv_sec = (time_t)(until / 1000),
+                                  .tv_nsec = (long)(until % 1000) * 1000000L};
+            pthread_mutex_lock(&q->mu);
+            if (!q->stop)
+                pthread_cond_timedwait(&q->cv, &q->mu, &ts);
+            stopping = q->stop;
+            pthread_mutex_unlock(&q->mu);
+            if (stopping)
+                break; /* one more attempt right away, then give up */
+        }
+    }
+    return true;
+}
+
+/* Sends a prepared statement into the pipeline. */
+static bool send_stmt(struct link *l, enum stmt_id id, const struct args *a)
+{
+    char name[8];
+    stmt_name(id, name);
+    if (PQsendQueryPrepared(l->conn, name, a ? a->n : 0, a ? a->v : NULL, NULL, NULL, 0) != 1) {
+        l->broken = true;
+        return false;
+    }
+    return true;
+}
+
+/* ---- reads ---------------------------------------------------------------------------- */
+
+/* True for requests that run on the writer thread. */
+static bool is_write(enum store_op op)
+{
+    switch (op) {
+    case STORE_USER_PUT:
+    case STORE_ROOM_CREATE:
+    case STORE_ROOM_DELETE:
+    case STORE_MEMBER_PUT:
+    case STORE_MEMBER_DELETE:
+    case STORE_MESSAGE_ADD:
+    case STORE_NOTIFY_ADD:
+    case STORE_NOTIFY_READ:
+    case STORE_DOC_EDIT:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Chooses the statement of a read request and fills its arguments; ST_COUNT for an op
+ * that is not a read. */
+static enum stmt_id read_stmt(const struct store_req *r, struct args *a)
+{
+    int64_t before = r->before_seq >= 0 ? r->before_seq : INT64_MAX;
+    switch (r->op) {
+    case STORE_PING:
+        return ST_PING;
+    case STORE_ROOM_GET:
+        arg_str(a, r->room_id);
+        return ST_ROOM_GET;
+    case STORE_MEMBERS_LIST:
+        arg_str(a, r->room_id);
+        return ST_MEMBERS_LIST;
+    case STORE_MESSAGES_PAGE:
+        arg_str(a, r->room_id);
+        if (r->after_seq >= 0) {
+            arg_int(a, r->after_seq);
+            arg_int(a, before);
+            arg_limit(a, r->limit);
+            return ST_PAGE_ASC;
+        }
+        arg_int(a, before);
+        arg_limit(a, r->limit);
+        return ST_PAGE_DESC;
+    case STORE_JOIN_ROOM:
+        arg_str(a, r->room_id);
+        arg_str(a, r->user_id);
+        if (r->after_seq >= 0) {
+            arg_int(a, r->after_seq);
+            arg_int(a, before);
+            arg_limit(a, r->limit);
+            return ST_JOIN_ASC;
+        }
+        arg_int(a, before);
+        arg_limit(a, r->limit);
+        return ST_JOIN_DESC;
+    case STORE_DOC_JOIN: /* like SQLite: after_seq, or the latest; before_seq unused */
+        arg_str(a, r->room_id);
+        arg_str(a, r->user_id);
+        if (r->after_seq >= 0) {
+            arg_int(a, r->after_seq);
+            arg_limit(a, r->limit);
+            return ST_DOC_JOIN_ASC;
+        }
+        arg_limit(a, r->limit);
+        return ST_DOC_JOIN_DESC;
+    case STORE_NOTIFY_UNREAD:
+        arg_str(a, r->user_id);
+        arg_limit(a, r->limit);
+        return ST_NOTIF_UNREAD;
+    default:
+        return ST_COUNT;
+    }
+}
+
+/* Fills req->msgs from the message columns (from col) of every row that has one. */
+static void read_msgs(const PGresult *res, int col, struct store_req *req)
+{
+    int rows = PQntuples(res);
+    for (int i = 0; i < rows; i++) {
+        if (PQgetisnull(res, i, col))
+            continue;
+        if (!req->msgs)
+            req->msgs = xcalloc((size_t)rows, sizeof *req->msgs);
+        read_msg(res, i, col, req->room_id, &req->msgs[req->n_msgs++]);
+    }
+}
+
+/* Fills req->room and req->member from a join row; RC_EFORBIDDEN for a non-member. */
+static int read_join_head(const PGresult *res, struct store_req *req)
+{
+    read_room(res, 0, 0, &req->room);
+    if (PQgetisnull(res, 0, 5))
+        return RC_EFORBIDDEN;
+    req->member.room_id = xstrdup(req->room_id);
+    req->member.user_id = xstrdup(req->user_id);
+    req->member.role = col_str(res, 0, 5);
+    req->member.name = col_str(res, 0, 6);
+    req->member.avatar_url = col_str(res, 0, 7);
+    return 0;
+}
+
+/* Turns a read's result into the request's fields and rc. */
+static int parse_read(struct link *l, struct store_req *req, const PGresult *res)
+{
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_FATAL_ERROR)
+        return map_error(l, res);
+    if (st != PGRES_TUPLES_OK) {
+        log_error("postgres read: unexpected result", "conn=%s status=%s", l->name,
+                  PQresStatus(st));
+        l->broken = true; /* the pipeline is out of step */
+        return RC_ESTORE;
+    }
+    int rows = PQntuples(res);
+    switch (req->op) {
+    case STORE_PING:
+        return 0;
+    case STORE_ROOM_GET:
+        if (!rows)
+            return RC_ENOTFOUND;
+        read_room(res, 0, 0, &req->room);
+        return 0;
+    case STORE_MEMBERS_LIST:
+        if (!rows)
+            return RC_ENOTFOUND;
+        for (int i = 0; i < rows; i++) {
+            if (PQgetisnull(res, i, 0))
+                continue;
+            if (!req->members)
+                req->members = xcalloc((size_t)rows, sizeof *req->members);
+            struct store_member *m = &req->members[req->n_members++];
+            m->room_id = xstrdup(req->room_id);
+            m->user_id = col_str(res, i, 0);
+            m->role = col_str(res, i, 1);
+            m->name = col_str(res, i, 2);
+        }
+        return 0;
+    case STORE_MESSAGES_PAGE:
+        if (!rows)
+            return RC_ENOTFOUND;
+        read_msgs(res, 0, req);
+        return 0;
+    case STORE_JOIN_ROOM: {
+        if (!rows)
+            return RC_ENOTFOUND;
+        int rc = read_join_head(res, req);
+        if (!rc)
+            read_msgs(res, 8, req);
+        return rc;
+    }
+    case STORE_DOC_JOIN: {
+        if (!rows)
+            return RC_ENOTFOUND;
+        int rc = read_join_head(res, req);
+        if (rc)
+            return rc;
+        for (int i = 0; i < rows; i++) {
+            if (PQgetisnull(res, i, 8))
+                continue;
+            if (!req->docops)
+                req->docops = xcalloc((size_t)rows, sizeof *req->docops);
+            read_docop(res, i, 8, req->room_id, &req->docops[req->n_docops++]);
+        }
+        return 0;
+    }
+    case STORE_NOTIFY_UNREAD:
+        if (!rows)
+            return RC_ESTORE;
+        req->id = col_i64(res, 0, 0);
+        for (int i = 0; i < rows; i++) {
+            if (PQgetisnull(res, i, 1))
+                continue;
+            if (!req->notifs)
+                req->notifs = xcalloc((size_t)rows, sizeof *req->notifs);
+            struct store_notif *n = &req->notifs[req->n_notifs++];
+            n->id = col_i64(res, i, 1);
+            n->user_id = xstrdup(req->user_id);
+            n->payload = col_str(res, i, 2);
+            col_ts(res, i, 3, n->inserted_at);
+            if (!n->payload)
+                n->payload = xstrdup("{}");
+        }
+        return 0;
+    default:
+        return RC_EINVAL;
+    }
+}
+
+/* Runs a list of reads as one pipeline (one statement and one sync point each) and
+ * completes each as soon as its result is in. */
+static void run_reads(struct link *l, struct store_req *head)
+{
+    struct store_req *v[READ_BATCH];
+    bool sent[READ_BATCH];
+    size_t n = 0;
+    while (head && n < READ_BATCH) {
+        v[n++] = head;
+        head = head->_next;
+        v[n - 1]->_next = NULL;
+    }
+    complete_all(head, RC_ESTORE); /* cannot happen: callers take at most READ_BATCH */
+    for (size_t i = 0; i < n; i++) {
+        struct args a = {0};
+        enum stmt_id id = read_stmt(v[i], &a);
+        sent[i] = id != ST_COUNT && !l->broken;
+        if (sent[i] && (!send_stmt(l, id, &a) || PQpipelineSync(l->conn) != 1)) {
+            l->broken = true;
+            sent[i] = false;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct store_req *req = v[i];
+        if (!sent[i]) {
+            req->rc = l->broken ? RC_ESTORE : RC_EINVAL;
+        } else if (l->broken) {
+            req->rc = RC_ESTORE;
+        } else {
+            PGresult *res = next_result(l);
+            req->rc = res ? parse_read(l, req, res) : RC_ESTORE;
+            PQclear(res);
+            if (!l->broken && !expect_result(l, PGRES_PIPELINE_SYNC))
+                l->broken = true;
+            if (l->broken)
+                req->rc = RC_ESTORE;
+        }
+        req->done(req);
+    }
+    if (l->broken)
+        link_drop(l);
+}
+
+/* ---- writes --------------------------------------------------------------------------- */
+
+/* Builds a notification's payload {"message":…,"data":…}; NULL without a message. */
+static char *notif_payload(const struct store_req *req)
+{
+    if (!req->body)
+        return NULL;
+    json_t *p = json_object();
+    json_object_set_new(p, "message", json_string(req->body));
+    json_t *d = req->data ? json_loads(req->data, JSON_DECODE_ANY, NULL) : NULL;
+    json_object_set_new(p, "data", d ? d : json_null());
+    char *payload = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    return payload;
+}
+
+/* Chooses the statement of a write and fills its arguments (*payload: memory to free
+ * after sending); ST_COUNT when the request is invalid. */
+static enum stmt_id write_stmt(const struct store_req *r, struct args *a, char **payload)
+{
+    switch (r->op) {
+    case STORE_USER_PUT:
+        arg_str(a, r->user_id);
+        arg_str(a, r->name);
+        arg_str(a, r->avatar_url);
+        return ST_USER_PUT;
+    case STORE_ROOM_CREATE:
+        arg_str(a, r->room_id);
+        arg_str(a, r->name);
+        return ST_ROOM_CREATE;
+    case STORE_ROOM_DELETE:
+        arg_str(a, r->room_id);
+        return ST_ROOM_DELETE;
+    case STORE_MEMBER_PUT:
+        arg_str(a, r->room_id);
+        arg_str(a, r->user_id);
+        arg_str(a, r->role);
+        return ST_MEMBER_PUT;
+    case STORE_MEMBER_DELETE:
+        arg_str(a, r->room_id);
+        arg_str(a, r->user_id);
+        return ST_MEMBER_DELETE;
+    case STORE_MESSAGE_ADD:
+        arg_str(a, r->room_id);
+        arg_str(a, r->user_id);
+        arg_str(a, r->body);
+        return ST_MSG_ADD;
+    case STORE_NOTIFY_ADD:
+        if (!(*payload = notif_payload(r)))
+            return ST_COUNT;
+        arg_str(a, r->user_id);
+        arg_str(a, *payload);
+        return ST_NOTIF_ADD;
+    case STORE_NOTIFY_READ:
+        arg_int(a, r->id);
+        arg_str(a, r->user_id);
+        return ST_NOTIF_READ;
+    case STORE_DOC_EDIT:
+        arg_str(a, r->room_id);
+        arg_str(a, r->user_id);
+        arg_str(a, r->name);
+        arg_str(a, r->data ? r->data : "null");
+        return ST_DOCOP_ADD;
+    default:
+        return ST_COUNT;
+    }
+}
+
+/* Frees and clears what a write put in its request (its transaction rolled back). */
+static void clear_write_result(struct store_req *r)
+{
+    free(r->user.id);
+    free(r->user.name);
+    free(r->user.avatar_url);
+    memset(&r->user, 0, sizeof r->user);
+    free(r->room.id);
+    free(r->room.name);
+    memset(&r->room, 0, sizeof r->room);
+    free(r->member.room_id);
+    free(r->member.user_id);
+    free(r->member.role);
+    free(r->member.name);
+    free(r->member.avatar_url);
+    memset(&r->member, 0, sizeof r->member);
+    store_msg_cleanup(&r->msg);
+    memset(&r->msg, 0, sizeof r->msg);
+    store_notif_cleanup(&r->notif);
+    memset(&r->notif, 0, sizeof r->notif);
+    store_docop_cleanup(&r->docop);
+    memset(&r->docop, 0, sizeof r->docop);
+}
+
+/* Turns a write's result into the request's fields and rc. */
+static int parse_write(struct link *l, struct store_req *req, const PGresult *res)
+{
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_FATAL_ERROR)
+        return map_error(l, res);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        log_error("postgres write: unexpected result", "conn=%s status=%s", l->name,
+                  PQresStatus(st));
+        l->broken = true;
+        return RC_ESTORE;
+    }
+    int rows = PQntuples(res);
+    switch (req->op) {
+    case STORE_USER_PUT:
+        if (rows != 1)
+            return RC_ESTORE;
+        req->user.id = col_str(res, 0, 0);
+        req->user.name = col_str(res, 0, 1);
+        req->user.avatar_url = col_str(res, 0, 2);
+        col_ts(res, 0, 3, req->user.created_at);
+        return 0;
+    case STORE_ROOM_CREATE:
+        if (rows != 1)
+            return RC_ECONFLICT; /* ON CONFLICT DO NOTHING returned no row */
+        read_room(res, 0, 0, &req->room);
+        return 0;
+    case STORE_ROOM_DELETE:
+    case STORE_MEMBER_DELETE:
+    case STORE_NOTIFY_READ:
+        return affected(res) ? 0 : RC_ENOTFOUND;
+    case STORE_MEMBER_PUT:
+        if (rows != 1)
+            return RC_ESTORE;
+        req->member.room_id = xstrdup(req->room_id);
+        req->member.user_id = xstrdup(req->user_id);
+        req->member.role = col_str(res, 0, 0);
+        req->member.name = col_str(res, 0, 1);
+        req->member.avatar_url = col_str(res, 0, 2);
+        return 0;
+    case STORE_MESSAGE_ADD:
+        if (rows != 1)
+            return RC_ESTORE;
+        req->msg.id = col_i64(res, 0, 0);
+        req->msg.seq = col_i64(res, 0, 1);
+        col_ts(res, 0, 2, req->msg.inserted_at);
+        req->msg.room_id = xstrdup(req->room_id);
+        req->msg.user_id = xstrdup(req->user_id);
+        req->msg.body = xstrdup(req->body);
+        return 0;
+    case STORE_NOTIFY_ADD:
+        if (rows != 1)
+            return RC_ESTORE;
+        req->notif.id = col_i64(res, 0, 0);
+        req->notif.payload = col_str(res, 0, 1);
+        col_ts(res, 0, 2, req->notif.inserted_at);
+        req->notif.user_id = xstrdup(req->user_id);
+        if (!req->notif.payload)
+            req->notif.payload = xstrdup("{}");
+        return 0;
+    case STORE_DOC_EDIT:
+        if (rows != 1)
+            return RC_ESTORE;
+        req->docop.id = col_i64(res, 0, 0);
+        req->docop.seq = col_i64(res, 0, 1);
+        req->docop.data = col_str(res, 0, 2);
+        col_ts(res, 0, 3, req->docop.inserted_at);
+        req->docop.room_id = xstrdup(req->room_id);
+        req->docop.user_id = xstrdup(req->user_id);
+        req->docop.operation = xstrdup(req->name);
+        if (!req->docop.data)
+            req->docop.data = xstrdup("null");
+        return 0;
+    default:
+        return RC_EINVAL;
+    }
+}
+
+/* Appends s to a PostgreSQL array literal element, quoted. */
+static void array_add(char **buf, size_t *len, size_t *cap, const char *s)
+{
+    size_t need = *len + 2 * strlen(s) + 4;
+    if (need > *cap) {
+        *cap = need * 2;
+        *buf = xrealloc(*buf, *cap);
+    }
+    char *p = *buf + *len;
+    *p++ = *len > 1 ? ',' : '{';
+    *p++ = '"';
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            *p++ = '\\';
+        *p++ = *s;
+    }
+    *p++ = '"';
+    *len = (size_t)(p - *buf);
+}
+
+/* The array literal of the rooms the batch's messages and document operations go to, or
+ * NULL when they go to fewer than two (one lock cannot be taken out of order). */
+static char *batch_rooms(struct store_req **v, size_t n)
+{
+    const char *first = NULL;
+    bool several = false;
+    for (size_t i = 0; i < n && !several; i++) {
+        if ((v[i]->op != STORE_MESSAGE_ADD && v[i]->op != STORE_DOC_EDIT) || !v[i]->room_id)
+            continue;
+        if (!first)
+            first = v[i]->room_id;
+        else if (strcmp(first, v[i]->room_id))
+            several = true;
+    }
+    if (!several)
+        return NULL;
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (size_t i = 0; i < n; i++)
+        if ((v[i]->op == STORE_MESSAGE_ADD || v[i]->op == STORE_DOC_EDIT) && v[i]->room_id)
+            array_add(&buf, &len, &cap, v[i]->room_id);
+    buf[len++] = '}';
+    buf[len] = '\0';
+    return buf;
+}
+
+/* Copies of what a batch committed, for the listeners. */
+struct committed {
+    struct store_msg *msgs;
+    struct store_notif *notifs;
+    struct store_docop *docops;
+    size_t n_msgs, n_notifs, n_docops;
+};
+
+/* Copies the committed rows of the batch (in commit order), before their requests go
+ * back to their owners. */
+static void collect_committed(struct pg_store *s, struct store_req **v, size_t n,
+                              struct committed *c)
+{
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < n; i++) {
+        struct store_req *r = v[i];
+        if (r->rc)
+            continue;
+        if (r->op == STORE_MESSAGE_ADD && s->listener) {
+            if (!c->msgs)
+                c->msgs = xcalloc(n, sizeof *c->msgs);
+            struct store_msg *m = &c->msgs[c->n_msgs++];
+            *m = r->msg;
+            m->room_id = xstrdup(r->msg.room_id);
+            m->user_id = xstrdup(r->msg.user_id);
+            m->body = xstrdup(r->msg.body);
+        } else if (r->op == STORE_NOTIFY_ADD && s->notif_listener) {
+            if (!c->notifs)
+                c->notifs = xcalloc(n, sizeof *c->notifs);
+            struct store_notif *m = &c->notifs[c->n_notifs++];
+            *m = r->notif;
+            m->user_id = xstrdup(r->notif.user_id);
+            m->payload = xstrdup(r->notif.payload);
+        } else if (r->op == STORE_DOC_EDIT && s->docop_listener) {
+            if (!c->docops)
+                c->docops = xcalloc(n, sizeof *c->docops);
+            struct store_docop *m = &c->docops[c->n_docops++];
+            *m = r->docop;
+            m->room_id = xstrdup(r->docop.room_id);
+            m->user_id = xstrdup(r->docop.user_id);
+            m->operation = xstrdup(r->docop.operation);
+            m->data = xstrdup(r->docop.data);
+        }
+    }
+}
+
+/* Hands the committed rows to the listeners, grouped per table, and frees them.
+ * For now the listeners see this store's own commits only: rows written by other nodes
+ * or by plain SQL reach them once the LISTEN/NOTIFY bus connection delivers by seq
+ * (sql/notify.sql sends the wake-ups). */
+static void deliver_committed(struct pg_store *s, struct committed *c)
+{
+    if (c->n_msgs)
+        s->listener(c->msgs, c->n_msgs, s->listener_arg);
+    if (c->n_notifs)
+        s->notif_listener(c->notifs, c->n_notifs, s->listener_arg);
+    if (c->n_docops)
+        s->docop_listener(c->docops, c->n_docops, s->listener_arg);
+    for (size_t i = 0; i < c->n_msgs; i++)
+        store_msg_cleanup(&c->msgs[i]);
+    for (size_t i = 0; i < c->n_notifs; i++)
+        store_notif_cleanup(&c->notifs[i]);
+    for (size_t i = 0; i < c->n_docops; i++)
+        store_docop_cleanup(&c->docops[i]);
+    free(c->msgs);
+    free(c->notifs);
+    free(c->docops);
+}
+
+/* Sends one round of the batch transaction: the opening (first round) or the rollback of
+ * the request that failed (later rounds), requests start.., COMMIT, sync. */
+static bool send_round(struct link *l, struct store_req **v, size_t n, size_t start,
+                       const char *rooms, bool first)
+{
+    bool ok = true;
+    if (first) {
+        ok = send_stmt(l, ST_BEGIN, NULL);
+        if (ok && rooms) {
+            struct args a = {0};
+            arg_str(&a, rooms);
+            ok = send_stmt(l, ST_LOCK_ROOMS, &a);
+        }
+    } else {
+        ok = send_stmt(l, ST_ROLLBACK_TO, NULL) && send_stmt(l, ST_RELEASE, NULL);
+    }
+    for (size_t i = start; i < n && ok; i++) {
+        struct args a = {0};
+        char *payload = NULL;
+        enum stmt_id id = write_stmt(v[i], &a, &payload);
+        if (id == ST_COUNT) {
+            /* Invalid (e.g. a notification without a message): sent as a statement that
+             * fails the same way, so the round's bookkeeping stays uniform. */
+            struct args bad = {0};
+            arg_str(&bad, NULL);
+            arg_str(&bad, NULL);
+            arg_str(&bad, NULL);
+            id = ST_MSG_ADD;
+            a = bad;
+        }
+        ok = send_stmt(l, ST_SAVEPOINT, NULL) && send_stmt(l, id, &a) &&
+             send_stmt(l, ST_RELEASE, NULL);
+        free(payload);
+    }
+    ok = ok && send_stmt(l, ST_COMMIT, NULL) && PQpipelineSync(l->conn) == 1;
+    if (!ok)
+        l->broken = true;
+    return ok;
+}
+
+/* Result of reading one round. */
+enum round_outcome {
+    ROUND_COMMITTED, /* every request of the round succeeded, COMMIT went through */
+    ROUND_FAILED_AT, /* request *failed failed: the round's later commands were skipped */
+    ROUND_LOST,      /* the connection or the transaction is lost */
+};
+
+/* Reads the results of a round sent by send_round. */
+static enum round_outcome read_round(struct link *l, struct store_req **v, size_t n,
+                                     size_t start, bool rooms, bool first, size_t *failed)
+{
+    enum round_outcome out = ROUND_COMMITTED;
+    *failed = n;
+    /* The opening, or the rollback to the failed request's savepoint. */
+    if (first) {
+        if (!expect_result(l, PGRES_COMMAND_OK) || (rooms && !expect_result(l, PGRES_TUPLES_OK)))
+            out = ROUND_LOST;
+    } else if (!expect_result(l, PGRES_COMMAND_OK) || !expect_result(l, PGRES_COMMAND_OK)) {
+        out = ROUND_LOST;
+    }
+    for (size_t i = start; i < n && !l->broken; i++) {
+        /* SAVEPOINT, the request's statement, RELEASE */
+        for (int k = 0; k < 3 && !l->broken; k++) {
+            PGresult *res = next_result(l);
+            if (!res)
+                break;
+            ExecStatusType st = PQresultStatus(res);
+            if (st == PGRES_PIPELINE_ABORTED) {
+                if (out == ROUND_COMMITTED)
+                    out = ROUND_LOST; /* skipped without a failure of ours: lost */
+            } else if (k == 1 && out == ROUND_COMMITTED) {
+                v[i]->rc = parse_write(l, v[i], res);
+                if (st == PGRES_FATAL_ERROR) {
+                    out = ROUND_FAILED_AT;
+                    *failed = i;
+                }
+            } else if (st != PGRES_COMMAND_OK) {
+                if (st == PGRES_FATAL_ERROR)
+                    map_error(l, res);
+                out = ROUND_LOST;
+            }
+            PQclear(res);
+        }
+    }
+    /* COMMIT (skipped when a request failed), then the sync point. */
+    PGresult *res = l->broken ? NULL : next_result(l);
+    if (!res) {
+        out = ROUND_LOST;
+    } else if (out == ROUND_COMMITTED) {
+        if (PQresultStatus(res) != PGRES_COMMAND_OK || strcmp(PQcmdStatus(res), "COMMIT")) {
+            if (PQresultStatus(res) == PGRES_FATAL_ERROR)
+                map_error(l, res);
+            out = ROUND_LOST;
+        }
+    }
+    PQclear(res);
+    if (!l->broken && !expect_result(l, PGRES_PIPELINE_SYNC))
+        out = ROUND_LOST;
+    if (l->broken)
+        out = ROUND_LOST;
+    return out;
+}
+
+/* Commits a batch of writes in one transaction and completes them: one pipeline round
+ * trip, plus one per failed request. */
+static void run_batch(struct pg_store *s, struct store_req *head)
+{
+    struct link *l = &s->w;
+    struct store_req **v = s->batch;
+    size_t n = 0;
+    while (head) {
+        v[n++] = head;
+        head = head->_next;
+        v[n - 1]->_next = NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        v[i]->rc = 0;
+    char *rooms = batch_rooms(v, n);
+    size_t start = 0;
+    bool first = true;
+    enum round_outcome out;
+    for (;;) {
+        size_t failed = n;
+        if (!send_round(l, v, n, start, rooms, first)) {
+            out = ROUND_LOST;
+            break;
+        }
+        out = read_round(l, v, n, start, rooms != NULL, first, &failed);
+        if (out != ROUND_FAILED_AT)
+            break;
+        /* The transaction is in the failed request's savepoint: the next round rolls it
+         * back and sends the requests after it again. */
+        for (size_t i = failed + 1; i < n; i++) {
+            clear_write_result(v[i]);
+            v[i]->rc = 0;
+        }
+        start = failed + 1;
+        first = false;
+    }
+    free(rooms);
+    if (out == ROUND_LOST) {
+        /* Nothing of the batch is known to be committed. */
+        for (size_t i = 0; i < n; i++) {
+            clear_write_result(v[i]);
+            v[i]->rc = RC_ESTORE;
+        }
+        if (!l->broken) {
+            /* The connection is fine but the transaction is not: roll it back. */
+            if (send_stmt(l, ST_ROLLBACK, NULL) && PQpipelineSync(l->conn) == 1) {
+                PGresult *res = next_result(l);
+                PQclear(res);
+                if (!l->broken)
+                    expect_result(l, PGRES_PIPELINE_SYNC);
+            }
+            if (l->broken || PQtransactionStatus(l->conn) != PQTRANS_IDLE)
+                l->broken = true;
+        }
+        if (l->broken)
+            link_drop(l);
+    }
+    struct committed c;
+    collect_committed(s, v, n, &c);
+    /* Completions first: a sender's ok does not wait behind the fan-out of its own
+     * message (as in the SQLite store). */
+    for (size_t i = 0; i < n; i++)
+        v[i]->done(v[i]);
+    deliver_committed(s, &c);
+}
+
+/* ---- threads -------------------------------------------------------------------------- */
+
+/* The writer thread: group commit. */
+static void *writer_main(void *arg)
+{
+    struct pg_store *s = arg;
+    for (;;) {
+        if (!queue_wait(&s->wq))
+            break; /* stopped and drained */
+        if (!link_up(s, &s->w, &s->wq))
+            continue;
+        struct store_req *batch = queue_take(&s->wq, (size_t)s->batch_max);
+        if (batch)
+            run_batch(s, batch);
+    }
+    return NULL;
+}
+
+/* Arguments of a reader thread. */
+struct reader_arg {
+    struct pg_store *s;
+    struct link *l;
+};
+
+/* A reader thread: pipelines what it takes from the read queue. */
+static void *reader_main(void *arg)
+{
+    struct pg_store *s = ((struct reader_arg *)arg)->s;
+    struct link *l = ((struct reader_arg *)arg)->l;
+    free(arg);
+    for (;;) {
+        if (!queue_wait(&s->rq))
+            break;
+        if (!link_up(s, l, &s->rq))
+            continue;
+        struct store_req *batch = queue_take(&s->rq, READ_BATCH);
+        if (batch)
+            run_reads(l, batch);
+    }
+    return NULL;
+}
+
+/* ---- migrations ----------------------------------------------------------------------- */
+
+/* Runs one command on a plain connection; false (message in err) when it fails. */
+static bool exec_ok(PGconn *c, const char *sql, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(res);
+    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok)
+        snprintf(err, errlen, "%s", res ? PQresultErrorMessage(res) : PQerrorMessage(c));
+    PQclear(res);
+    return ok;
+}
+
+/* Applies every migration not yet recorded in schema_migrations, each in its own
+ * transaction, under an advisory lock so that nodes starting together take turns. */
+static int run_migrations(PGconn *c, int *applied, char *err, size_t errlen)
+{
+    char e[512] = "";
+    int rc = 0;
+    *applied = 0;
+    if (!exec_ok(c, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", e, sizeof e)) {
+        snprintf(err, errlen, "cannot take the migration lock: %s", e);
+        return RC_ESTORE;
+    }
+    if (!exec_ok(c,
+                 "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
+                 "applied_at timestamptz NOT NULL DEFAULT now())",
+                 e, sizeof e)) {
+        snprintf(err, errlen, "cannot create schema_migrations: %s", e);
+        rc = RC_ESTORE;
+        goto out;
+    }
+    for (const struct migration *m = migrations_postgres; m->name; m++) {
+        const char *name[1] = {m->name};
+        PGresult *res = PQexecParams(c, "SELECT 1 FROM schema_migrations WHERE name = $1", 1,
+                                     NULL, name, NULL, NULL, 0);
+        bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+        bool done = ok && PQntuples(res) > 0;
+        if (!ok)
+            snprintf(e, sizeof e, "%s", PQresultErrorMessage(res));
+        PQclear(res);
+        if (!ok) {
+            snprintf(err, errlen, "cannot read schema_migrations: %s", e);
+            rc = RC_ESTORE;
+            goto out;
+        }
+        if (done)
+            continue;
+        if (!exec_ok(c, "BEGIN", e, sizeof e) || !exec_ok(c, m->sql, e, sizeof e)) {
+            snprintf(err, errlen, "migration %s failed: %s", m->name, e);
+            exec_ok(c, "ROLLBACK", e, sizeof e);
+            rc = RC_ESTORE;
+            goto out;
+        }
+        res = PQexecParams(c, "INSERT INTO schema_migrations(name) VALUES ($1)", 1, NULL, name,
+                           NULL, NULL, 0);
+        ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        if (!ok)
+            snprintf(e, sizeof e, "%s", PQresultErrorMessage(res));
+        PQclear(res);
+        if (!ok || !exec_ok(c, "COMMIT", e, sizeof e)) {
+            snprintf(err, errlen, "cannot record migration %s: %s", m->name, e);
+            exec_ok(c, "ROLLBACK", e, sizeof e);
+            rc = RC_ESTORE;
+            goto out;
+        }
+        log_info("migration applied", "name=%s", m->name);
+        (*applied)++;
+    }
+out:
+    exec_ok(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", e, sizeof e);
+    /* Trim the newline libpq ends its messages with. */
+    size_t len = strlen(err);
+    while (len && (err[len - 1] == '\n' || err[len - 1] == ' '))
+        err[--len] = '\0';
+    return rc;
+}
+
+/* Connects to url and applies pending migrations. */
+static int migrate_url(const char *url, const char *url_safe, int *applied, char *err,
+                       size_t errlen)
+{
+    char e[256] = "";
+    PGconn *c = pg_connect(url, "migrate", e, sizeof e);
+    if (!c) {
+        snprintf(err, errlen, "cannot connect to PostgreSQL at %s: %s", url_safe, e);
+        return RC_ESTORE;
+    }
+    PQsetNoticeProcessor(c, on_notice, (void *)"migrate");
+    int rc = run_migrations(c, applied, err, errlen);
+    PQfinish(c);
+    return rc;
+}
+
+/* ---- the store ------------------------------------------------------------------------ */
+
+/* Stops the threads (after the queues drain), closes the connections, frees s. */
+static void pg_destroy(struct pg_store *s)
+{
+    queue_stop(&s->wq);
+    queue_stop(&s->rq);
+    if (s->writer_started)
+        pthread_join(s->writer, NULL);
+    for (int i = 0; i < s->readers_started; i++)
+        pthread_join(s->readers[i], NULL);
+    if (s->w.conn)
+        PQfinish(s->w.conn);
+    for (int i = 0; i < N_READERS; i++)
+        if (s->r[i].conn)
+            PQfinish(s->r[i].conn);
+    /* Nothing can be queued any more: the threads drained the queues (or never ran, and
+     * open failed before anyone could submit). */
+    queue_cleanup(&s->wq);
+    queue_cleanup(&s->rq);
+    free(s->batch);
+    free(s->url);
+    free(s->url_safe);
+    free(s);
+}
+
+/* Opens a store at url: migrations, connections, threads. */
+static int pg_open(const struct store_options *opts, struct store **out, char *err,
+                   size_t errlen)
+{
+    struct pg_store *s = xcalloc(1, sizeof *s);
+    s->base.ops = &store_pg_ops;
+    s->url = xstrdup(opts->url);
+    s->url_safe = redact_url(opts->url);
+    s->batch_max = opts->batch_max > 0 ? opts->batch_max : 1024;
+    s->batch = xcalloc((size_t)s->batch_max, sizeof *s->batch);
+    s->listener = opts->listener;
+    s->listener_arg = opts->listener_arg;
+    s->notif_listener = opts->notif_listener;
+    s->docop_listener = opts->docop_listener;
+    queue_init(&s->wq);
+    queue_init(&s->rq);
+    snprintf(s->w.name, sizeof s->w.name, "writer");
+    for (int i = 0; i < N_READERS; i++)
+        snprintf(s->r[i].name, sizeof s->r[i].name, "reader%d", i + 1);
+    int applied;
+    int rc = migrate_url(s->url, s->url_safe, &applied, err, errlen);
+    if (rc)
+        goto fail;
+    if ((rc = link_open(s, &s->w, err, errlen)))
+        goto fail;
+    for (int i = 0; i < N_READERS; i++)
+        if ((rc = link_open(s, &s->r[i], err, errlen)))
+            goto fail;
+    if (pthread_create(&s->writer, NULL, writer_main, s)) {
+        snprintf(err, errlen, "cannot start the store writer thread");
+        rc = RC_ESTORE;
+        goto fail;
+    }
+    s->writer_started = true;
+    for (int i = 0; i < N_READERS; i++) {
+        struct reader_arg *a = xmalloc(sizeof *a);
+        a->s = s;
+        a->l = &s->r[i];
+        if (pthread_create(&s->readers[i], NULL, reader_main, a)) {
+            free(a);
+            snprintf(err, errlen, "cannot start a store reader thread");
+            rc = RC_ESTORE;
+            goto fail;
+        }
+        s->readers_started++;
+    }
+    *out = &s->base;
+    return 0;
+fail:
+    pg_destroy(s);
+    return rc;
+}
+
+static int pg_migrate(const char *url, int *applied, char *err, size_t errlen)
+{
+    char *safe = redact_url(url);
+    int rc = migrate_url(url, safe, applied, err, errlen);
+    free(safe);
+    return rc;
+}
+
+static void pg_set_listener(struct store *base, store_msg_listener fn, void *arg)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    s->listener = fn;
+    s->listener_arg = arg;
+}
+
+static void pg_submit(struct store *base, struct store_req *req)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    queue_push(is_write(req->op) ? &s->wq : &s->rq, req);
+}
+
+static void pg_close(struct store *base)
+{
+    pg_destroy((struct pg_store *)base);
+}
+
+/* Serves postgres:// and postgresql:// URLs (store.c matches the scheme as a prefix). */
+const struct store_ops store_pg_ops = {
+    .scheme = "postgres",
+    .open = pg_open,
+    .migrate = pg_migrate,
+    .set_listener = pg_set_listener,
+    .submit = pg_submit,
+    .close = pg_close,
+};
