@@ -52,6 +52,54 @@ npm_ci() {
   fi
 }
 
+pass=0; fail=0
+# count_results [DIR]: adds automake's per-test results under DIR/tests to pass/fail.
+count_results() {
+  local d=${1:-.}
+  for trs in $(find "$d/tests" -name '*.trs' 2>/dev/null); do
+    p=$(grep -c '^:test-result: PASS' "$trs" || true)
+    f=$(grep -c -E '^:test-result: (FAIL|ERROR|XPASS)' "$trs" || true)
+    pass=$((pass + p)); fail=$((fail + f))
+  done
+}
+
+show_failures() {
+  for log in $(find tests "${SAN_DIR:-/nonexistent}/tests" -name '*.log' ! -name 'test-suite.log' 2>/dev/null); do
+    if grep -q -E '^(not ok|# (FAIL|ERROR))' "$log" 2>/dev/null; then
+      echo "----- $log" >&2; tail -n 60 "$log" >&2
+    fi
+  done
+}
+
+# The whole suite again on an ASan + UBSan (+ LeakSanitizer) build, in a copy of the
+# tracked tree; any sanitizer report fails the run.
+sanitizer_run() {
+  SAN_DIR=$(mktemp -d /tmp/rowcast-asan.XXXXXX)
+  local reports="$SAN_DIR/reports"
+  mkdir -p "$reports"
+  say "sanitizer build in $SAN_DIR"
+  git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$SAN_DIR"
+  for d in tests/e2e contrib; do
+    [ -d "$d/node_modules" ] && ln -s "$TOP/$d/node_modules" "$SAN_DIR/$d/node_modules"
+  done
+  (cd "$SAN_DIR" && autoreconf -fi >/dev/null && ./configure -q --enable-sanitizers >/dev/null) || return 1
+  make -C "$SAN_DIR" -j"$(nproc)" >/dev/null || return 1
+  say "make check (sanitizers)"
+  local st=0
+  ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:log_path=$reports/asan" \
+  UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan" \
+  LSAN_OPTIONS="log_path=$reports/lsan" \
+    make -C "$SAN_DIR" -j"$(nproc)" check || st=$?
+  count_results "$SAN_DIR"
+  if ls "$reports"/* >/dev/null 2>&1; then
+    echo "sanitizer reports:" >&2
+    for r in "$reports"/*; do echo "----- $r" >&2; head -n 60 "$r" >&2; done
+    fail=$((fail + 1))
+    st=1
+  fi
+  return $st
+}
+
 case "${1:-}" in
 serve)
   install_packages
@@ -79,19 +127,12 @@ test)
   say "make check"
   status=0
   make -j"$(nproc)" check || status=$?
-  # One closing line for any runner: counts from automake's per-test results.
-  pass=0; fail=0
-  for trs in $(find tests -name '*.trs'); do
-    p=$(grep -c '^:test-result: PASS' "$trs" || true)
-    f=$(grep -c -E '^:test-result: (FAIL|ERROR|XPASS)' "$trs" || true)
-    pass=$((pass + p)); fail=$((fail + f))
-  done
+  count_results
+  if [ "$status" = 0 ] && [ "${ROWCAST_SKIP_SANITIZERS:-}" != 1 ]; then
+    sanitizer_run || status=$?
+  fi
   if [ "$status" != 0 ]; then
-    for log in $(find tests -name '*.log' ! -name 'test-suite.log'); do
-      if grep -q -E '^(not ok|# (FAIL|ERROR))' "$log" 2>/dev/null; then
-        echo "----- $log" >&2; tail -n 60 "$log" >&2
-      fi
-    done
+    show_failures
     [ "$fail" -gt 0 ] || fail=1
   fi
   echo "$pass passed, $fail failed"

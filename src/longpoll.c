@@ -329,6 +329,9 @@ static void answer_poll(struct lp_session *s)
     respond(s->poll, b.data);
     sbuf_cleanup(&b);
     s->poll = NULL;
+    /* Idle time counts from the end of the last poll: a client that polls again at
+     * once after each answer never idles out. */
+    s->last_poll_ms = s->base.worker->now_ms;
     sbuf_reset(&s->out);
     s->out_n = 0;
 }

@@ -359,3 +359,90 @@ test("presence: POST /api/users/{id}/disconnect closes that user's sockets (1001
   const again = await presenceJoin(sc.alice, sc.topic);
   assert.deepEqual(Object.keys(again.state).sort(), [sc.alice, sc.bob].sort());
 });
+
+test("presence: rapid changes (inside one diff batch) converge on every phoenix.js client", async () => {
+  const sc = await scene();
+  const eve = `u5_eve_${uid("")}`;
+  await srv.addMember(sc.room, eve, "member");
+  const view = (p) =>
+    p
+      .list((id, { metas }) => ({ id, n: metas.length, status: metas.map((m) => m.status).sort().join(",") }))
+      .sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0));
+  const observers = [];
+  async function observer(user) {
+    const s = await srv.socket(user, { reconnectAfterMs: () => 60000 });
+    const ch = s.channel(sc.topic);
+    const p = new Presence(ch);
+    const o = { user, s, ch, p, synced: null };
+    p.onSync(() => (o.synced = view(p)));
+    await joinOk(ch);
+    observers.push(o);
+    return o;
+  }
+  const converge = async (want, step) => {
+    const sorted = [...want].sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0));
+    for (const o of observers) {
+      await waitUntil(() => assert.deepEqual(o.synced, sorted, `${step}: ${o.user}'s Presence list`), 2000);
+    }
+    // and the server's own view agrees
+    const r = await pushP(observers[0].ch, "get_online_users", {});
+    assert.deepEqual(
+      r.response.users.map((u) => ({ id: u.user_id, n: u.connections })),
+      sorted.map((w) => ({ id: w.id, n: w.n })),
+      `${step}: get_online_users`
+    );
+  };
+  const A = sc.alice;
+  const B = sc.bob;
+  const a = await observer(A);
+  const b = await observer(B);
+  await converge([{ id: A, n: 1, status: "online" }, { id: B, n: 1, status: "online" }], "start");
+
+  // three updates fired back to back
+  const ups = await Promise.all(["away", "busy", "offline"].map((status) => pushP(b.ch, "update_status", { status })));
+  assert.deepEqual(ups.map((r) => r.response), [{ status: "away" }, { status: "busy" }, { status: "offline" }]);
+  await converge([{ id: A, n: 1, status: "online" }, { id: B, n: 1, status: "offline" }], "three quick updates");
+
+  // carol joins and leaves at once
+  const sc3 = await srv.socket(sc.carol);
+  const cc = sc3.channel(sc.topic);
+  await joinOk(cc);
+  assert.equal(await leaveP(cc), "ok");
+  await converge([{ id: A, n: 1, status: "online" }, { id: B, n: 1, status: "offline" }], "carol came and went");
+
+  // eve opens three sockets at once, then two of them drop at the same moment
+  const es = await Promise.all([0, 1, 2].map(() => srv.socket(eve, { reconnectAfterMs: () => 60000 })));
+  await Promise.all(es.map((s) => joinOk(s.channel(sc.topic))));
+  await converge(
+    [{ id: A, n: 1, status: "online" }, { id: B, n: 1, status: "offline" }, { id: eve, n: 3, status: "online,online,online" }],
+    "eve's three sockets"
+  );
+  es[0].conn._socket.destroy();
+  es[1].conn._socket.destroy();
+  await converge(
+    [{ id: A, n: 1, status: "online" }, { id: B, n: 1, status: "offline" }, { id: eve, n: 1, status: "online" }],
+    "two of eve's sockets dropped"
+  );
+
+  // a second tab of bob joins while his first updates
+  const b2 = await srv.socket(B);
+  const b2ch = b2.channel(sc.topic);
+  const [j, u] = await Promise.all([joinP(b2ch), pushP(b.ch, "update_status", { status: "busy" })]);
+  assert.equal(j.status, "ok");
+  assert.deepEqual(u.response, { status: "busy" });
+  await converge(
+    [{ id: A, n: 1, status: "online" }, { id: B, n: 2, status: "busy,online" }, { id: eve, n: 1, status: "online" }],
+    "bob's second tab while he updates"
+  );
+  // a late joiner's state matches
+  await observer(sc.carol);
+  await converge(
+    [
+      { id: A, n: 1, status: "online" },
+      { id: B, n: 2, status: "busy,online" },
+      { id: sc.carol, n: 1, status: "online" },
+      { id: eve, n: 1, status: "online" },
+    ],
+    "carol observes"
+  );
+}, { timeout: 30000 });
