@@ -15,9 +15,6 @@
 #include "util/log.h"
 #include "ws.h"
 
-#include "rc_autoconf.h"
-
-#define ROWCAST_VERSION PACKAGE_VERSION
 
 extern char **environ;
 
