@@ -46,10 +46,14 @@
 #define NSEC 1000000000ull
 #define MSEC 1000000ull
 #define SRC_ADDRS 250           /* client sockets bind to 127.0.0.1 .. 127.0.0.250 */
-#define MAX_FRAME (16u << 20)   /* largest server frame or HTTP body we accept */
+#define MAX_FRAME (16u << 20)   /* frame limit; presence raises it with --conns */
 #define MAX_SEQ_SPAN (1u << 24) /* seqs this far above a client's base are bogus */
 #define SETUP_CONNS 16          /* keep-alive connections used for REST setup */
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+/* Largest server frame or HTTP body we accept: MAX_FRAME, or more for presence,
+   whose presence_state frames carry every key of the room. */
+static size_t max_frame = MAX_FRAME;
 
 /* ------------------------------------------------------------------------------------ */
 /* Small utilities                                                                       */
@@ -256,9 +260,9 @@ static void b64(const unsigned char *in, size_t n, char *out)
 /* ------------------------------------------------------------------------------------ */
 /* Options, errors, global state                                                         */
 
-enum scenario { SC_REST, SC_FANOUT, SC_IDLE, SC_CHAT, SC_JOIN };
+enum scenario { SC_REST, SC_FANOUT, SC_IDLE, SC_CHAT, SC_JOIN, SC_PRESENCE };
 
-static const char *const scenario_names[] = {"rest", "fanout", "idle", "chat", "join"};
+static const char *const scenario_names[] = {"rest", "fanout", "idle", "chat", "join", "presence"};
 
 struct opts {
     enum scenario sc;
@@ -267,7 +271,7 @@ struct opts {
     struct sockaddr_in dst;
     const char *api_key;
     long conns, rooms, subs, messages, count, concurrency, history, body_bytes, server_pid;
-    double duration, timeout, hold, heartbeat, drain;
+    double duration, timeout, hold, heartbeat, drain, leave_fraction;
     bool rest_publisher;
 };
 
@@ -276,13 +280,14 @@ static struct opts O = {
     .rooms = -1,
     .subs = 1000,
     .messages = 200,
-    .concurrency = 100,
+    .concurrency = -1,
     .history = 50,
     .duration = 10,
-    .timeout = 60,
+    .timeout = -1,
     .hold = 5,
     .heartbeat = 30,
     .drain = 5,
+    .leave_fraction = 0.1,
 };
 
 /* Every failure the run saw, by kind; a few first messages are kept as samples. */
@@ -367,6 +372,9 @@ static const char *jstr_end(const char *p, const char *e)
     return NULL;
 }
 
+/* Bytes that matter when skipping a JSON container: 1 quote, 2 opening, 3 closing. */
+static const unsigned char jcls[256] = {['"'] = 1, ['{'] = 2, ['['] = 2, ['}'] = 3, [']'] = 3};
+
 /* First byte after the JSON value at p, or NULL if it is malformed or truncated. */
 static const char *jskip(const char *p, const char *e)
 {
@@ -378,16 +386,20 @@ static const char *jskip(const char *p, const char *e)
     if (*p == '{' || *p == '[') {
         int depth = 0;
         while (p < e) {
-            char ch = *p;
-            if (ch == '"') {
+            unsigned k = jcls[(unsigned char)*p];
+            if (!k) {
+                p++;
+                continue;
+            }
+            if (k == 1) {
                 p = jstr_end(p, e);
                 if (!p)
                     return NULL;
                 continue;
             }
-            if (ch == '{' || ch == '[')
+            if (k == 2)
                 depth++;
-            else if ((ch == '}' || ch == ']') && --depth == 0)
+            else if (--depth == 0)
                 return p + 1;
             p++;
         }
@@ -493,6 +505,20 @@ static bool pmsg_parse(const char *p, size_t n, struct pmsg *m)
     for (int i = 0; i < 5; i++) {
         p = jws(p, e);
         const char *v = p;
+        if (i == 4 && (jeq(m->event, "presence_state") || jeq(m->event, "presence_diff"))) {
+            /* a presence payload can be megabytes: it runs to the array's closing bracket
+               here, and the presence parser checks it in its single pass */
+            while (e > p && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+                e--;
+            if (e <= p || e[-1] != ']')
+                return false;
+            e--;
+            while (e > p && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+                e--;
+            m->payload.p = p;
+            m->payload.n = (size_t)(e - p);
+            return true;
+        }
         if (!(p = jskip(p, e)))
             return false;
         f[i]->p = v;
@@ -768,7 +794,7 @@ static int http_head(const char *p, size_t n, struct hresp *r)
             size_t vl = (size_t)(le - v);
             if (nl == 14 && !strncasecmp(q, "content-length", nl)) {
                 r->clen = strtol(v, NULL, 10);
-                if (r->clen < 0 || r->clen > (long)MAX_FRAME)
+                if (r->clen < 0 || (size_t)r->clen > max_frame)
                     return -1;
             } else if (nl == 17 && !strncasecmp(q, "transfer-encoding", nl)) {
                 r->chunked = vl >= 7 && !strncasecmp(v, "chunked", 7);
@@ -795,7 +821,7 @@ static int dechunk(const char *p, size_t n, struct buf *out, size_t *used)
             return n - i > 64 ? -1 : 0;
         char *end;
         unsigned long sz = strtoul(p + i, &end, 16);
-        if (end == p + i || sz > MAX_FRAME)
+        if (end == p + i || sz > max_frame)
             return -1;
         size_t data = (size_t)(le - p) + 2;
         if (sz == 0) {
@@ -905,7 +931,7 @@ static bool parse_frame(struct conn *c)
             len = len << 8 | p[2 + i];
         h = 10;
     }
-    if (len > MAX_FRAME) {
+    if (len > max_frame) {
         conn_fail(c, &E.protocol, "WebSocket: frame of %" PRIu64 " bytes", len);
         return false;
     }
@@ -940,7 +966,7 @@ static bool parse_frame(struct conn *c)
             return false;
         }
         buf_add(&c->frag, pl, (size_t)len);
-        if (buf_used(&c->frag) > MAX_FRAME) {
+        if (buf_used(&c->frag) > max_frame) {
             conn_fail(c, &E.protocol, "WebSocket: fragmented message too large");
             return false;
         }
@@ -1083,6 +1109,7 @@ struct client {
     struct seqtrack st;
     uint32_t hist_n;
     bool hist_bad;
+    struct pstate *ps; /* presence scenario: the client's presence list */
 };
 
 /* A room of this run, with the seqs its messages were acked with. */
@@ -1099,11 +1126,18 @@ static size_t NCL;
 static struct client **SND; /* clients that send messages */
 static size_t NSND;
 
+struct pmsg;
+
 /* Scenario hooks for client events. */
 struct hooks {
+    bool join_on_reply; /* the join is done at its ok reply (no last_seq, no history) */
     void (*joined)(struct client *cl, uint64_t now);
     void (*message)(struct client *cl, int64_t seq, struct span body, uint64_t now);
     bool (*may_send)(struct client *cl, uint64_t now);
+    /* a push the shared code does not handle (presence_state, presence_diff, ...) */
+    void (*event)(struct client *cl, const struct pmsg *m, size_t frame_bytes, uint64_t now);
+    /* a joined client's connection or channel ended without us closing it */
+    void (*ended)(struct client *cl);
 };
 
 static struct hooks H;
@@ -1369,6 +1403,11 @@ static void client_text(struct conn *c, const char *msg, size_t n)
                 conn_close(c, NULL);
                 return;
             }
+            if (H.join_on_reply) {
+                cl->t_hist = now;
+                ramp_finished(cl, true, now);
+                return;
+            }
             struct span ls;
             int64_t last = 0;
             if (!jget(resp, "last_seq", &ls) || !jint(ls, &last)) {
@@ -1408,25 +1447,33 @@ static void client_text(struct conn *c, const char *msg, size_t n)
             err_sample("channel ended: %.*s %.*s", (int)m.event.n, m.event.p, (int)m.payload.n,
                        m.payload.p);
         }
-        if (cl->js == JS_PENDING)
+        if (cl->js == JS_PENDING) {
             ramp_finished(cl, false, now);
-        else if (cl->js == JS_JOINED)
+        } else if (cl->js == JS_JOINED) {
             cl->js = JS_CLOSED;
+            if (H.ended)
+                H.ended(cl);
+        }
         cl->pend_ref = 0;
         cl->want_send = false;
         return;
     }
-    /* other events (user_left, user_typing, presence, ...) are not measured */
+    /* other events (user_left, user_typing, presence, ...) only if the scenario asks */
+    if (H.event)
+        H.event(cl, &m, n, now);
 }
 
 /* The connection ended without us closing it. */
 static void client_closed(struct conn *c, const char *why)
 {
     struct client *cl = c->ud;
-    if (cl->js == JS_PENDING)
+    if (cl->js == JS_PENDING) {
         ramp_finished(cl, false, now_ns());
-    else if (cl->js == JS_JOINED)
+    } else if (cl->js == JS_JOINED) {
         cl->js = JS_CLOSED;
+        if (H.ended)
+            H.ended(cl);
+    }
     cl->pend_ref = 0;
     cl->want_send = false;
 }
@@ -2550,6 +2597,859 @@ static int run_join(void)
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* Scenario: presence                                                                    */
+
+/* Interned strings: presence keys and phx_refs become dense ids, so N lists of N keys
+   cost 4 bytes per entry. */
+struct intern {
+    uint32_t *tab; /* open addressing: id + 1 per slot, 0 = empty; power-of-two size */
+    size_t tcap;
+    struct buf arena; /* the strings back to back (never consumed, so off stays 0) */
+    size_t *off;
+    uint32_t *len;
+    uint64_t *hash;
+    size_t n, cap;
+};
+
+/* FNV-1a with a final mix (the low bits pick the slot). */
+static uint64_t hash_bytes(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ull;
+    }
+    return h ^ (h >> 29);
+}
+
+/* The id of the n bytes at s, added if new. */
+static uint32_t intern_id(struct intern *t, const char *s, size_t n)
+{
+    if ((t->n + 1) * 2 > t->tcap) {
+        size_t cap = t->tcap ? t->tcap * 2 : 1024;
+        uint32_t *tab = xcalloc(cap, sizeof *tab);
+        for (size_t i = 0; i < t->n; i++) {
+            size_t j = (size_t)t->hash[i] & (cap - 1);
+            while (tab[j])
+                j = (j + 1) & (cap - 1);
+            tab[j] = (uint32_t)i + 1;
+        }
+        free(t->tab);
+        t->tab = tab;
+        t->tcap = cap;
+    }
+    uint64_t h = hash_bytes(s, n);
+    size_t j = (size_t)h & (t->tcap - 1);
+    for (; t->tab[j]; j = (j + 1) & (t->tcap - 1)) {
+        uint32_t id = t->tab[j] - 1;
+        if (t->hash[id] == h && t->len[id] == n && !memcmp(t->arena.p + t->off[id], s, n))
+            return id;
+    }
+    if (t->n == t->cap) {
+        t->cap = t->cap ? t->cap * 2 : 1024;
+        t->off = xrealloc(t->off, t->cap * sizeof *t->off);
+        t->len = xrealloc(t->len, t->cap * sizeof *t->len);
+        t->hash = xrealloc(t->hash, t->cap * sizeof *t->hash);
+    }
+    t->off[t->n] = t->arena.len;
+    t->len[t->n] = (uint32_t)n;
+    t->hash[t->n] = h;
+    if (n)
+        buf_add(&t->arena, s, n);
+    t->tab[j] = (uint32_t)t->n + 1;
+    return (uint32_t)t->n++;
+}
+
+/* Four hex digits at p. */
+static bool hex4(const char *p, const char *e, uint32_t *v)
+{
+    if (e - p < 4)
+        return false;
+    *v = 0;
+    for (int i = 0; i < 4; i++) {
+        char ch = p[i];
+        uint32_t d = ch >= '0' && ch <= '9'   ? (uint32_t)(ch - '0')
+                     : ch >= 'a' && ch <= 'f' ? (uint32_t)(ch - 'a' + 10)
+                     : ch >= 'A' && ch <= 'F' ? (uint32_t)(ch - 'A' + 10)
+                                              : 16;
+        if (d > 15)
+            return false;
+        *v = *v << 4 | d;
+    }
+    return true;
+}
+
+/* Appends code point cp as UTF-8 (a lone surrogate as its 3-byte form, so distinct
+   escapes stay distinct strings). */
+static void utf8_put(struct buf *b, uint32_t cp)
+{
+    char u[4];
+    size_t n;
+    if (cp < 0x80) {
+        u[0] = (char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        u[0] = (char)(0xc0 | cp >> 6);
+        u[1] = (char)(0x80 | (cp & 0x3f));
+        n = 2;
+    } else if (cp < 0x10000) {
+        u[0] = (char)(0xe0 | cp >> 12);
+        u[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+        u[2] = (char)(0x80 | (cp & 0x3f));
+        n = 3;
+    } else {
+        u[0] = (char)(0xf0 | cp >> 18);
+        u[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+        u[2] = (char)(0x80 | (cp >> 6 & 0x3f));
+        u[3] = (char)(0x80 | (cp & 0x3f));
+        n = 4;
+    }
+    buf_add(b, u, n);
+}
+
+/* Decodes the JSON string whose opening quote is at p into *out: a view of the input when
+   it has no escapes, else the unescaped text in b (valid until b's next use). Returns the
+   byte after the closing quote, or NULL if the string is malformed or truncated. */
+static const char *jstr_decode(const char *p, const char *e, struct buf *b, struct span *out)
+{
+    const char *s = p + 1, *q = s;
+    while (q < e && *q != '"' && *q != '\\')
+        q++;
+    if (q >= e)
+        return NULL;
+    if (*q == '"') {
+        out->p = s;
+        out->n = (size_t)(q - s);
+        return q + 1;
+    }
+    b->off = b->len = 0;
+    buf_add(b, s, (size_t)(q - s));
+    while (q < e) {
+        const char *run = q;
+        while (q < e && *q != '"' && *q != '\\')
+            q++;
+        buf_add(b, run, (size_t)(q - run));
+        if (q >= e)
+            return NULL;
+        if (*q++ == '"') {
+            out->p = buf_data(b);
+            out->n = buf_used(b);
+            return q;
+        }
+        if (q >= e)
+            return NULL;
+        char esc = *q++, ch;
+        switch (esc) {
+        case '"':
+        case '\\':
+        case '/': ch = esc; break;
+        case 'b': ch = '\b'; break;
+        case 'f': ch = '\f'; break;
+        case 'n': ch = '\n'; break;
+        case 'r': ch = '\r'; break;
+        case 't': ch = '\t'; break;
+        case 'u': {
+            uint32_t cp, lo;
+            if (!hex4(q, e, &cp))
+                return NULL;
+            q += 4;
+            if (cp >= 0xd800 && cp < 0xdc00 && e - q >= 6 && q[0] == '\\' && q[1] == 'u' &&
+                hex4(q + 2, e, &lo) && lo >= 0xdc00 && lo < 0xe000) {
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                q += 6;
+            }
+            utf8_put(b, cp);
+            continue;
+        }
+        default: return NULL;
+        }
+        buf_add(b, &ch, 1);
+    }
+    return NULL;
+}
+
+/* A cursor inside a JSON object or array, parsed in one pass: p is where to go on. */
+struct jit {
+    const char *p, *e;
+    bool first;
+};
+
+/* Enters the object ('{') or array ('[') at p (after whitespace); false if it is not one. */
+static bool jit_open(struct jit *it, const char *p, const char *e, char open)
+{
+    p = jws(p, e);
+    if (p >= e || *p != open)
+        return false;
+    it->p = p + 1;
+    it->e = e;
+    it->first = true;
+    return true;
+}
+
+/* Moves to the next item: 1 if there is one (it->p at its first byte), 0 past the
+   closing bracket, -1 if malformed. */
+static int jit_step(struct jit *it, char close)
+{
+    const char *p = jws(it->p, it->e);
+    if (p >= it->e)
+        return -1;
+    if (*p == close) {
+        it->p = p + 1;
+        return 0;
+    }
+    if (!it->first) {
+        if (*p != ',')
+            return -1;
+        p = jws(p + 1, it->e);
+    }
+    it->first = false;
+    it->p = p;
+    return p < it->e ? 1 : -1;
+}
+
+/* Next member of an object: 1 with the unescaped key in *k (see jstr_decode; in b if it
+   had escapes) and it->p at the value, 0 at the end, -1 if malformed. The caller parses
+   the value and leaves it->p after it, or calls jit_skip. */
+static int jit_key(struct jit *it, struct buf *b, struct span *k)
+{
+    int r = jit_step(it, '}');
+    if (r <= 0)
+        return r;
+    const char *p = it->p;
+    if (*p != '"' || !(p = jstr_decode(p, it->e, b, k)))
+        return -1;
+    p = jws(p, it->e);
+    if (p >= it->e || *p != ':')
+        return -1;
+    it->p = jws(p + 1, it->e);
+    return it->p < it->e ? 1 : -1;
+}
+
+/* Skips the value at it->p; false if it is malformed. */
+static bool jit_skip(struct jit *it)
+{
+    return (it->p = jskip(it->p, it->e)) != NULL;
+}
+
+/* True if the unescaped key k is lit. */
+static bool key_is(struct span k, const char *lit)
+{
+    size_t n = strlen(lit);
+    return k.n == n && !memcmp(k.p, lit, n);
+}
+
+#define PS_MULTI 0x80000000u /* slot flag: the key has several metas, index into multi[] */
+
+/* The phx_refs of a key with more than one meta. */
+struct refset {
+    uint32_t n, cap;
+    uint32_t *v;
+};
+
+/* One client's presence list, like phoenix.js's: key -> set of phx_refs. */
+struct pstate {
+    uint32_t *slot; /* by key id: 0 absent, ref id + 1 for one meta, PS_MULTI | i for more */
+    size_t nslot;
+    uint32_t nkeys; /* keys listed */
+    uint32_t nwant; /* keys listed that should be */
+    struct refset *multi;
+    uint32_t nmulti;
+    bool synced;   /* a presence_state arrived */
+    bool complete; /* synced and listing exactly the wanted keys */
+    uint64_t t_complete;
+    struct buf pending; /* diffs before the first presence_state: u32 length + payload */
+};
+
+static struct {
+    struct intern keys, refs;
+    size_t nusers;   /* key ids 0 .. nusers-1 are this run's users, in client order */
+    uint8_t *want;   /* by user key id: the key should be listed now */
+    uint32_t nwant;  /* keys that should be listed */
+    bool want_dirty; /* a joined client went away by itself: recompute the wanted keys */
+    struct buf kb, rb;
+    uint64_t last_check;
+    /* everything received; diff_keys counts keys under joins+leaves of applied diffs */
+    uint64_t state_frames, state_bytes, diff_frames, diff_bytes, diffs_applied, diff_joins,
+        diff_leaves, queued;
+} PR;
+
+/* True if key id k should be listed. */
+static bool key_wanted(uint32_t k)
+{
+    return k < PR.nusers && PR.want[k];
+}
+
+/* Makes the slot of key id k addressable. */
+static void ps_ensure(struct pstate *ps, uint32_t k)
+{
+    if (k < ps->nslot)
+        return;
+    size_t n = PR.keys.n > (size_t)k + 1 ? PR.keys.n : (size_t)k + 1;
+    if (n < ps->nslot * 2)
+        n = ps->nslot * 2;
+    ps->slot = xrealloc(ps->slot, n * sizeof *ps->slot);
+    memset(ps->slot + ps->nslot, 0, (n - ps->nslot) * sizeof *ps->slot);
+    ps->nslot = n;
+}
+
+/* Adds ref r to a refset. */
+static void refset_push(struct refset *rs, uint32_t r)
+{
+    if (rs->n == rs->cap) {
+        rs->cap = rs->cap ? rs->cap * 2 : 4;
+        rs->v = xrealloc(rs->v, rs->cap * sizeof *rs->v);
+    }
+    rs->v[rs->n++] = r;
+}
+
+/* An unused refset index (keys with several metas are rare: a linear scan will do). */
+static uint32_t ps_newset(struct pstate *ps)
+{
+    for (uint32_t i = 0; i < ps->nmulti; i++)
+        if (!ps->multi[i].n)
+            return i;
+    ps->multi = xrealloc(ps->multi, (ps->nmulti + 1) * sizeof *ps->multi);
+    memset(&ps->multi[ps->nmulti], 0, sizeof *ps->multi);
+    return ps->nmulti++;
+}
+
+/* A meta joined: ref r under key k (re-sent refs are no-ops). */
+static void ps_add(struct pstate *ps, uint32_t k, uint32_t r)
+{
+    ps_ensure(ps, k);
+    uint32_t s = ps->slot[k];
+    if (!s) {
+        ps->slot[k] = r;
+        ps->nkeys++;
+        ps->nwant += key_wanted(k);
+        return;
+    }
+    if (s == r)
+        return;
+    struct refset *rs;
+    if (!(s & PS_MULTI)) {
+        uint32_t i = ps_newset(ps);
+        rs = &ps->multi[i];
+        refset_push(rs, s);
+        ps->slot[k] = PS_MULTI | i;
+    } else {
+        rs = &ps->multi[s & ~PS_MULTI];
+        for (uint32_t i = 0; i < rs->n; i++)
+            if (rs->v[i] == r)
+                return;
+    }
+    refset_push(rs, r);
+}
+
+/* A meta left: drops ref r of key k, and the key with its last ref; unknown ones are
+   ignored. */
+static void ps_del(struct pstate *ps, uint32_t k, uint32_t r)
+{
+    if (k >= ps->nslot || !ps->slot[k])
+        return;
+    uint32_t s = ps->slot[k];
+    if (!(s & PS_MULTI)) {
+        if (s == r) {
+            ps->slot[k] = 0;
+            ps->nkeys--;
+            ps->nwant -= key_wanted(k);
+        }
+        return;
+    }
+    struct refset *rs = &ps->multi[s & ~PS_MULTI];
+    for (uint32_t i = 0; i < rs->n; i++) {
+        if (rs->v[i] == r) {
+            rs->v[i] = rs->v[--rs->n];
+            break;
+        }
+    }
+    if (rs->n == 1) {
+        ps->slot[k] = rs->v[0];
+        rs->n = 0;
+    }
+}
+
+/* Empties the list (a presence_state replaces it). */
+static void ps_clear(struct pstate *ps)
+{
+    if (ps->nslot)
+        memset(ps->slot, 0, ps->nslot * sizeof *ps->slot);
+    for (uint32_t i = 0; i < ps->nmulti; i++)
+        ps->multi[i].n = 0;
+    ps->nkeys = ps->nwant = 0;
+}
+
+/* Frees a list. */
+static void ps_free(struct pstate *ps)
+{
+    if (!ps)
+        return;
+    for (uint32_t i = 0; i < ps->nmulti; i++)
+        free(ps->multi[i].v);
+    free(ps->multi);
+    free(ps->slot);
+    buf_free(&ps->pending);
+    free(ps);
+}
+
+/* Parses the object key -> {"metas":[{"phx_ref":…,…},…],…} at p in one pass (other
+   fields are skipped), adding (join) or removing every (key, phx_ref); counts its keys
+   into *nkeys. Returns the byte after the object, or NULL if it has another shape (what
+   came before the fault stays applied). */
+static const char *ps_walk(struct pstate *ps, const char *p, const char *e, bool join,
+                           uint64_t *nkeys)
+{
+    struct jit top, ent, arr, mi;
+    struct span k, ek, mk, rs;
+    int r;
+    if (!jit_open(&top, p, e, '{'))
+        return NULL;
+    while ((r = jit_key(&top, &PR.kb, &k)) > 0) {
+        uint32_t key = intern_id(&PR.keys, k.p, k.n);
+        bool metas = false;
+        (*nkeys)++;
+        if (!jit_open(&ent, top.p, e, '{'))
+            return NULL;
+        while ((r = jit_key(&ent, &PR.rb, &ek)) > 0) {
+            if (!key_is(ek, "metas")) {
+                if (!jit_skip(&ent))
+                    return NULL;
+                continue;
+            }
+            metas = true;
+            if (!jit_open(&arr, ent.p, e, '['))
+                return NULL;
+            while ((r = jit_step(&arr, ']')) > 0) {
+                bool ref = false;
+                if (!jit_open(&mi, arr.p, e, '{'))
+                    return NULL;
+                while ((r = jit_key(&mi, &PR.rb, &mk)) > 0) {
+                    if (!key_is(mk, "phx_ref")) {
+                        if (!jit_skip(&mi))
+                            return NULL;
+                        continue;
+                    }
+                    if (*mi.p != '"' || !(mi.p = jstr_decode(mi.p, e, &PR.rb, &rs)))
+                        return NULL;
+                    uint32_t id = intern_id(&PR.refs, rs.p, rs.n) + 1;
+                    if (id >= PS_MULTI)
+                        return NULL;
+                    if (join)
+                        ps_add(ps, key, id);
+                    else
+                        ps_del(ps, key, id);
+                    ref = true;
+                }
+                if (r < 0 || !ref)
+                    return NULL;
+                arr.p = mi.p;
+            }
+            if (r < 0)
+                return NULL;
+            ent.p = arr.p;
+        }
+        if (r < 0 || !metas)
+            return NULL;
+        top.p = ent.p;
+    }
+    return r == 0 ? top.p : NULL;
+}
+
+/* ps_walk over a whole payload; false if it is malformed or followed by anything. */
+static bool ps_apply(struct pstate *ps, struct span obj, bool join, uint64_t *nkeys)
+{
+    const char *e = obj.p + obj.n, *q = ps_walk(ps, obj.p, e, join, nkeys);
+    return q && jws(q, e) == e;
+}
+
+/* Counts a malformed presence payload. */
+static void pres_bad(const char *what, struct span payload)
+{
+    E.protocol++;
+    err_sample("malformed %s: %.100s", what, payload.p);
+}
+
+/* Applies a presence_diff: joins first, then leaves (phoenix.js's syncDiff), parsed in
+   one pass unless leaves come first. */
+static void ps_diff(struct pstate *ps, struct span payload)
+{
+    struct jit it;
+    struct span k;
+    const char *e = payload.p + payload.n, *later = NULL;
+    bool joins = false, leaves = false, ok = jit_open(&it, payload.p, e, '{');
+    int r = -1;
+    PR.diffs_applied++;
+    while (ok && (r = jit_key(&it, &PR.kb, &k)) > 0) {
+        if (key_is(k, "joins") && !joins) {
+            joins = true;
+            ok = (it.p = ps_walk(ps, it.p, e, true, &PR.diff_joins)) != NULL;
+        } else if (key_is(k, "leaves") && !leaves) {
+            leaves = true;
+            if (joins)
+                ok = (it.p = ps_walk(ps, it.p, e, false, &PR.diff_leaves)) != NULL;
+            else
+                ok = (later = it.p, jit_skip(&it));
+        } else {
+            ok = jit_skip(&it);
+        }
+    }
+    if (ok && later && joins)
+        ok = ps_walk(ps, later, e, false, &PR.diff_leaves) != NULL;
+    if (!ok || r < 0 || !joins || !leaves || jws(it.p, e) != e)
+        pres_bad("presence_diff", payload);
+}
+
+/* Updates the client's complete flag, and its time when it turns complete. */
+static void pres_check(struct pstate *ps, uint64_t now)
+{
+    bool ok = ps->synced && ps->nwant == PR.nwant && ps->nkeys == PR.nwant;
+    if (ok && !ps->complete)
+        ps->t_complete = now;
+    ps->complete = ok;
+}
+
+/* A presence_state or presence_diff for a client. */
+static void pres_event(struct client *cl, const struct pmsg *m, size_t frame_bytes, uint64_t now)
+{
+    bool state = jeq(m->event, "presence_state");
+    if (!state && !jeq(m->event, "presence_diff"))
+        return;
+    if (state) {
+        PR.state_frames++;
+        PR.state_bytes += frame_bytes;
+    } else {
+        PR.diff_frames++;
+        PR.diff_bytes += frame_bytes;
+    }
+    struct pstate *ps = cl->ps;
+    if (!ps)
+        return; /* a client that left: nothing to keep */
+    if (state) {
+        uint64_t nk = 0;
+        ps_clear(ps);
+        if (!ps_apply(ps, m->payload, true, &nk))
+            pres_bad("presence_state", m->payload);
+        ps->synced = true;
+        const char *p = buf_data(&ps->pending), *e = p + buf_used(&ps->pending);
+        while (e - p >= 4) {
+            uint32_t len;
+            memcpy(&len, p, 4);
+            ps_diff(ps, (struct span){p + 4, len});
+            p += 4 + len;
+        }
+        buf_free(&ps->pending);
+    } else if (!ps->synced) {
+        uint32_t len = (uint32_t)m->payload.n;
+        buf_add(&ps->pending, &len, 4);
+        buf_add(&ps->pending, m->payload.p, len);
+        PR.queued++;
+    } else {
+        ps_diff(ps, m->payload);
+    }
+    pres_check(ps, now);
+}
+
+/* A joined client's socket or channel ended by itself: its key will leave. */
+static void pres_ended(struct client *cl)
+{
+    PR.want_dirty = true;
+}
+
+/* True for a client whose list is checked: joined, open, not made to leave. */
+static bool pres_active(const struct client *cl)
+{
+    return cl->ps && cl->js == JS_JOINED && cl->c.fd >= 0;
+}
+
+/* Recomputes the wanted keys (those of the active clients) and every list's count of
+   them. restart: a new phase begins, so lists complete already count as complete now. */
+static void pres_rewant(bool restart, uint64_t now)
+{
+    memset(PR.want, 0, PR.nusers);
+    PR.nwant = 0;
+    for (size_t i = 0; i < NCL; i++) {
+        if (pres_active(&CL[i])) {
+            PR.want[i] = 1;
+            PR.nwant++;
+        }
+    }
+    for (size_t i = 0; i < NCL; i++) {
+        struct pstate *ps = CL[i].ps;
+        if (!ps)
+            continue;
+        size_t lim = ps->nslot < PR.nusers ? ps->nslot : PR.nusers;
+        uint32_t n = 0;
+        for (size_t k = 0; k < lim; k++)
+            n += ps->slot[k] && PR.want[k];
+        ps->nwant = n;
+        if (restart)
+            ps->complete = false;
+        pres_check(ps, now);
+    }
+    PR.want_dirty = false;
+}
+
+/* Done when every active client's list is complete (checked every 5 ms). */
+static bool pres_settled(void *arg)
+{
+    uint64_t now = now_ns();
+    if (now - PR.last_check < 5 * MSEC)
+        return false;
+    PR.last_check = now;
+    if (PR.want_dirty)
+        pres_rewant(false, now);
+    size_t active = 0, complete = 0;
+    for (size_t i = 0; i < NCL; i++) {
+        if (pres_active(&CL[i])) {
+            active++;
+            complete += CL[i].ps->complete;
+        }
+    }
+    if (complete < active && now - last_progress >= 5 * NSEC) {
+        last_progress = now;
+        fprintf(stderr,
+                "rcload: %.1f s: %zu of %zu presence lists complete, %" PRIu64
+                " diff frames so far\n",
+                (double)(now - L.t_start) / 1e9, complete, active, PR.diff_frames);
+    }
+    return complete == active;
+}
+
+/* Settling of one phase: when the last list turned complete, and the stragglers. */
+struct pres_phase {
+    size_t active, complete, least_keys, most_keys;
+    uint64_t t_last;
+};
+
+/* Collects a phase's outcome over the active clients. */
+static void pres_collect(struct pres_phase *ph)
+{
+    memset(ph, 0, sizeof *ph);
+    ph->least_keys = SIZE_MAX;
+    for (size_t i = 0; i < NCL; i++) {
+        const struct client *cl = &CL[i];
+        if (!pres_active(cl))
+            continue;
+        ph->active++;
+        if (cl->ps->complete) {
+            ph->complete++;
+            if (cl->ps->t_complete > ph->t_last)
+                ph->t_last = cl->ps->t_complete;
+        } else {
+            if (cl->ps->nkeys < ph->least_keys)
+                ph->least_keys = cl->ps->nkeys;
+            if (cl->ps->nkeys > ph->most_keys)
+                ph->most_keys = cl->ps->nkeys;
+        }
+    }
+    if (ph->least_keys == SIZE_MAX)
+        ph->least_keys = 0;
+}
+
+/* Closes about --leave-fraction of the active clients' sockets without a close frame
+   or phx_leave; returns how many. */
+static size_t pres_churn(void)
+{
+    size_t n = 0;
+    struct client **v = xcalloc(NCL, sizeof *v);
+    for (size_t i = 0; i < NCL; i++)
+        if (pres_active(&CL[i]))
+            v[n++] = &CL[i];
+    size_t k = (size_t)(O.leave_fraction * (double)n + 0.5);
+    for (size_t i = 0; i < k; i++) {
+        size_t j = i + (size_t)(rnd64() % (n - i));
+        struct client *cl = v[j];
+        v[j] = v[i];
+        conn_close(&cl->c, NULL);
+        cl->js = JS_CLOSED;
+        ps_free(cl->ps);
+        cl->ps = NULL;
+    }
+    free(v);
+    return k;
+}
+
+/* Megabytes for the report. */
+static double mb(uint64_t bytes)
+{
+    return (double)bytes / 1e6;
+}
+
+/* N users join presence:<room> from their own sockets; time until every list holds every
+   key; then some sockets drop and the time until every remaining list is exact again. */
+static int run_presence(void)
+{
+    H.join_on_reply = true;
+    H.event = pres_event;
+    H.ended = pres_ended;
+    if (!setup_rooms(1))
+        return 2;
+    free(ROOMS[0].topic);
+    ROOMS[0].topic = xasprintf("presence:%s", ROOMS[0].id);
+    if (!setup_clients((size_t)O.conns, false))
+        return 2;
+    PR.nusers = NCL;
+    PR.want = xcalloc(NCL, 1);
+    for (size_t i = 0; i < NCL; i++) {
+        if (intern_id(&PR.keys, CL[i].user, strlen(CL[i].user)) != i) {
+            fprintf(stderr, "rcload: duplicate user id %s\n", CL[i].user);
+            return 2;
+        }
+        PR.want[i] = 1;
+        CL[i].ps = xcalloc(1, sizeof *CL[i].ps);
+    }
+    PR.nwant = (uint32_t)NCL;
+    printf("presence: %zu users join %s, %ld in flight, then %.0f%% of the sockets drop\n", NCL,
+           ROOMS[0].topic, O.concurrency, O.leave_fraction * 100);
+
+    long rss0 = proc_rss_kib(O.server_pid);
+    struct cpu_window w, wj, wl = {0};
+    cpu_begin(&w);
+    wj = w;
+    uint64_t t0 = w.t0;
+    R.n = NCL;
+    R.conc = (size_t)O.concurrency;
+    if (!loop_run(ramp_done, NULL, UINT64_MAX) && !got_sigint) {
+        E.incomplete++;
+        err_sample("presence: joins not finished at the --timeout");
+    }
+    struct lat join_lat = {0};
+    uint64_t t_acked = t0;
+    for (size_t i = 0; i < NCL; i++) {
+        const struct client *cl = &CL[i];
+        if (!cl->replied || cl->js == JS_PENDING || cl->js == JS_FAILED)
+            continue;
+        lat_add(&join_lat, cl->t_reply - cl->t_start);
+        if (cl->t_reply > t_acked)
+            t_acked = cl->t_reply;
+    }
+    size_t joined = R.ok;
+    pres_rewant(false, now_ns());
+    bool settled = loop_run(pres_settled, NULL, UINT64_MAX);
+    if (!settled && !got_sigint) {
+        E.incomplete++;
+        err_sample("presence: lists not complete at the --timeout");
+    }
+    cpu_end(&wj);
+    struct pres_phase p1, p2 = {0};
+    pres_collect(&p1);
+    uint32_t want1 = PR.nwant;
+    long rss1 = proc_rss_kib(O.server_pid);
+    uint64_t j_sf = PR.state_frames, j_sb = PR.state_bytes, j_df = PR.diff_frames,
+             j_db = PR.diff_bytes, j_da = PR.diffs_applied, j_dk = PR.diff_joins + PR.diff_leaves;
+
+    size_t left = 0;
+    uint64_t t_churn = 0;
+    bool churned = false, settled2 = false;
+    long rss2 = -1;
+    if (settled && !got_sigint && O.leave_fraction > 0) {
+        churned = true;
+        cpu_begin(&wl);
+        t_churn = wl.t0;
+        left = pres_churn();
+        pres_rewant(true, now_ns());
+        PR.last_check = 0;
+        settled2 = loop_run(pres_settled, NULL, UINT64_MAX);
+        if (!settled2 && !got_sigint) {
+            E.incomplete++;
+            err_sample("presence: lists not exact after the leaves at the --timeout");
+        }
+        cpu_end(&wl);
+        pres_collect(&p2);
+        rss2 = proc_rss_kib(O.server_pid);
+    }
+    cpu_end(&w);
+    clients_close();
+
+    report_begin();
+    double acked_s = (double)(t_acked - t0) / 1e9;
+    double complete_s = p1.t_last > t0 ? (double)(p1.t_last - t0) / 1e9 : 0;
+    printf("  %-22s %zu of %zu%s, the last after %.3f s = %.0f joins/s\n", "joins acked", joined,
+           NCL, joined < NCL ? " (NOT ALL)" : "", acked_s,
+           acked_s > 0 ? (double)joined / acked_s : 0);
+    jkv("conns", "%zu", NCL);
+    jkv("concurrency", "%ld", O.concurrency);
+    jkv("joined", "%zu", joined);
+    jkv("acked_seconds", "%.3f", acked_s);
+    report_lat("join_latency", "connect -> join ack", &join_lat);
+    if (p1.complete == p1.active && settled)
+        printf("  %-22s %zu of %zu lists hold all %zu keys after %.3f s (%.3f s after the last "
+               "ack)\n",
+               "complete", p1.complete, p1.active, (size_t)want1, complete_s, complete_s - acked_s);
+    else
+        printf("  %-22s %zu of %zu lists complete at the end; %zu INCOMPLETE holding %zu to %zu "
+               "keys (want %" PRIu32 ")\n",
+               "complete", p1.complete, p1.active, p1.active - p1.complete, p1.least_keys,
+               p1.most_keys, want1);
+    jkv("complete_seconds", "%.3f", settled ? complete_s : -1.0);
+    jkv("clients_complete", "%zu", p1.complete);
+    jkv("clients_incomplete", "%zu", p1.active - p1.complete);
+    double avg1 = j_da ? (double)j_dk / (double)j_da : 0;
+    printf("  %-22s state %" PRIu64 " frames %.1f MB, diff %" PRIu64 " frames %.1f MB "
+           "(%.1f keys per diff), %" PRIu64 " diffs queued before a state\n",
+           "presence received", j_sf, mb(j_sb), j_df, mb(j_db), avg1, PR.queued);
+    jkv("join_phase",
+        "{\"state_frames\":%" PRIu64 ",\"state_bytes\":%" PRIu64 ",\"diff_frames\":%" PRIu64
+        ",\"diff_bytes\":%" PRIu64 ",\"keys_per_diff\":%.2f}",
+        j_sf, j_sb, j_df, j_db, avg1);
+    if (churned) {
+        double s2 = p2.t_last > t_churn ? (double)(p2.t_last - t_churn) / 1e9 : 0;
+        uint64_t df = PR.diff_frames - j_df, db = PR.diff_bytes - j_db,
+                 da = PR.diffs_applied - j_da, dk = PR.diff_joins + PR.diff_leaves - j_dk;
+        double avg2 = da ? (double)dk / (double)da : 0;
+        if (settled2 && p2.complete == p2.active)
+            printf("  %-22s %zu sockets dropped: %zu of %zu lists exact after %.3f s\n",
+                   "leave churn", left, p2.complete, p2.active, s2);
+        else
+            printf("  %-22s %zu sockets dropped: %zu of %zu lists exact at the end; %zu "
+                   "INCOMPLETE holding %zu to %zu keys (want %" PRIu32 ")\n",
+                   "leave churn", left, p2.complete, p2.active, p2.active - p2.complete,
+                   p2.least_keys, p2.most_keys, PR.nwant);
+        printf("  %-22s diff %" PRIu64 " frames %.1f MB (%.1f keys per diff)\n", "churn received",
+               df, mb(db), avg2);
+        jkv("churn",
+            "{\"left\":%zu,\"remaining\":%zu,\"settled_seconds\":%.3f,\"clients_complete\":%zu,"
+            "\"clients_incomplete\":%zu,\"diff_frames\":%" PRIu64 ",\"diff_bytes\":%" PRIu64
+            ",\"keys_per_diff\":%.2f}",
+            left, p2.active, settled2 ? s2 : -1.0, p2.complete, p2.active - p2.complete, df, db,
+            avg2);
+    } else {
+        printf("  %-22s skipped (%s)\n", "leave churn",
+               O.leave_fraction > 0 ? "the join phase did not settle" : "--leave-fraction 0");
+    }
+    printf("  %-22s %" PRIu64 " frames, %.1f MB\n", "presence total",
+           PR.state_frames + PR.diff_frames, mb(PR.state_bytes + PR.diff_bytes));
+    jkv("presence_frames", "%" PRIu64, PR.state_frames + PR.diff_frames);
+    jkv("presence_bytes", "%" PRIu64, PR.state_bytes + PR.diff_bytes);
+    /* per phase, so a saturated client (one thread parsing every list) shows */
+    double cj = cpu_pct(&wj, false), sj = cpu_pct(&wj, true);
+    printf("  %-22s join phase client %.0f%%", "cpu by phase", cj);
+    if (sj >= 0)
+        printf(" server %.0f%% (%.1f cpu s)", sj, wj.srv1 - wj.srv0);
+    if (churned) {
+        double cl = cpu_pct(&wl, false), sl = cpu_pct(&wl, true);
+        printf("; churn client %.0f%%", cl);
+        if (sl >= 0)
+            printf(" server %.0f%% (%.1f cpu s)", sl, wl.srv1 - wl.srv0);
+        jkv("churn_cpu_pct", "{\"client\":%.1f,\"server\":%.1f}", cl, sl);
+    }
+    printf("\n");
+    jkv("join_cpu_pct", "{\"client\":%.1f,\"server\":%.1f}", cj, sj);
+    if (rss0 >= 0 && rss1 >= 0) {
+        printf("  %-22s before %ld KiB, joined %ld KiB, after churn %ld KiB\n", "server RSS", rss0,
+               rss1, rss2);
+        jkv("server_rss_kib", "{\"before\":%ld,\"joined\":%ld,\"after_churn\":%ld}", rss0, rss1,
+            rss2);
+    } else {
+        printf("  %-22s not measured (pass --server-pid PID of the server)\n", "server RSS");
+    }
+    free(join_lat.v);
+    bool bad = joined < NCL || !settled || p1.complete < p1.active ||
+               (churned && (!settled2 || p2.complete < p2.active));
+    return report_end(&w, bad);
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* Command line                                                                          */
 
 /* Prints usage. */
@@ -2568,25 +3468,32 @@ static void usage(FILE *f)
           "          msg/s, ack and delivery latency, every client gets every message in order\n"
           "  join    --conns 1000 connect+join a room with --history 50 messages, --concurrency\n"
           "          100 in flight: join latency percentiles and joins/s\n"
+          "  presence --conns 5000 users join presence:<room>, --concurrency 200 in flight,\n"
+          "          each keeping a phoenix.js-like list: time until all joins are acked and\n"
+          "          until every list holds every key; then --leave-fraction 0.1 of the sockets\n"
+          "          drop: time until every remaining list is exact again\n"
           "\n"
           "options:\n"
           "  --url URL            server (http:// or ws://, 127.0.0.0/8 or localhost only)\n"
           "  --api-key KEY        admin API key (or ROWCAST_API_KEY)\n"
-          "  --conns N            connections/clients (rest 50, chat 50, idle 10000, join 1000)\n"
+          "  --conns N            connections/clients (rest 50, chat 50, idle 10000, join 1000,\n"
+          "                       presence 5000)\n"
           "  --rooms N            rooms (rest 5, chat 5, idle 10)\n"
           "  --subs N             fanout subscribers (1000)\n"
           "  --messages N         fanout messages (200)\n"
           "  --publisher ws|rest  how the fanout publisher sends (ws)\n"
           "  --duration S         rest/chat measuring time (10)\n"
           "  --count N            rest/chat: stop after N messages instead of --duration\n"
-          "  --concurrency N      connects+joins in flight (100)\n"
+          "  --concurrency N      connects+joins in flight (100, presence 200)\n"
           "  --history N          join: messages of history to create first (50)\n"
           "  --hold S             idle: seconds to keep the connections open (5)\n"
           "  --heartbeat S        heartbeat a socket after S idle seconds, 0 never (30)\n"
           "  --drain S            wait this long for missing deliveries (5)\n"
           "  --body-bytes N       pad message bodies by N bytes (0)\n"
           "  --server-pid PID     read the server's RSS and CPU from /proc\n"
-          "  --timeout S          hard limit for the whole run, setup included (60)\n"
+          "  --leave-fraction F   presence: share of the sockets closed abruptly after the joins\n"
+          "                       (0.1; 0 skips the churn)\n"
+          "  --timeout S          hard limit for the whole run, setup included (60, presence 120)\n"
           "\n"
           "Prints a text report and one final JSON line. Exit status: 0 clean, 1 errors or\n"
           "lost messages, 2 usage or setup failure.\n",
@@ -2710,6 +3617,7 @@ int main(int argc, char **argv)
         {"body-bytes", required_argument, NULL, 'B'},
         {"server-pid", required_argument, NULL, 'p'},
         {"timeout", required_argument, NULL, 't'},
+        {"leave-fraction", required_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -2722,7 +3630,8 @@ int main(int argc, char **argv)
     while (si < nsc && strcmp(argv[1], scenario_names[si]))
         si++;
     if (si == nsc) {
-        fprintf(stderr, "rcload: unknown scenario \"%s\" (rest, fanout, idle, chat, join)\n",
+        fprintf(stderr,
+                "rcload: unknown scenario \"%s\" (rest, fanout, idle, chat, join, presence)\n",
                 argv[1]);
         return 2;
     }
@@ -2755,6 +3664,16 @@ int main(int argc, char **argv)
         case 'B': O.body_bytes = opt_long("body-bytes", optarg, 0, 4000); break;
         case 'p': O.server_pid = opt_long("server-pid", optarg, 1, 1L << 30); break;
         case 't': O.timeout = opt_secs("timeout", optarg, 1, 86400); break;
+        case 'F': {
+            char *end;
+            O.leave_fraction = strtod(optarg, &end);
+            if (*end || !(O.leave_fraction >= 0 && O.leave_fraction <= 1)) {
+                fprintf(stderr, "rcload: --leave-fraction wants a number from 0 to 1, got \"%s\"\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        }
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -2769,12 +3688,18 @@ int main(int argc, char **argv)
     }
     if (!parse_url(O.url))
         return 2;
-    static const long def_conns[] = {50, 0, 10000, 50, 1000};
-    static const long def_rooms[] = {5, 1, 10, 5, 1};
+    static const long def_conns[] = {50, 0, 10000, 50, 1000, 5000};
+    static const long def_rooms[] = {5, 1, 10, 5, 1, 1};
     if (O.conns < 0)
         O.conns = def_conns[O.sc];
     if (O.rooms < 0)
         O.rooms = def_rooms[O.sc];
+    if (O.concurrency < 0)
+        O.concurrency = O.sc == SC_PRESENCE ? 200 : 100;
+    if (O.timeout < 0)
+        O.timeout = O.sc == SC_PRESENCE ? 120 : 60;
+    if (O.sc == SC_PRESENCE) /* a presence_state lists every key with its meta (~150 bytes) */
+        max_frame = MAX_FRAME + (size_t)O.conns * 1024;
     if ((O.sc == SC_REST || O.sc == SC_CHAT) && O.rooms > O.conns)
         O.rooms = O.conns;
     size_t need = O.sc == SC_FANOUT ? (size_t)O.subs + 1 : (size_t)O.conns;
@@ -2815,6 +3740,7 @@ int main(int argc, char **argv)
     case SC_IDLE: rc = run_idle(); break;
     case SC_CHAT: rc = run_chat(); break;
     case SC_JOIN: rc = run_join(); break;
+    case SC_PRESENCE: rc = run_presence(); break;
     }
     if (rc == 2) {
         fprintf(stderr, "rcload: setup failed\n");
