@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus.h"
 #include "channel.h"
 #include "conn.h"
 #include "hub.h"
@@ -66,6 +67,23 @@ static void priv_free(struct presence_priv *pp)
     free(pp->avatar_url);
 }
 
+/* In a cluster, tells the other nodes about this connection's presence change. */
+static void tell_cluster(struct chan *ch, enum bus_presence_op op)
+{
+    struct hub *h = ch->conn->worker->hub;
+    struct bus *bus = hub_bus(h);
+    if (!bus)
+        return;
+    struct sbuf meta = SBUF_INIT;
+    if (op != BUS_UNTRACK && presence_meta_of(hub_presence(h), ch->topic, ch->conn->id, &meta)) {
+        sbuf_cleanup(&meta);
+        return;
+    }
+    bus_presence(bus, op, ch->topic, ch->conn->user_id, ch->conn->id,
+                 op == BUS_UNTRACK ? NULL : meta.data);
+    sbuf_cleanup(&meta);
+}
+
 /* Membership read finished: track, reply, push the state, release held diffs. */
 static void join_done(struct chan *ch, struct store_req *req, const char *ref)
 {
@@ -90,6 +108,7 @@ static void join_done(struct chan *ch, struct store_req *req, const char *ref)
         return;
     }
     metrics_presence_delta(1);
+    tell_cluster(ch, BUS_TRACK);
     chan_join_ok(ch, "{}");
     sbuf_reset(&b);
     presence_state(p, ch->topic, &b);
@@ -160,8 +179,8 @@ static void presence_handle_in(struct chan *ch, const char *event, const struct 
         chan_reply(ch, ref, "ok", b.data); /* the reply goes before the diff, as in Phoenix */
         sbuf_reset(&b);
         meta_json(pp, &b);
-        if (presence_update(p, ch->topic, ch->conn->id, b.data))
-            (void)0; /* not tracked: nothing to update */
+        if (presence_update(p, ch->topic, ch->conn->id, b.data) == 0)
+            tell_cluster(ch, BUS_UPDATE);
         sbuf_cleanup(&b);
         return;
     }
@@ -181,8 +200,10 @@ static void presence_handle_in(struct chan *ch, const char *event, const struct 
 /* Leaving or disconnecting: the meta leaves. */
 static void presence_terminate(struct chan *ch)
 {
-    if (presence_untrack(hub_presence(ch->conn->worker->hub), ch->topic, ch->conn->id) == 0)
+    if (presence_untrack(hub_presence(ch->conn->worker->hub), ch->topic, ch->conn->id) == 0) {
         metrics_presence_delta(-1);
+        tell_cluster(ch, BUS_UNTRACK);
+    }
 }
 
 const struct channel_type presence_channel = {

@@ -52,6 +52,8 @@ const struct config_option config_options[] = {
     {"presence-batch-ms", OPT_INT, "50", SERVE, OFF(presence_batch_ms),
      "merge each topic's presence changes over this many ms into one presence_diff (0: one "
      "diff per change)"},
+    {"reap-after-ms", OPT_INT, "5000", SERVE, OFF(reap_after_ms),
+     "PostgreSQL cluster: reap a node (and its presences) whose heartbeat is this old"},
     {"demo", OPT_BOOL, "true", SERVE, OFF(demo),
      "serve the demo chat page at / (default on in dev, off in prod; --no-demo turns it off)"},
     {"demo-dir", OPT_STRING, "contrib/demo", SERVE, OFF(demo_dir),

@@ -47,6 +47,7 @@ struct config {
     long rate_burst;
     long max_conns_per_user;
     long presence_batch_ms; /* merge presence diffs of one topic over this window */
+    long reap_after_ms;  /* PostgreSQL cluster: a node silent this long is reaped */
     bool demo;           /* serve the demo page at / (and, in dev, POST /dev/token) */
     char *demo_dir;
     /* token subcommand */

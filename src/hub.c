@@ -9,7 +9,9 @@
 
 #include "config.h"
 #include "hub.h"
+#include "bus.h"
 #include "metrics.h"
+#include "util/clock.h"
 #include "obuf.h"
 #include "presence.h"
 #include "ratelimit.h"
@@ -35,6 +37,8 @@ struct hub {
     pthread_t pthread;
     bool pthread_started;
     bool closed; /* workers stopped: hub_post_to_worker refuses (under pmu) */
+    struct bus *bus; /* PostgreSQL mode: broadcasts and disconnects go through it */
+    char node_id[96];
 };
 
 struct presence *hub_presence(struct hub *h)
@@ -67,7 +71,8 @@ static void emit_diff(const char *topic, const char *diff, size_t len, void *arg
 {
     struct hub *h = arg;
     if (h->cfg->presence_batch_ms <= 0) {
-        hub_broadcast(h, topic, "presence_diff", diff, len, 0);
+        /* Local only: other nodes compute their own diffs from the bus's changes. */
+        hub_broadcast_local(h, topic, "presence_diff", diff, len, 0);
         return;
     }
     json_t *d = json_loadb(diff, len, 0, NULL);
@@ -99,7 +104,7 @@ static void flush_presence(struct hub *h)
     {
         char *text = json_dumps(diff, JSON_COMPACT);
         if (text)
-            hub_broadcast(h, topic, "presence_diff", text, strlen(text), 0);
+            hub_broadcast_local(h, topic, "presence_diff", text, strlen(text), 0);
         free(text);
     }
     json_decref(all);
@@ -218,13 +223,45 @@ void hub_publish(struct hub *h, struct bcast *b)
     post_all(h, &b, 1);
 }
 
-void hub_broadcast(struct hub *h, const char *topic, const char *event, const char *payload,
-                   size_t payload_len, uint64_t exclude)
+void hub_broadcast_local(struct hub *h, const char *topic, const char *event,
+                         const char *payload, size_t payload_len, uint64_t exclude)
 {
     hub_publish(h, bcast_create(topic, event, payload, payload_len, exclude, 0));
 }
 
+void hub_broadcast(struct hub *h, const char *topic, const char *event, const char *payload,
+                   size_t payload_len, uint64_t exclude)
+{
+    if (h->bus)
+        bus_broadcast(h->bus, topic, event, payload, payload_len, exclude);
+    else
+        hub_broadcast_local(h, topic, event, payload, payload_len, exclude);
+}
+
 void hub_disconnect_user(struct hub *h, const char *user_id)
+{
+    if (h->bus)
+        bus_disconnect_user(h->bus, user_id);
+    else
+        hub_disconnect_local(h, user_id);
+}
+
+void hub_set_bus(struct hub *h, struct bus *b)
+{
+    h->bus = b;
+}
+
+struct bus *hub_bus(struct hub *h)
+{
+    return h->bus;
+}
+
+const char *hub_node_id(struct hub *h)
+{
+    return h->node_id;
+}
+
+void hub_disconnect_local(struct hub *h, const char *user_id)
 {
     for (int w = 0; w < h->nworkers; w++) {
         struct inbox_item *it = xcalloc(1, sizeof *it);
@@ -251,7 +288,7 @@ void hub_on_messages(const struct store_msg *msgs, size_t n, void *arg)
         struct bcast *b = bcast_create(topic.data, "new_message", payload.data, payload.len, 0,
                                        msgs[i].seq);
         if (!b) {
-            log_error("out of memory building a broadcast", "topic=%s seq=%lld", topic.data,
+            log_error("out of memory building a broadcast", "topic=%s seq=%lld", log_v(topic.data),
                       (long long)msgs[i].seq);
             continue;
         }
@@ -363,11 +400,12 @@ struct hub *hub_create(const struct config *cfg)
     h->rl = cfg->rate_limit > 0 ? ratelimit_create((double)cfg->rate_limit, (double)cfg->rate_burst)
                                 : NULL;
     h->uc = user_counter_create();
-    char node[64];
     char host[32] = "node";
     gethostname(host, sizeof host - 1);
-    snprintf(node, sizeof node, "%s-%d", host, (int)getpid());
-    h->presence = presence_create(node, emit_diff, h);
+    uint64_t rnd = (uint64_t)clock_mono_us() ^ ((uint64_t)getpid() << 32);
+    snprintf(h->node_id, sizeof h->node_id, "%s-%d-%llx", host, (int)getpid(),
+             (unsigned long long)(rnd & 0xffffff));
+    h->presence = presence_create(h->node_id, emit_diff, h);
     pthread_mutex_init(&h->pmu, NULL);
     pthread_cond_init(&h->pcv, NULL);
     h->pending = json_object();

@@ -55,11 +55,21 @@ void hub_free(struct hub *h);
 
 /* Posts b to every worker; consumes the caller's reference. Any thread. */
 void hub_publish(struct hub *h, struct bcast *b);
-/* Builds and publishes a broadcast (exclude: conn id or 0). Any thread. */
+/* Builds and publishes a broadcast to every node (exclude: conn id or 0). Any thread. */
 void hub_broadcast(struct hub *h, const char *topic, const char *event, const char *payload,
                    size_t payload_len, uint64_t exclude);
-/* Closes every socket of user_id with 1001 on every worker. Any thread. */
+/* Closes every socket of user_id with 1001, on every node. Any thread. */
 void hub_disconnect_user(struct hub *h, const char *user_id);
+/* The same two for this node only (what the bus calls when its messages arrive). */
+void hub_broadcast_local(struct hub *h, const char *topic, const char *event,
+                         const char *payload, size_t payload_len, uint64_t exclude);
+void hub_disconnect_local(struct hub *h, const char *user_id);
+/* PostgreSQL mode: broadcasts and disconnects go through the cluster bus. */
+struct bus;
+void hub_set_bus(struct hub *h, struct bus *b);
+struct bus *hub_bus(struct hub *h);
+/* This node's id (presence entries, nodes table). */
+const char *hub_node_id(struct hub *h);
 
 /* Hands an upgraded WebSocket to the least-loaded worker: fd (owned from now on), the
  * bytes libmicrohttpd read past the handshake, the authenticated user (ownership

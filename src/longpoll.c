@@ -146,7 +146,7 @@ static enum MHD_Result open_session(struct ws_front *f, const struct http_socket
         return answer(req->conn, 200, "{\"status\":403}");
     }
     if (!hub_acquire_user(f->hub, user)) {
-        log_info("connect refused", "transport=longpoll reason=too_many_sockets user=%s", user);
+        log_info("connect refused", "transport=longpoll reason=too_many_sockets user=%s", log_v(user));
         free(user);
         return answer(req->conn, 200, "{\"status\":403}");
     }
@@ -348,7 +348,7 @@ static void lp_send(struct conn *c, struct obuf *b)
     s->out_n++;
     if (s->out.len > (size_t)c->worker->cfg->outbound_queue_bytes) {
         log_warn("slow consumer", "conn=%llu user=%s transport=longpoll queued_bytes=%zu",
-                 (unsigned long long)c->id, c->user_id, s->out.len);
+                 (unsigned long long)c->id, log_v(c->user_id), s->out.len);
         s->slow = true;
         metrics_slow_consumer();
     }
@@ -361,7 +361,7 @@ static void lp_end(struct lp_session *s, const char *why)
     if (s->gone)
         return;
     log_info("disconnect", "conn=%llu user=%s transport=longpoll reason=\"%s\"",
-             (unsigned long long)s->base.id, s->base.user_id, why);
+             (unsigned long long)s->base.id, log_v(s->base.user_id), why);
     s->gone = true;
     conn_closed(&s->base);
     char body[128];
@@ -402,7 +402,7 @@ static void feed(void *arg, bool binary, const uint8_t *data, size_t len)
     if (rc) {
         metrics_protocol_error();
         log_info("protocol error", "conn=%llu user=%s transport=longpoll",
-                 (unsigned long long)s->base.id, s->base.user_id);
+                 (unsigned long long)s->base.id, log_v(s->base.user_id));
         lp_end(s, "undecodable message");
         return;
     }
@@ -513,7 +513,7 @@ void lp_handle_item(struct worker *w, struct inbox_item *it)
         s->base.transport = MT_LONGPOLL;
         metrics_socket_opened(MT_LONGPOLL);
         log_info("connect", "conn=%llu user=%s transport=longpoll vsn=%d",
-                 (unsigned long long)s->base.id, s->base.user_id,
+                 (unsigned long long)s->base.id, log_v(s->base.user_id),
                  it->u.lp.vsn == CODEC_V2 ? 2 : 1);
         return;
     }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "bus.h"
 #include "http.h"
 #include "hub.h"
 #include "jwt.h"
@@ -68,24 +69,37 @@ static int cmd_serve(struct config *cfg)
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
     struct hub *hub = hub_create(cfg);
+    struct bus *bus = NULL;
+    bool pg = !strncmp(cfg->db, "postgres://", 11) || !strncmp(cfg->db, "postgresql://", 13);
     struct store_options so = {
         .url = cfg->db,
         .batch_max = (int)cfg->batch_max,
         .data_poll_ms = (int)cfg->data_poll_ms,
         .sync_full = !strcmp(cfg->sqlite_sync, "full"),
-        .listener = hub_on_messages,
+        /* SQLite: the store delivers committed rows; PostgreSQL: the bus does, on every
+         * node alike. */
+        .listener = pg ? NULL : hub_on_messages,
         .listener_arg = hub,
-        .notif_listener = hub_on_notifications,
-        .docop_listener = hub_on_docops,
+        .notif_listener = pg ? NULL : hub_on_notifications,
+        .docop_listener = pg ? NULL : hub_on_docops,
     };
     if (store_open(&so, &store, err, sizeof err)) {
-        log_error("cannot open the database", "db=%s err=\"%s\"", cfg->db, err);
+        log_error("cannot open the database", "db=%s err=%s", log_v(cfg->db), log_v(err));
         fprintf(stderr, "rowcast: %s\n", err);
         goto out;
     }
     if (hub_start(hub, store)) {
         fprintf(stderr, "rowcast: cannot start the I/O workers\n");
         goto out;
+    }
+    if (pg) {
+        if (bus_start(cfg->db, hub, hub_node_id(hub), (int)cfg->reap_after_ms, &bus, err,
+                      sizeof err)) {
+            log_error("cannot start the cluster bus", "err=%s", log_v(err));
+            fprintf(stderr, "rowcast: %s\n", err);
+            goto out;
+        }
+        hub_set_bus(hub, bus);
     }
     struct ws_front front = {.cfg = cfg, .hub = hub};
     struct http_options ho = {
@@ -97,7 +111,7 @@ static int cmd_serve(struct config *cfg)
         .socket_cls_free = ws_socket_cls_free,
     };
     if (http_start(&ho, &http, err, sizeof err)) {
-        log_error("cannot start HTTP", "err=\"%s\"", err);
+        log_error("cannot start HTTP", "err=%s", log_v(err));
         fprintf(stderr, "rowcast: %s\n", err);
         goto out;
     }
@@ -126,6 +140,8 @@ out:
      * release what is left. */
     hub_shutdown(hub);
     http_stop(http);
+    hub_set_bus(hub, NULL);
+    bus_stop(bus); /* sends what is queued (presence leaves), leaves the cluster */
     store_close(store);
     hub_free(hub);
     if (status == 0)

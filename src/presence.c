@@ -583,3 +583,14 @@ size_t presence_count_topics(struct presence *p)
     pthread_mutex_unlock(&p->mu);
     return n;
 }
+
+int presence_meta_of(struct presence *p, const char *topic, uint64_t conn_id, struct sbuf *out)
+{
+    pthread_mutex_lock(&p->mu);
+    struct ptopic *t;
+    struct pmeta *m = find_meta(p, topic, p->node_id, conn_id, &t);
+    if (m)
+        sbuf_adds(out, m->json);
+    pthread_mutex_unlock(&p->mu);
+    return m ? 0 : RC_ENOTFOUND;
+}

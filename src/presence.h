@@ -105,6 +105,12 @@ void presence_each_key(struct presence *p, const char *topic,
 /* The number of keys present on topic (0 for an unknown topic). Any thread. */
 size_t presence_count_keys(struct presence *p, const char *topic);
 
+/* Appends the stored meta (phx_ref and phx_ref_prev included) that this node tracks for
+ * (topic, conn_id) to out: what other nodes are told. Returns 0 or RC_ENOTFOUND. Any
+ * thread. */
+int presence_meta_of(struct presence *p, const char *topic, uint64_t conn_id,
+                     struct sbuf *out) MUSTCHECK;
+
 /* The number of topics with at least one key (empty topics are freed). Any thread. */
 size_t presence_count_topics(struct presence *p);
 

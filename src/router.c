@@ -212,7 +212,7 @@ void chan_join_ok(struct chan *ch, const char *response)
     ch->state = CHAN_JOINED;
     metrics_join(metrics_channel_of(ch->topic), 1);
     log_info("join", "conn=%llu user=%s topic=%s", (unsigned long long)ch->conn->id,
-             ch->conn->user_id, ch->topic);
+             log_v(ch->conn->user_id), log_v(ch->topic));
     join_finished(ch->conn);
 }
 
@@ -224,7 +224,7 @@ void chan_join_error(struct chan *ch, const char *reason)
     sbuf_cleanup(&b);
     metrics_join(metrics_channel_of(ch->topic), 0);
     log_info("join refused", "conn=%llu user=%s topic=%s reason=%s",
-             (unsigned long long)ch->conn->id, ch->conn->user_id, ch->topic, reason);
+             (unsigned long long)ch->conn->id, log_v(ch->conn->user_id), log_v(ch->topic), reason);
     struct conn *c = ch->conn;
     chan_free(ch);
     join_finished(c);
@@ -337,8 +337,8 @@ static void handle_leave(struct conn *c, const struct phx_in *m, const char *jr,
         return; /* stale instance: Phoenix 1.8 ignores it */
     send_reply(c, chan_jr(ch), ref, ch->topic, ch->topic_len, "ok", "{}");
     router_send(c, ch->jr, ch->jr, ch->topic, ch->topic_len, "phx_close", "{}", 2);
-    log_info("leave", "conn=%llu user=%s topic=%s", (unsigned long long)c->id, c->user_id,
-             ch->topic);
+    log_info("leave", "conn=%llu user=%s topic=%s", (unsigned long long)c->id, log_v(c->user_id),
+             log_v(ch->topic));
     chan_end(ch);
 }
 

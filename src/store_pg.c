@@ -29,11 +29,16 @@
 #include <string.h>
 #include <time.h>
 
+#include "metrics.h"
 #include "migrations.h"
 #include "store.h"
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/xmalloc.h"
+
+/* Declared in store.h once the build registers this backend; repeated here so that this
+ * file compiles on its own. */
+extern const struct store_ops store_pg_ops;
 
 /* Reader connections (and threads). */
 #define N_READERS 2
@@ -208,6 +213,7 @@ struct link {
     PGconn *conn;
     char name[16];         /* "writer", "reader1": logs and application_name */
     bool broken;           /* the connection failed during the current exchange */
+    bool report;           /* its state is the rowcast_db_connected gauge (the writer) */
     int backoff_ms;        /* next reconnect delay; 0 while connected */
     int64_t fail_logged;   /* when a connection failure was last logged */
     int64_t down_since;    /* when it was lost (0: up, or never connected) */
@@ -365,7 +371,7 @@ static void complete_all(struct store_req *head, int rc)
         struct store_req *next = head->_next;
         head->_next = NULL;
         head->rc = rc;
-        head->done(head);
+        store_complete(head);
         head = next;
     }
 }
@@ -459,7 +465,7 @@ static int map_error(struct link *l, const PGresult *res)
     if (!strncmp(code, "23", 2) || !strncmp(code, "22", 2)) /* constraint, bad data */
         return RC_EINVAL;
     const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-    log_error("postgres statement failed", "conn=%s sqlstate=%s err=\"%s\"", l->name, code,
+    log_error("postgres statement failed", "conn=%s sqlstate=%s err=%s", l->name, code,
               msg ? msg : "?");
     return RC_ESTORE;
 }
@@ -594,6 +600,8 @@ static void link_drop(struct link *l)
         l->conn = NULL;
         l->down_since = clock_mono_ms();
         log_warn("postgres connection lost", "conn=%s", l->name);
+        if (l->report)
+            metrics_db_connected(0);
     }
     l->broken = false;
 }
@@ -601,7 +609,7 @@ static void link_drop(struct link *l)
 /* Opens the link's connection in pipeline mode and prepares every statement. */
 static int link_open(struct pg_store *s, struct link *l, char *err, size_t errlen)
 {
-    char e[256] = "";
+    char e[256] = "", perr[256] = "";
     PGconn *c = pg_connect(s->url, l->name, e, sizeof e);
     if (!c) {
         snprintf(err, errlen, "cannot connect to PostgreSQL at %s: %s", s->url_safe, e);
@@ -626,14 +634,13 @@ static int link_open(struct pg_store *s, struct link *l, char *err, size_t errle
         PGresult *res = next_result(l);
         ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
         if (!ok)
-            snprintf(err, errlen, "cannot prepare statement %d: %s", i,
+            snprintf(perr, sizeof perr, "cannot prepare statement %d: %s", i,
                      res ? PQresultErrorMessage(res) : PQerrorMessage(c));
         PQclear(res);
     }
     ok = ok && expect_result(l, PGRES_PIPELINE_SYNC);
     if (!ok) {
-        if (!err[0])
-            snprintf(err, errlen, "cannot prepare statements: %s", PQerrorMessage(c));
+        snprintf(err, errlen, "%s", perr[0] ? perr : PQerrorMessage(c));
         PQfinish(c);
         l->conn = NULL;
         l->broken = false;
@@ -647,9 +654,15 @@ static void link_check(struct link *l)
 {
     if (!l->conn)
         return;
-    struct pollfd p = {.fd = PQsocket(l->conn), .events = POLLIN};
-    if (poll(&p, 1, 0) > 0 && !PQconsumeInput(l->conn))
-        l->broken = true;
+    /* Nothing is due while idle: readable means a message (the server's FATAL before
+     * it goes away) or the end of the stream, which a second read finds. */
+    for (int i = 0; i < 4 && !l->broken; i++) {
+        struct pollfd p = {.fd = PQsocket(l->conn), .events = POLLIN};
+        if (poll(&p, 1, 0) <= 0)
+            break;
+        if (!PQconsumeInput(l->conn))
+            l->broken = true;
+    }
     PGnotify *n;
     while ((n = PQnotifies(l->conn)))
         PQfreemem(n);
@@ -687,11 +700,13 @@ static bool link_up(struct pg_store *s, struct link *l, struct queue *q)
                          clock_mono_ms() - l->down_since);
             l->down_since = 0;
             l->backoff_ms = 0;
+            if (l->report)
+                metrics_db_connected(1);
             return true;
         }
         int64_t now = clock_mono_ms();
         if (now - l->fail_logged >= FAIL_LOG_MS) {
-            log_warn("postgres reconnect failed", "conn=%s err=\"%s\"", l->name, err);
+            log_warn("postgres reconnect failed", "conn=%s err=%s", l->name, err);
             l->fail_logged = now;
         }
         l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : BACKOFF_MIN_MS;
@@ -965,7 +980,7 @@ static void run_reads(struct link *l, struct store_req *head)
             if (l->broken)
                 req->rc = RC_ESTORE;
         }
-        req->done(req);
+        store_complete(req);
     }
     if (l->broken)
         link_drop(l);
@@ -976,10 +991,11 @@ static void run_reads(struct link *l, struct store_req *head)
 /* Builds a notification's payload {"message":…,"data":…}; NULL without a message. */
 static char *notif_payload(const struct store_req *req)
 {
-    if (!req->body)
+    json_t *msg = req->body ? json_string(req->body) : NULL; /* NULL: not UTF-8 */
+    if (!msg)
         return NULL;
     json_t *p = json_object();
-    json_object_set_new(p, "message", json_string(req->body));
+    json_object_set_new(p, "message", msg);
     json_t *d = req->data ? json_loads(req->data, JSON_DECODE_ANY, NULL) : NULL;
     json_object_set_new(p, "data", d ? d : json_null());
     char *payload = json_dumps(p, JSON_COMPACT);
@@ -1276,17 +1292,8 @@ static bool send_round(struct link *l, struct store_req **v, size_t n, size_t st
         struct args a = {0};
         char *payload = NULL;
         enum stmt_id id = write_stmt(v[i], &a, &payload);
-        if (id == ST_COUNT) {
-            /* Invalid (e.g. a notification without a message): sent as a statement that
-             * fails the same way, so the round's bookkeeping stays uniform. */
-            struct args bad = {0};
-            arg_str(&bad, NULL);
-            arg_str(&bad, NULL);
-            arg_str(&bad, NULL);
-            id = ST_MSG_ADD;
-            a = bad;
-        }
-        ok = send_stmt(l, ST_SAVEPOINT, NULL) && send_stmt(l, id, &a) &&
+        ok = id != ST_COUNT && /* run_batch took the invalid ones out */
+             send_stmt(l, ST_SAVEPOINT, NULL) && send_stmt(l, id, &a) &&
              send_stmt(l, ST_RELEASE, NULL);
         free(payload);
     }
@@ -1363,6 +1370,7 @@ static enum round_outcome read_round(struct link *l, struct store_req **v, size_
  * trip, plus one per failed request. */
 static void run_batch(struct pg_store *s, struct store_req *head)
 {
+    int64_t t0 = clock_mono_us();
     struct link *l = &s->w;
     struct store_req **v = s->batch;
     size_t n = 0;
@@ -1371,13 +1379,30 @@ static void run_batch(struct pg_store *s, struct store_req *head)
         head = head->_next;
         v[n - 1]->_next = NULL;
     }
-    for (size_t i = 0; i < n; i++)
-        v[i]->rc = 0;
+    /* Invalid requests (a notification without a valid message) are answered without
+     * a statement. */
+    struct store_req *rejected = NULL;
+    size_t valid = 0, n_rejected = n;
+    for (size_t i = 0; i < n; i++) {
+        struct args a = {0};
+        char *payload = NULL;
+        bool ok = write_stmt(v[i], &a, &payload) != ST_COUNT;
+        free(payload);
+        v[i]->rc = ok ? 0 : RC_EINVAL;
+        if (ok) {
+            v[valid++] = v[i];
+        } else {
+            v[i]->_next = rejected;
+            rejected = v[i];
+        }
+    }
+    n_rejected -= valid;
+    n = valid;
     char *rooms = batch_rooms(v, n);
     size_t start = 0;
     bool first = true;
-    enum round_outcome out;
-    for (;;) {
+    enum round_outcome out = ROUND_COMMITTED;
+    while (n > 0) {
         size_t failed = n;
         if (!send_round(l, v, n, start, rooms, first)) {
             out = ROUND_LOST;
@@ -1420,8 +1445,10 @@ static void run_batch(struct pg_store *s, struct store_req *head)
     collect_committed(s, v, n, &c);
     /* Completions first: a sender's ok does not wait behind the fan-out of its own
      * message (as in the SQLite store). */
+    metrics_store_batch(n + n_rejected, clock_mono_us() - t0);
     for (size_t i = 0; i < n; i++)
-        v[i]->done(v[i]);
+        store_complete(v[i]);
+    complete_all(rejected, RC_EINVAL);
     deliver_committed(s, &c);
 }
 
@@ -1605,6 +1632,7 @@ static int pg_open(const struct store_options *opts, struct store **out, char *e
     queue_init(&s->wq);
     queue_init(&s->rq);
     snprintf(s->w.name, sizeof s->w.name, "writer");
+    s->w.report = true;
     for (int i = 0; i < N_READERS; i++)
         snprintf(s->r[i].name, sizeof s->r[i].name, "reader%d", i + 1);
     int applied;

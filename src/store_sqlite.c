@@ -163,7 +163,7 @@ static sqlite3_stmt *stmt(struct conn *c, enum stmt_id id)
         int rc = sqlite3_prepare_v3(c->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
                                     &c->st[id], NULL);
         if (rc != SQLITE_OK) {
-            log_error("sqlite prepare failed", "err=\"%s\"", sqlite3_errmsg(c->db));
+            log_error("sqlite prepare failed", "err=%s", log_v(sqlite3_errmsg(c->db)));
             return NULL;
         }
     }
@@ -187,7 +187,7 @@ static int exec_simple(sqlite3 *db, const char *sql)
     char *msg = NULL;
     int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
     if (rc != SQLITE_OK)
-        log_error("sqlite exec failed", "sql=\"%.40s\" err=\"%s\"", sql, msg ? msg : "?");
+        log_error("sqlite exec failed", "err=%s", log_v(msg ? msg : "?"));
     sqlite3_free(msg);
     return rc;
 }
@@ -297,7 +297,7 @@ static int step_error(struct conn *c, int rc)
             return RC_ENOTFOUND;
         return RC_EINVAL;
     }
-    log_error("sqlite step failed", "code=%d err=\"%s\"", rc, sqlite3_errmsg(c->db));
+    log_error("sqlite step failed", "code=%d err=%s", rc, log_v(sqlite3_errmsg(c->db)));
     return RC_ESTORE;
 }
 
@@ -1066,7 +1066,7 @@ static void checkpoint(struct sqlite_store *s)
     int rc = sqlite3_wal_checkpoint_v2(s->r.db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
                                        &done);
     if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-        log_warn("checkpoint failed", "err=\"%s\"", sqlite3_errmsg(s->r.db));
+        log_warn("checkpoint failed", "err=%s", log_v(sqlite3_errmsg(s->r.db)));
     /* Once everything is copied and nobody reads the old WAL, start it over. */
     if (rc == SQLITE_OK && log_frames > 4096 && done == log_frames)
         sqlite3_wal_checkpoint_v2(s->r.db, NULL, SQLITE_CHECKPOINT_RESTART, NULL, NULL);

@@ -180,7 +180,7 @@ static void disconnect_user(struct worker *w, const char *user_id)
 {
     for (struct conn *c = w->conns; c; c = c->_next)
         if (!c->closed && !strcmp(c->user_id, user_id)) {
-            log_info("disconnect", "conn=%llu user=%s", (unsigned long long)c->id, user_id);
+            log_info("disconnect", "conn=%llu user=%s", (unsigned long long)c->id, log_v(user_id));
             c->ops->close(c, 1001, "disconnected");
         }
 }

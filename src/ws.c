@@ -300,7 +300,7 @@ static enum MHD_Result websocket_request(struct ws_front *f, struct MHD_Connecti
         return plain(conn, 400, "unsupported WebSocket version or missing key");
     }
     if (!hub_acquire_user(f->hub, user)) {
-        log_info("connect refused", "reason=too_many_sockets user=%s", user);
+        log_info("connect refused", "reason=too_many_sockets user=%s", log_v(user));
         free(user);
         return plain(conn, 429, "too many sockets for this user");
     }
@@ -478,7 +478,7 @@ static void ws_start_close(struct ws_conn *c, uint16_t code, const char *why)
     if (c->state != WS_OPEN)
         return;
     log_info("disconnect", "conn=%llu user=%s code=%u reason=\"%s\"",
-             (unsigned long long)c->base.id, c->base.user_id, code, why);
+             (unsigned long long)c->base.id, log_v(c->base.user_id), code, why);
     conn_closed(&c->base);
     c->state = WS_CLOSING;
     struct obuf *b = obuf_create_close(code);
@@ -525,7 +525,7 @@ static void ws_send(struct conn *base, struct obuf *b)
         /* Closing here could unsubscribe chans while a broadcast is being fanned out:
          * the flush pass closes it. */
         log_warn("slow consumer", "conn=%llu user=%s queued_bytes=%zu",
-                 (unsigned long long)base->id, base->user_id, c->q_bytes);
+                 (unsigned long long)base->id, log_v(base->user_id), c->q_bytes);
         drop_queue(c);
         c->slow = true;
         metrics_slow_consumer();
@@ -545,7 +545,7 @@ static void protocol_error(struct ws_conn *c, uint16_t code, const char *why)
     if (c->state == WS_OPEN)
         metrics_protocol_error();
     log_info("protocol error", "conn=%llu user=%s code=%u reason=\"%s\"",
-             (unsigned long long)c->base.id, c->base.user_id, code, why);
+             (unsigned long long)c->base.id, log_v(c->base.user_id), code, why);
     ws_start_close(c, code, why);
 }
 
@@ -663,7 +663,7 @@ static void ws_read(struct ws_conn *c)
             if (c->io_eof) {
                 if (c->state == WS_OPEN)
                     log_info("disconnect", "conn=%llu user=%s reason=\"connection lost\"",
-                             (unsigned long long)c->base.id, c->base.user_id);
+                             (unsigned long long)c->base.id, log_v(c->base.user_id));
                 ws_conn_abort(&c->base);
             }
             return;
@@ -891,7 +891,7 @@ void ws_conn_create(struct worker *w, int fd, const uint8_t *extra, size_t extra
         return;
     }
     log_info("connect", "conn=%llu user=%s transport=websocket vsn=%d",
-             (unsigned long long)c->base.id, user_id, vsn == CODEC_V2 ? 2 : 1);
+             (unsigned long long)c->base.id, log_v(user_id), vsn == CODEC_V2 ? 2 : 1);
     if (c->extra_len)
         ws_read(c);
 }

@@ -1,4 +1,5 @@
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <fcntl.h>
@@ -19,6 +20,41 @@ int log_open_file(const char *path)
     int rc = dup2(fd, STDERR_FILENO) < 0 ? -1 : 0;
     close(fd);
     return rc;
+}
+
+const char *log_v(const char *s)
+{
+    static _Thread_local char bufs[8][420];
+    static _Thread_local unsigned slot;
+    if (!s)
+        return "-";
+    bool plain = *s != '\0';
+    for (const char *p = s; *p && plain; p++) {
+        char c = *p;
+        plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                strchr("_.:/@+-", c);
+    }
+    if (plain && strlen(s) <= 200)
+        return s;
+    char *out = bufs[slot++ % 8];
+    size_t n = 0;
+    out[n++] = '"';
+    for (const unsigned char *p = (const unsigned char *)s; *p && n < 400; p++) {
+        if (*p == '"' || *p == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)*p;
+        } else if (*p == '\n' || *p == '\r' || *p == '\t') {
+            out[n++] = '\\';
+            out[n++] = *p == '\n' ? 'n' : *p == '\r' ? 'r' : 't';
+        } else if (*p < 0x20 || *p == 0x7f) {
+            n += (size_t)snprintf(out + n, 8, "\\u%04x", *p);
+        } else {
+            out[n++] = (char)*p;
+        }
+    }
+    out[n++] = '"';
+    out[n] = '\0';
+    return out;
 }
 
 int log_level_parse(const char *s)

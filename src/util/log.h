@@ -20,6 +20,12 @@ int log_level_parse(const char *s);
  * again (SIGHUP) it reopens the file, for log rotation. Returns 0 or -1 (errno set). */
 int log_open_file(const char *path);
 
+/* A client-controlled string made safe as a logfmt value: returned as is when it is
+ * only [A-Za-z0-9_.:/@+-], else quoted with JSON-style escapes (\" \\ \n \r \t \u00XX; cut at 200
+ * bytes), so it can neither break a line nor forge a key. The result lives in one of a
+ * few per-thread buffers: use it in the log call at hand. */
+const char *log_v(const char *s);
+
 /* Writes one line: msg is quoted, fmt (may be NULL) appends `key=value` pairs. */
 void log_write(int level, const char *msg, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -1,0 +1,730 @@
+/* bus_pg.c - the PostgreSQL cluster bus (see bus.h): a listener thread that LISTENs and
+ * delivers committed rows by seq, and a sender thread for ephemeral NOTIFYs. */
+#include <errno.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bus.h"
+#include "hub.h"
+#include "metrics.h"
+#include "presence.h"
+#include "store.h"
+#include "util/clock.h"
+#include "util/hmap.h"
+#include "util/log.h"
+#include "util/sbuf.h"
+#include "util/xmalloc.h"
+
+#define CHANNEL "rowcast"
+/* NOTIFY payloads must stay under 8000 bytes. */
+#define NOTIFY_MAX 7900
+/* Rows read per query when filling a gap. */
+#define CHUNK 1000
+/* Outgoing messages kept while PostgreSQL is unreachable; older ones are dropped. */
+#define QUEUE_MAX 10000
+#define HEARTBEAT_MS 1000
+
+/* One outgoing statement for the sender thread. */
+struct out {
+    enum { OUT_NOTIFY, OUT_BIG, OUT_PRESENCE } kind;
+    char *a, *b, *c; /* NOTIFY: payload; BIG: topic, event, payload */
+    enum bus_presence_op op;
+    char *topic, *key, *meta;
+    uint64_t conn;
+    struct out *next;
+};
+
+/* A watermark: the highest seq (or id) delivered. */
+struct mark {
+    int64_t v;
+};
+
+struct bus {
+    char *url;
+    char *node;
+    struct hub *hub;
+    int reap_ms;
+    atomic_bool stop;
+    atomic_bool connected;
+    pthread_t listener, sender;
+    /* sender queue */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct out *head, *tail;
+    size_t qlen;
+    /* listener thread only */
+    PGconn *lc;
+    struct hmap room_wm, doc_wm, notif_wm;
+    int64_t notif_floor; /* notifications at or below this id were there before us */
+    bool loaded_once;
+};
+
+/* Sleeps ms milliseconds unless the bus is stopping. */
+static void nap(struct bus *b, int ms)
+{
+    for (int t = 0; t < ms && !atomic_load(&b->stop); t += 50) {
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Gets (creating with value dflt) the watermark for key in map. */
+static struct mark *mark_of(struct hmap *m, const char *key, int64_t dflt)
+{
+    struct mark *k = hmap_get(m, key, strlen(key));
+    if (!k) {
+        k = xmalloc(sizeof *k);
+        k->v = dflt;
+        hmap_put(m, key, strlen(key), k);
+    }
+    return k;
+}
+
+/* Runs a statement with text parameters on the listener connection; NULL on error. */
+static PGresult *q(PGconn *c, const char *sql, int n, const char *const *params)
+{
+    PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        log_warn("bus query failed", "err=%s", log_v(PQresultErrorMessage(r)));
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* Copies a text column (NULL stays NULL). */
+static char *col(PGresult *r, int row, int c)
+{
+    return PQgetisnull(r, row, c) ? NULL : xstrdup(PQgetvalue(r, row, c));
+}
+
+/* Delivers the room's messages after its watermark, in seq order. */
+static void deliver_room(struct bus *b, const char *room)
+{
+    struct mark *m = mark_of(&b->room_wm, room, 0);
+    for (;;) {
+        char after[32], limit[16];
+        snprintf(after, sizeof after, "%lld", (long long)m->v);
+        snprintf(limit, sizeof limit, "%d", CHUNK);
+        const char *p[] = {room, after, limit};
+        PGresult *r = q(b->lc,
+                        "SELECT id, room_id, seq, user_id, body, rowcast_iso(inserted_at) "
+                        "FROM messages WHERE room_id = $1 AND seq > $2::bigint "
+                        "ORDER BY seq LIMIT $3::int",
+                        3, p);
+        if (!r)
+            return;
+        int n = PQntuples(r);
+        if (n) {
+            struct store_msg *msgs = xcalloc((size_t)n, sizeof *msgs);
+            for (int i = 0; i < n; i++) {
+                msgs[i].id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+                msgs[i].room_id = col(r, i, 1);
+                msgs[i].seq = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+                msgs[i].user_id = col(r, i, 3);
+                msgs[i].body = col(r, i, 4);
+                snprintf(msgs[i].inserted_at, sizeof msgs[i].inserted_at, "%s",
+                         PQgetvalue(r, i, 5));
+            }
+            m->v = msgs[n - 1].seq;
+            hub_on_messages(msgs, (size_t)n, b->hub);
+            for (int i = 0; i < n; i++)
+                store_msg_cleanup(&msgs[i]);
+            free(msgs);
+        }
+        PQclear(r);
+        if (n < CHUNK)
+            return;
+    }
+}
+
+/* Delivers the document's operations after its watermark. */
+static void deliver_doc(struct bus *b, const char *room)
+{
+    struct mark *m = mark_of(&b->doc_wm, room, 0);
+    for (;;) {
+        char after[32], limit[16];
+        snprintf(after, sizeof after, "%lld", (long long)m->v);
+        snprintf(limit, sizeof limit, "%d", CHUNK);
+        const char *p[] = {room, after, limit};
+        PGresult *r = q(b->lc,
+                        "SELECT id, room_id, seq, user_id, operation, data::text, "
+                        "rowcast_iso(inserted_at) FROM document_ops WHERE room_id = $1 AND "
+                        "seq > $2::bigint ORDER BY seq LIMIT $3::int",
+                        3, p);
+        if (!r)
+            return;
+        int n = PQntuples(r);
+        if (n) {
+            struct store_docop *ops = xcalloc((size_t)n, sizeof *ops);
+            for (int i = 0; i < n; i++) {
+                ops[i].id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+                ops[i].room_id = col(r, i, 1);
+                ops[i].seq = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+                ops[i].user_id = col(r, i, 3);
+                ops[i].operation = col(r, i, 4);
+                ops[i].data = col(r, i, 5);
+                snprintf(ops[i].inserted_at, sizeof ops[i].inserted_at, "%s",
+                         PQgetvalue(r, i, 6));
+            }
+            m->v = ops[n - 1].seq;
+            hub_on_docops(ops, (size_t)n, b->hub);
+            for (int i = 0; i < n; i++)
+                store_docop_cleanup(&ops[i]);
+            free(ops);
+        }
+        PQclear(r);
+        if (n < CHUNK)
+            return;
+    }
+}
+
+/* Delivers the user's notifications after its watermark (ids grow per user in commit
+ * order: the schema assigns them under a per-user lock). */
+static void deliver_notifs(struct bus *b, const char *user)
+{
+    struct mark *m = mark_of(&b->notif_wm, user, b->notif_floor);
+    for (;;) {
+        char after[32], limit[16];
+        snprintf(after, sizeof after, "%lld", (long long)m->v);
+        snprintf(limit, sizeof limit, "%d", CHUNK);
+        const char *p[] = {user, after, limit};
+        PGresult *r = q(b->lc,
+                        "SELECT id, user_id, payload::text, rowcast_iso(inserted_at) "
+                        "FROM notifications WHERE user_id = $1 AND id > $2::bigint "
+                        "ORDER BY id LIMIT $3::int",
+                        3, p);
+        if (!r)
+            return;
+        int n = PQntuples(r);
+        if (n) {
+            struct store_notif *ns = xcalloc((size_t)n, sizeof *ns);
+            for (int i = 0; i < n; i++) {
+                ns[i].id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+                ns[i].user_id = col(r, i, 1);
+                ns[i].payload = col(r, i, 2);
+                snprintf(ns[i].inserted_at, sizeof ns[i].inserted_at, "%s",
+                         PQgetvalue(r, i, 3));
+            }
+            m->v = ns[n - 1].id;
+            hub_on_notifications(ns, (size_t)n, b->hub);
+            for (int i = 0; i < n; i++)
+                store_notif_cleanup(&ns[i]);
+            free(ns);
+        }
+        PQclear(r);
+        if (n < CHUNK)
+            return;
+    }
+}
+
+/* Publishes a broadcast that arrived over the bus to this node's subscribers. */
+static void local_broadcast(struct bus *b, const char *text)
+{
+    json_t *j = json_loads(text, 0, NULL);
+    json_t *t = json_object_get(j, "t"), *e = json_object_get(j, "e"), *p = json_object_get(j, "p");
+    if (json_is_string(t) && json_is_string(e)) {
+        char *payload = p && json_is_object(p) ? json_dumps(p, JSON_COMPACT) : xstrdup("{}");
+        json_t *n = json_object_get(j, "n"), *x = json_object_get(j, "x");
+        uint64_t exclude = 0;
+        if (json_is_string(n) && !strcmp(json_string_value(n), b->node) && json_is_integer(x))
+            exclude = (uint64_t)json_integer_value(x);
+        hub_broadcast_local(b->hub, json_string_value(t), json_string_value(e), payload,
+                            strlen(payload), exclude);
+        free(payload);
+    }
+    json_decref(j);
+}
+
+/* Applies another node's presence change. */
+static void remote_presence(struct bus *b, const char *text)
+{
+    json_t *j = json_loads(text, 0, NULL);
+    const char *node = json_string_value(json_object_get(j, "n"));
+    const char *op = json_string_value(json_object_get(j, "o"));
+    const char *topic = json_string_value(json_object_get(j, "t"));
+    const char *key = json_string_value(json_object_get(j, "k"));
+    json_t *c = json_object_get(j, "c");
+    json_t *meta = json_object_get(j, "m");
+    if (node && op && topic && json_is_integer(c) && strcmp(node, b->node)) {
+        struct presence *p = hub_presence(b->hub);
+        uint64_t conn = (uint64_t)json_integer_value(c);
+        char *mt = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
+        int rc = 0;
+        if (!strcmp(op, "t") && key && mt)
+            rc = presence_track_remote(p, node, topic, key, conn, mt);
+        else if (!strcmp(op, "u") && mt)
+            rc = presence_update_remote(p, node, topic, conn, mt);
+        else if (!strcmp(op, "x"))
+            rc = presence_untrack_remote(p, node, topic, conn);
+        if (rc && rc != RC_ENOTFOUND && rc != RC_ECONFLICT)
+            log_warn("bad presence change from another node", "node=%s rc=%d", log_v(node), rc);
+        free(mt);
+    }
+    json_decref(j);
+}
+
+/* Handles one NOTIFY payload. */
+static void handle(struct bus *b, const char *p)
+{
+    int64_t t0 = clock_mono_us();
+    if (!strncmp(p, "room:", 5))
+        deliver_room(b, p + 5);
+    else if (!strncmp(p, "document:", 9))
+        deliver_doc(b, p + 9);
+    else if (!strncmp(p, "notifications:", 14))
+        deliver_notifs(b, p + 14);
+    else if (!strncmp(p, "b:", 2))
+        local_broadcast(b, p + 2);
+    else if (!strncmp(p, "B:", 2)) {
+        const char *params[] = {p + 2};
+        PGresult *r = q(b->lc,
+                        "SELECT json_build_object('t', topic, 'e', event, 'p', payload)::text "
+                        "FROM broadcasts WHERE id = $1::bigint",
+                        1, params);
+        if (r && PQntuples(r))
+            local_broadcast(b, PQgetvalue(r, 0, 0));
+        PQclear(r);
+    } else if (!strncmp(p, "d:", 2))
+        hub_disconnect_local(b->hub, p + 2);
+    else if (!strncmp(p, "P:", 2))
+        remote_presence(b, p + 2);
+    else if (!strncmp(p, "R:", 2) && strcmp(p + 2, b->node)) {
+        size_t n = presence_untrack_node(hub_presence(b->hub), p + 2);
+        log_info("node reaped", "node=%s presences=%zu", log_v(p + 2), n);
+    }
+    metrics_bus_notification(clock_mono_us() - t0);
+}
+
+/* Loads every other node's presences (at start, and after a reconnect, when what was
+ * missed cannot be known otherwise). */
+static void load_presences(struct bus *b)
+{
+    const char *params[] = {b->node};
+    PGresult *r = q(b->lc,
+                    "SELECT node_id, topic, key, conn_id, meta::text FROM presences "
+                    "WHERE node_id <> $1 ORDER BY node_id, conn_id",
+                    1, params);
+    if (!r)
+        return;
+    struct presence *p = hub_presence(b->hub);
+    for (int i = 0; i < PQntuples(r); i++) {
+        int rc = presence_track_remote(p, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+                                       PQgetvalue(r, i, 2),
+                                       strtoull(PQgetvalue(r, i, 3), NULL, 10),
+                                       PQgetvalue(r, i, 4));
+        (void)rc; /* already known after a reconnect: RC_ECONFLICT */
+    }
+    PQclear(r);
+}
+
+/* Sets the watermarks from the database (first connect) or fills every gap since the
+ * last delivery (reconnect): no committed row is lost across an outage. */
+static void sync_marks(struct bus *b)
+{
+    PGresult *r = q(b->lc, "SELECT id, last_seq, doc_last_seq FROM rooms", 0, NULL);
+    if (r) {
+        for (int i = 0; i < PQntuples(r); i++) {
+            const char *room = PQgetvalue(r, i, 0);
+            int64_t last = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+            int64_t doc = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+            if (!b->loaded_once) {
+                mark_of(&b->room_wm, room, last)->v = last;
+                mark_of(&b->doc_wm, room, doc)->v = doc;
+                continue;
+            }
+            if (mark_of(&b->room_wm, room, 0)->v < last)
+                deliver_room(b, room);
+            if (mark_of(&b->doc_wm, room, 0)->v < doc)
+                deliver_doc(b, room);
+        }
+        PQclear(r);
+    }
+    if (!b->loaded_once) {
+        r = q(b->lc, "SELECT COALESCE(MAX(id), 0) FROM notifications", 0, NULL);
+        if (r && PQntuples(r))
+            b->notif_floor = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+    } else {
+        char floor[32];
+        snprintf(floor, sizeof floor, "%lld", (long long)b->notif_floor);
+        const char *params[] = {floor};
+        r = q(b->lc, "SELECT DISTINCT user_id FROM notifications WHERE id > $1::bigint", 1,
+              params);
+        for (int i = 0; r && i < PQntuples(r); i++)
+            deliver_notifs(b, PQgetvalue(r, i, 0));
+        PQclear(r);
+    }
+}
+
+/* (Re)connects the listener: LISTEN, register the node, catch up. */
+static bool listener_connect(struct bus *b)
+{
+    b->lc = PQconnectdb(b->url);
+    if (PQstatus(b->lc) != CONNECTION_OK) {
+        log_warn("bus cannot connect", "err=%s", log_v(PQerrorMessage(b->lc)));
+        PQfinish(b->lc);
+        b->lc = NULL;
+        return false;
+    }
+    const char *params[] = {b->node};
+    PGresult *r = q(b->lc, "LISTEN " CHANNEL, 0, NULL);
+    PQclear(r);
+    r = q(b->lc,
+          "INSERT INTO nodes(id, heartbeat_at) VALUES ($1, now()) ON CONFLICT (id) DO UPDATE "
+          "SET heartbeat_at = now()",
+          1, params);
+    if (!r) {
+        PQfinish(b->lc);
+        b->lc = NULL;
+        return false;
+    }
+    PQclear(r);
+    if (b->loaded_once) {
+        /* What other nodes did meanwhile is unknown: forget and reload their presences. */
+        r = q(b->lc, "SELECT id FROM nodes WHERE id <> $1", 1, params);
+        for (int i = 0; r && i < PQntuples(r); i++)
+            presence_untrack_node(hub_presence(b->hub), PQgetvalue(r, i, 0));
+        PQclear(r);
+    }
+    load_presences(b);
+    sync_marks(b);
+    b->loaded_once = true;
+    atomic_store(&b->connected, true);
+    metrics_db_connected(1);
+    log_info("bus connected", "node=%s", log_v(b->node));
+    return true;
+}
+
+/* Heartbeat this node and reap the dead ones (each reaped node's id is NOTIFYed as
+ * "R:<id>" so every node drops its presences and sends the leaves). */
+static void heartbeat(struct bus *b)
+{
+    char reap[32];
+    snprintf(reap, sizeof reap, "%d milliseconds", b->reap_ms);
+    const char *params[] = {b->node, reap};
+    PGresult *r = q(b->lc, "UPDATE nodes SET heartbeat_at = now() WHERE id = $1", 1, params);
+    PQclear(r);
+    r = q(b->lc,
+          "WITH dead AS (DELETE FROM nodes WHERE id <> $1 AND heartbeat_at < now() - "
+          "$2::interval RETURNING id) SELECT pg_notify('" CHANNEL "', 'R:' || id) FROM dead",
+          2, params);
+    PQclear(r);
+}
+
+/* The listener thread. */
+static void *listener_main(void *arg)
+{
+    struct bus *b = arg;
+    int backoff = 100;
+    int64_t next_beat = 0;
+    while (!atomic_load(&b->stop)) {
+        if (!b->lc || PQstatus(b->lc) != CONNECTION_OK) {
+            if (b->lc) {
+                PQfinish(b->lc);
+                b->lc = NULL;
+                atomic_store(&b->connected, false);
+                metrics_db_connected(0);
+                log_warn("bus connection lost; reconnecting", NULL);
+            }
+            if (!listener_connect(b)) {
+                nap(b, backoff);
+                backoff = backoff < 5000 ? backoff * 2 : 5000;
+                continue;
+            }
+            backoff = 100;
+        }
+        struct pollfd pfd = {.fd = PQsocket(b->lc), .events = POLLIN};
+        poll(&pfd, 1, 200);
+        if (!PQconsumeInput(b->lc)) {
+            PQfinish(b->lc);
+            b->lc = NULL;
+            atomic_store(&b->connected, false);
+            metrics_db_connected(0);
+            log_warn("bus connection lost; reconnecting", NULL);
+            continue;
+        }
+        PGnotify *n;
+        while ((n = PQnotifies(b->lc))) {
+            handle(b, n->extra);
+            PQfreemem(n);
+        }
+        int64_t now = clock_mono_ms();
+        if (now >= next_beat) {
+            heartbeat(b);
+            next_beat = now + HEARTBEAT_MS;
+        }
+    }
+    if (b->lc) {
+        const char *params[] = {b->node};
+        PGresult *r = q(b->lc, "DELETE FROM nodes WHERE id = $1", 1, params);
+        PQclear(r);
+        PQfinish(b->lc);
+        b->lc = NULL;
+    }
+    return NULL;
+}
+
+/* Frees an outgoing message. */
+static void out_free(struct out *o)
+{
+    free(o->a);
+    free(o->b);
+    free(o->c);
+    free(o->topic);
+    free(o->key);
+    free(o->meta);
+    free(o);
+}
+
+/* Runs one outgoing message on the sender's connection; false when the connection
+ * failed (the message is kept for after the reconnect). */
+static bool send_one(struct bus *b, PGconn *c, struct out *o)
+{
+    PGresult *r = NULL;
+    if (o->kind == OUT_NOTIFY) {
+        const char *p[] = {o->a};
+        r = PQexecParams(c, "SELECT pg_notify('" CHANNEL "', $1)", 1, NULL, p, NULL, NULL, 0);
+    } else if (o->kind == OUT_BIG) {
+        const char *p[] = {o->a, o->b, o->c};
+        r = PQexecParams(c, "SELECT rowcast_broadcast($1, $2, $3::jsonb)", 3, NULL, p, NULL,
+                         NULL, 0);
+    } else {
+        char conn[32];
+        snprintf(conn, sizeof conn, "%llu", (unsigned long long)o->conn);
+        if (o->op == BUS_UNTRACK) {
+            const char *p[] = {b->node, o->topic, conn, o->a};
+            r = PQexecParams(c,
+                             "WITH d AS (DELETE FROM presences WHERE node_id = $1 AND topic = $2 "
+                             "AND conn_id = $3::bigint) SELECT pg_notify('" CHANNEL "', $4)",
+                             4, NULL, p, NULL, NULL, 0);
+        } else {
+            const char *p[] = {b->node, o->topic, o->key ? o->key : "", conn, o->meta, o->a};
+            r = PQexecParams(
+                c,
+                "WITH u AS (INSERT INTO presences(node_id, topic, key, conn_id, meta) VALUES "
+                "($1, $2, $3, $4::bigint, $5::jsonb) ON CONFLICT (node_id, topic, conn_id) DO "
+                "UPDATE SET meta = EXCLUDED.meta) SELECT pg_notify('" CHANNEL "', $6)",
+                6, NULL, p, NULL, NULL, 0);
+        }
+    }
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        log_warn("bus send failed", "err=%s", log_v(PQresultErrorMessage(r)));
+    PQclear(r);
+    return ok || PQstatus(c) == CONNECTION_OK; /* a bad statement is dropped, not retried */
+}
+
+/* The sender thread: sends queued NOTIFYs in order, reconnecting when needed. */
+static void *sender_main(void *arg)
+{
+    struct bus *b = arg;
+    PGconn *c = NULL;
+    int backoff = 100;
+    for (;;) {
+        pthread_mutex_lock(&b->mu);
+        while (!b->head && !atomic_load(&b->stop))
+            pthread_cond_wait(&b->cv, &b->mu);
+        if (!b->head && atomic_load(&b->stop)) {
+            pthread_mutex_unlock(&b->mu);
+            break;
+        }
+        struct out *o = b->head;
+        pthread_mutex_unlock(&b->mu);
+        if (!c || PQstatus(c) != CONNECTION_OK) {
+            PQfinish(c);
+            c = PQconnectdb(b->url);
+            if (PQstatus(c) != CONNECTION_OK) {
+                if (atomic_load(&b->stop))
+                    break;
+                nap(b, backoff);
+                backoff = backoff < 5000 ? backoff * 2 : 5000;
+                continue;
+            }
+            backoff = 100;
+        }
+        if (!send_one(b, c, o))
+            continue; /* reconnect, then try it again */
+        pthread_mutex_lock(&b->mu);
+        b->head = o->next;
+        if (!b->head)
+            b->tail = NULL;
+        b->qlen--;
+        pthread_mutex_unlock(&b->mu);
+        out_free(o);
+    }
+    PQfinish(c);
+    return NULL;
+}
+
+/* Queues o for the sender, dropping the oldest when PostgreSQL has been away long. */
+static void enqueue(struct bus *b, struct out *o)
+{
+    o->next = NULL;
+    pthread_mutex_lock(&b->mu);
+    if (b->tail)
+        b->tail->next = o;
+    else
+        b->head = o;
+    b->tail = o;
+    b->qlen++;
+    struct out *drop = NULL;
+    if (b->qlen > QUEUE_MAX && b->head != o) {
+        /* Keep the head (it may be in flight); drop the one after it. */
+        drop = b->head->next;
+        b->head->next = drop->next;
+        if (b->tail == drop)
+            b->tail = b->head;
+        b->qlen--;
+    }
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    if (drop) {
+        log_warn("bus queue full; dropping an ephemeral event", NULL);
+        out_free(drop);
+    }
+}
+
+void bus_broadcast(struct bus *b, const char *topic, const char *event, const char *payload,
+                   size_t payload_len, uint64_t exclude)
+{
+    struct sbuf s = SBUF_INIT;
+    sbuf_adds(&s, "b:{\"e\":");
+    sbuf_add_json_str(&s, event, strlen(event));
+    sbuf_adds(&s, ",\"n\":");
+    sbuf_add_json_str(&s, b->node, strlen(b->node));
+    sbuf_adds(&s, ",\"p\":");
+    sbuf_add(&s, payload, payload_len);
+    sbuf_adds(&s, ",\"t\":");
+    sbuf_add_json_str(&s, topic, strlen(topic));
+    sbuf_printf(&s, ",\"x\":%llu}", (unsigned long long)exclude);
+    struct out *o = xcalloc(1, sizeof *o);
+    if (s.len < NOTIFY_MAX) {
+        o->kind = OUT_NOTIFY;
+        o->a = sbuf_steal(&s, NULL);
+    } else { /* too big for a payload: a row of broadcasts (no exclusion) */
+        o->kind = OUT_BIG;
+        o->a = xstrdup(topic);
+        o->b = xstrdup(event);
+        o->c = xstrndup(payload, payload_len);
+    }
+    sbuf_cleanup(&s);
+    enqueue(b, o);
+}
+
+void bus_disconnect_user(struct bus *b, const char *user)
+{
+    struct out *o = xcalloc(1, sizeof *o);
+    o->kind = OUT_NOTIFY;
+    size_t n = strlen(user) + 3;
+    o->a = xmalloc(n);
+    snprintf(o->a, n, "d:%s", user);
+    enqueue(b, o);
+}
+
+void bus_presence(struct bus *b, enum bus_presence_op op, const char *topic, const char *key,
+                  uint64_t conn_id, const char *meta_json)
+{
+    json_t *j = json_pack("{s:s,s:s,s:s,s:I}", "n", b->node, "o",
+                          op == BUS_TRACK ? "t" : op == BUS_UPDATE ? "u" : "x", "t", topic, "c",
+                          (json_int_t)conn_id);
+    if (key)
+        json_object_set_new(j, "k", json_string(key));
+    if (meta_json)
+        json_object_set_new(j, "m", json_loads(meta_json, 0, NULL));
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!text)
+        return;
+    struct out *o = xcalloc(1, sizeof *o);
+    o->kind = OUT_PRESENCE;
+    o->op = op;
+    size_t n = strlen(text) + 3;
+    o->a = xmalloc(n);
+    snprintf(o->a, n, "P:%s", text);
+    free(text);
+    if (strlen(o->a) >= NOTIFY_MAX) {
+        log_warn("presence meta too large for the bus", "topic=%s", log_v(topic));
+        out_free(o);
+        return;
+    }
+    o->topic = xstrdup(topic);
+    o->key = key ? xstrdup(key) : NULL;
+    o->meta = meta_json ? xstrdup(meta_json) : NULL;
+    o->conn = conn_id;
+    enqueue(b, o);
+}
+
+bool bus_connected(struct bus *b)
+{
+    return atomic_load(&b->connected);
+}
+
+int bus_start(const char *url, struct hub *hub, const char *node_id, int reap_after_ms,
+              struct bus **out, char *err, size_t errlen)
+{
+    struct bus *b = xcalloc(1, sizeof *b);
+    b->url = xstrdup(url);
+    b->node = xstrdup(node_id);
+    b->hub = hub;
+    b->reap_ms = reap_after_ms;
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, NULL);
+    if (!listener_connect(b)) {
+        snprintf(err, errlen, "cannot connect the bus to PostgreSQL");
+        bus_stop(b);
+        return RC_ESTORE;
+    }
+    if (pthread_create(&b->listener, NULL, listener_main, b) ||
+        pthread_create(&b->sender, NULL, sender_main, b)) {
+        snprintf(err, errlen, "cannot start the bus threads");
+        return RC_ESTORE;
+    }
+    *out = b;
+    return 0;
+}
+
+/* Frees one watermark. */
+static void free_mark(const char *key, void *value, void *arg)
+{
+    free(value);
+}
+
+void bus_stop(struct bus *b)
+{
+    if (!b)
+        return;
+    atomic_store(&b->stop, true);
+    pthread_mutex_lock(&b->mu);
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    if (b->listener)
+        pthread_join(b->listener, NULL);
+    if (b->sender)
+        pthread_join(b->sender, NULL);
+    if (b->lc)
+        PQfinish(b->lc);
+    while (b->head) {
+        struct out *o = b->head;
+        b->head = o->next;
+        out_free(o);
+    }
+    struct hmap *maps[] = {&b->room_wm, &b->doc_wm, &b->notif_wm};
+    for (int i = 0; i < 3; i++) {
+        hmap_each(maps[i], free_mark, NULL);
+        hmap_cleanup(maps[i]);
+    }
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->cv);
+    free(b->url);
+    free(b->node);
+    free(b);
+}
