@@ -11,6 +11,7 @@
 
 #include "api.h"
 #include "config.h"
+#include "bus.h"
 #include "hub.h"
 #include "metrics.h"
 #include "jwt.h"
@@ -551,14 +552,17 @@ static json_t *room_json(const struct store_room *r)
                      (json_int_t)r->last_seq, "created_at", r->created_at);
 }
 
-void api_finish(const struct store_req *s, struct api_response *resp)
+void api_finish(struct hub *hub, const struct store_req *s, struct api_response *resp)
 {
     if (s->op == STORE_PING) {
-        if (s->rc)
-            respond_json(resp, 503, json_pack("{s:s,s:s}", "status", "unavailable", "database",
-                                              rc_strerror(s->rc)));
-        else
-            respond_json(resp, 200, json_pack("{s:s,s:s}", "status", "ok", "database", "ok"));
+        /* PostgreSQL mode: the LISTEN connection counts too; without it this node misses
+         * other nodes' rows (its local sockets are still served). */
+        struct bus *bus = hub ? hub_bus(hub) : NULL;
+        const char *bus_state = !bus ? "none" : bus_connected(bus) ? "ok" : "down";
+        bool ok = !s->rc && strcmp(bus_state, "down");
+        respond_json(resp, ok ? 200 : 503,
+                     json_pack("{s:s,s:s,s:s}", "status", ok ? "ok" : "unavailable", "database",
+                               s->rc ? rc_strerror(s->rc) : "ok", "bus", bus_state));
         return;
     }
     switch (s->rc) {

@@ -36,7 +36,7 @@ bool api_handle(const struct config *cfg, struct hub *hub, const struct api_requ
                 struct api_response *resp, struct store_req **pending);
 
 /* Builds the response for a completed store request made by api_handle. */
-void api_finish(const struct store_req *sreq, struct api_response *resp);
+void api_finish(struct hub *hub, const struct store_req *sreq, struct api_response *resp);
 
 /* Fills resp with the JSON error {"error":{"code","message"}}. */
 void api_error(struct api_response *resp, int status, const char *code, const char *message);

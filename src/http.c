@@ -204,7 +204,7 @@ static enum MHD_Result dispatch(struct http_req *hr, const char *url, const char
 static enum MHD_Result finish(struct http_req *hr)
 {
     struct api_response resp = {0};
-    api_finish(hr->pending, &resp);
+    api_finish(hr->http->opts.hub, hr->pending, &resp);
     store_req_destroy(hr->pending);
     hr->pending = NULL;
     http_note_resumed();

@@ -87,7 +87,7 @@ void store_req_destroy(struct store_req *r)
     free(r);
 }
 
-static const struct store_ops *const backends[] = {&store_sqlite_ops};
+static const struct store_ops *const backends[] = {&store_sqlite_ops, &store_pg_ops};
 
 /* Finds the backend for a database URL. */
 static const struct store_ops *backend_for(const char *url, char *err, size_t errlen)
@@ -95,11 +95,9 @@ static const struct store_ops *backend_for(const char *url, char *err, size_t er
     for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
         if (!strncmp(url, backends[i]->scheme, strlen(backends[i]->scheme)))
             return backends[i];
-    if (!strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13))
-        snprintf(err, errlen,
-                 "the PostgreSQL store is not built yet in this version; use --db sqlite:PATH");
-    else
-        snprintf(err, errlen, "unsupported database URL \"%s\" (want sqlite:PATH)", url);
+    snprintf(err, errlen,
+             "unsupported database URL \"%s\" (want sqlite:PATH or postgres://USER@HOST/DB)",
+             url);
     return NULL;
 }
 

@@ -183,6 +183,7 @@ struct store_ops {
 };
 
 extern const struct store_ops store_sqlite_ops;
+extern const struct store_ops store_pg_ops; /* scheme "postgres": postgres:// and postgresql:// */
 
 struct sbuf;
 /* Appends a message as the JSON object clients see:
