@@ -41,7 +41,8 @@ if [ ! -w "$src" ]; then
   chmod -R u+w "$work"
 fi
 
-if [ ! -d "$work/node_modules/phoenix" ] || [ ! -d "$work/node_modules/ws" ]; then
+if [ ! -d "$work/node_modules/phoenix" ] || [ ! -d "$work/node_modules/ws" ] ||
+   [ ! -d "$work/node_modules/playwright-core" ]; then
   echo "# installing e2e dependencies (npm ci) in $work" >&2
   if ! (cd "$work" && npm ci --no-audit --no-fund) >&2; then
     echo "Bail out! npm ci failed in $work (is the npm registry reachable?)"

@@ -2,7 +2,7 @@
 // phoenix client helpers with buffered per-channel inboxes, and a test() wrapper that
 // prints the server's stderr when a test fails and never lets a test hang.
 import { spawn, execFile } from "node:child_process";
-import { mkdtempSync, rmSync, existsSync } from "node:fs";
+import { mkdtempSync, rmSync, existsSync, readFileSync } from "node:fs";
 import { promisify } from "node:util";
 import os from "node:os";
 import path from "node:path";
@@ -223,6 +223,7 @@ const live = new Set();
 export class Server {
   constructor() {
     this.logs = []; // stderr+stdout lines of the server
+    this.stderr = ""; // everything the server wrote to stderr, verbatim
     this.clients = new Set(); // things to close after each test
     this.exited = null; // {code, signal} once the process is gone
     this.stopping = false;
@@ -448,6 +449,41 @@ export class Server {
     this.clients.clear();
   }
 
+  // Resolves {code, signal} once the process has exited, or null after timeoutMs.
+  waitExit(timeoutMs = 5000) {
+    if (this.exited) return Promise.resolve(this.exited);
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.proc.off("exit", onExit);
+        resolve(null);
+      }, timeoutMs);
+      const onExit = (code, signal) => {
+        clearTimeout(t);
+        resolve({ code, signal });
+      };
+      this.proc.once("exit", onExit);
+    });
+  }
+
+  // Sends sig to the server. SIGTERM/SIGINT mark the server as stopping, so the test()
+  // wrapper does not report its exit as a crash.
+  signal(sig) {
+    if (sig === "SIGTERM" || sig === "SIGINT") this.stopping = true;
+    this.proc.kill(sig);
+  }
+
+  // Sends sig (default SIGTERM) and waits up to timeoutMs for the exit. Resolves
+  // {code, signal, ms} (ms from the signal to the exit), or {timedOut: true, ms} when the
+  // process is still running at the deadline (it is left running; stop() kills it).
+  async terminate(sig = "SIGTERM", timeoutMs = 5000) {
+    this.stopping = true;
+    const t0 = Date.now();
+    const gone = this.waitExit(timeoutMs);
+    this.proc.kill(sig);
+    const r = await gone;
+    return r ? { ...r, ms: Date.now() - t0 } : { timedOut: true, ms: Date.now() - t0 };
+  }
+
   async stop() {
     this.stopping = true;
     this.closeClients();
@@ -533,8 +569,10 @@ function decorateWs(ws) {
   return ws;
 }
 
-// Starts `rowcast serve` on a fresh database and a free port.
-export async function startServer({ args = [], env = {}, timeoutMs = 10000 } = {}) {
+// Starts `rowcast serve` on a fresh database and a free port. args are appended to the
+// defaults; logFile: the server logs to this file (pass --log-file in args too), so its
+// msg=listening line is looked for there as well as on stderr/stdout.
+export async function startServer({ args = [], env = {}, timeoutMs = 10000, logFile } = {}) {
   if (!existsSync(BIN)) throw new Error(`rowcast binary not found at ${BIN} (set ROWCAST_BIN)`);
   const s = new Server();
   s.dir = mkdtempSync(path.join(os.tmpdir(), "rowcast-e2e-"));
@@ -563,6 +601,7 @@ export async function startServer({ args = [], env = {}, timeoutMs = 10000 } = {
     let partial = "";
     stream.setEncoding("utf8");
     stream.on("data", (d) => {
+      if (stream === s.proc.stderr) s.stderr += d;
       partial += d;
       const lines = partial.split("\n");
       partial = lines.pop();
@@ -580,6 +619,28 @@ export async function startServer({ args = [], env = {}, timeoutMs = 10000 } = {
     })
   );
   s.proc.on("error", (e) => s.logs.push(`[harness] spawn error: ${e.message}`));
+  let fileTimer;
+  if (logFile) {
+    fileTimer = setInterval(() => {
+      if (s.port) return;
+      let text;
+      try {
+        text = readFileSync(logFile, "utf8");
+      } catch {
+        return;
+      }
+      for (const line of text.split("\n")) {
+        if (!/\bmsg="?listening\b/.test(line)) continue;
+        const m = /\baddr="?([^\s"]+)"?/.exec(line);
+        const port = m ? Number(m[1].slice(m[1].lastIndexOf(":") + 1)) : 0;
+        if (port > 0) {
+          s.port = port;
+          resolveListen();
+          return;
+        }
+      }
+    }, 25);
+  }
   let timer;
   const outcome = await Promise.race([
     listening.then(() => "ok"),
@@ -587,6 +648,7 @@ export async function startServer({ args = [], env = {}, timeoutMs = 10000 } = {
     new Promise((r) => (timer = setTimeout(() => r("timeout"), timeoutMs))),
   ]);
   clearTimeout(timer);
+  clearInterval(fileTimer);
   if (outcome !== "ok") {
     const why =
       outcome === "exited"
