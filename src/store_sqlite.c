@@ -824,90 +824,116 @@ enum {
     SCAN_ALL = 7,
 };
 
-/* Hands every message committed since the last delivery to the listener. */
-static void deliver_messages(struct sqlite_store *s)
+/* One table that delivery scans: rows after a watermark, in id order, read in chunks
+ * into an array of `size`-byte rows and handed to a listener. */
+struct scan {
+    enum stmt_id stmt;
+    size_t size;
+    void (*read)(sqlite3_stmt *st, void *row);
+    int64_t (*id)(const void *row);
+    void (*cleanup)(void *row);
+    void (*deliver)(struct sqlite_store *s, const void *rows, size_t n);
+};
+
+/* Row adapters for struct scan. */
+static void scan_read_msg(sqlite3_stmt *st, void *row)
 {
-    struct store_msg batch[SCAN_CHUNK];
-    for (;;) {
-        sqlite3_stmt *st = stmt(&s->w, ST_SCAN);
-        if (!st)
-            return;
-        sqlite3_bind_int64(st, 1, s->delivered_id);
-        sqlite3_bind_int(st, 2, SCAN_CHUNK);
-        size_t n = 0;
-        while (n < SCAN_CHUNK && sqlite3_step(st) == SQLITE_ROW)
-            read_msg(st, &batch[n++]);
-        sqlite3_reset(st);
-        if (n) {
-            s->delivered_id = batch[n - 1].id;
-            s->listener(batch, n, s->listener_arg);
-            for (size_t i = 0; i < n; i++)
-                store_msg_cleanup(&batch[i]);
-        }
-        if (n < SCAN_CHUNK)
-            return;
-    }
+    read_msg(st, row);
+}
+static void scan_read_notif(sqlite3_stmt *st, void *row)
+{
+    read_notif(st, row);
+}
+static void scan_read_docop(sqlite3_stmt *st, void *row)
+{
+    read_docop(st, row);
+}
+static int64_t scan_id_msg(const void *row)
+{
+    return ((const struct store_msg *)row)->id;
+}
+static int64_t scan_id_notif(const void *row)
+{
+    return ((const struct store_notif *)row)->id;
+}
+static int64_t scan_id_docop(const void *row)
+{
+    return ((const struct store_docop *)row)->id;
+}
+static void scan_free_msg(void *row)
+{
+    store_msg_cleanup(row);
+}
+static void scan_free_notif(void *row)
+{
+    store_notif_cleanup(row);
+}
+static void scan_free_docop(void *row)
+{
+    store_docop_cleanup(row);
 }
 
-/* The same for notifications. */
-static void deliver_notifs(struct sqlite_store *s)
+static void scan_to_msgs(struct sqlite_store *s, const void *rows, size_t n)
 {
-    struct store_notif batch[SCAN_CHUNK];
-    for (;;) {
-        sqlite3_stmt *st = stmt(&s->w, ST_NOTIF_SCAN);
-        if (!st)
-            return;
-        sqlite3_bind_int64(st, 1, s->delivered_notif_id);
-        sqlite3_bind_int(st, 2, SCAN_CHUNK);
-        size_t n = 0;
-        while (n < SCAN_CHUNK && sqlite3_step(st) == SQLITE_ROW)
-            read_notif(st, &batch[n++]);
-        sqlite3_reset(st);
-        if (n) {
-            s->delivered_notif_id = batch[n - 1].id;
-            s->notif_listener(batch, n, s->listener_arg);
-            for (size_t i = 0; i < n; i++)
-                store_notif_cleanup(&batch[i]);
-        }
-        if (n < SCAN_CHUNK)
-            return;
-    }
+    s->listener(rows, n, s->listener_arg);
+}
+static void scan_to_notifs(struct sqlite_store *s, const void *rows, size_t n)
+{
+    s->notif_listener(rows, n, s->listener_arg);
+}
+static void scan_to_docops(struct sqlite_store *s, const void *rows, size_t n)
+{
+    s->docop_listener(rows, n, s->listener_arg);
 }
 
-/* The same for document operations. */
-static void deliver_docops(struct sqlite_store *s)
+static const struct scan scan_messages = {ST_SCAN,       sizeof(struct store_msg),
+                                          scan_read_msg, scan_id_msg,
+                                          scan_free_msg, scan_to_msgs};
+static const struct scan scan_notifs = {ST_NOTIF_SCAN,   sizeof(struct store_notif),
+                                        scan_read_notif, scan_id_notif,
+                                        scan_free_notif, scan_to_notifs};
+static const struct scan scan_docops = {ST_DOCOP_SCAN,   sizeof(struct store_docop),
+                                        scan_read_docop, scan_id_docop,
+                                        scan_free_docop, scan_to_docops};
+
+/* Hands every row of sc's table committed after *mark to fn, in id order. */
+static void deliver_table(struct sqlite_store *s, const struct scan *sc, int64_t *mark)
 {
-    struct store_docop batch[SCAN_CHUNK];
+    char *rows = xmalloc(sc->size * SCAN_CHUNK);
     for (;;) {
-        sqlite3_stmt *st = stmt(&s->w, ST_DOCOP_SCAN);
+        sqlite3_stmt *st = stmt(&s->w, sc->stmt);
         if (!st)
-            return;
-        sqlite3_bind_int64(st, 1, s->delivered_docop_id);
+            break;
+        sqlite3_bind_int64(st, 1, *mark);
         sqlite3_bind_int(st, 2, SCAN_CHUNK);
         size_t n = 0;
-        while (n < SCAN_CHUNK && sqlite3_step(st) == SQLITE_ROW)
-            read_docop(st, &batch[n++]);
+        while (n < SCAN_CHUNK && sqlite3_step(st) == SQLITE_ROW) {
+            memset(rows + n * sc->size, 0, sc->size);
+            sc->read(st, rows + n * sc->size);
+            n++;
+        }
         sqlite3_reset(st);
         if (n) {
-            s->delivered_docop_id = batch[n - 1].id;
-            s->docop_listener(batch, n, s->listener_arg);
+            *mark = sc->id(rows + (n - 1) * sc->size);
+            sc->deliver(s, rows, n);
             for (size_t i = 0; i < n; i++)
-                store_docop_cleanup(&batch[i]);
+                sc->cleanup(rows + i * sc->size);
         }
         if (n < SCAN_CHUNK)
-            return;
+            break;
     }
+    free(rows);
 }
 
 /* Delivers what was committed since the last delivery, for the tables in mask. */
 static void deliver_new(struct sqlite_store *s, int mask)
 {
     if ((mask & SCAN_MESSAGES) && s->listener)
-        deliver_messages(s);
+        deliver_table(s, &scan_messages, &s->delivered_id);
     if ((mask & SCAN_NOTIFS) && s->notif_listener)
-        deliver_notifs(s);
+        deliver_table(s, &scan_notifs, &s->delivered_notif_id);
     if ((mask & SCAN_DOCOPS) && s->docop_listener)
-        deliver_docops(s);
+        deliver_table(s, &scan_docops, &s->delivered_docop_id);
 }
 
 /* Looks for commits by other processes (SQLite bumps data_version for them). */

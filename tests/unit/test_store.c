@@ -544,9 +544,11 @@ static void test_open_bad_urls(void **state)
     assert_null(s);
     assert_non_null(strstr(err, "mysql://localhost/x"));
 
-    opts.url = "postgres://user@localhost/db";
+    /* A PostgreSQL server that is not there: a database error, with a message. */
+    opts.url = "postgres://user@127.0.0.1:1/db";
     err[0] = '\0';
-    assert_int_equal(store_open(&opts, &s, err, sizeof err), RC_EINVAL);
+    assert_int_equal(store_open(&opts, &s, err, sizeof err), RC_ESTORE);
+    assert_null(s);
     assert_true(strlen(err) > 0);
 
     err[0] = '\0';
