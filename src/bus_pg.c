@@ -106,124 +106,123 @@ static char *col(PGresult *r, int row, int c)
     return PQgetisnull(r, row, c) ? NULL : xstrdup(PQgetvalue(r, row, c));
 }
 
-/* Delivers the room's messages after its watermark, in seq order. */
+/* Row builders: one result row into a typed array slot. */
+static int64_t row_msg(PGresult *r, int i, void *slot)
+{
+    struct store_msg *m = slot;
+    m->id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+    m->room_id = col(r, i, 1);
+    m->seq = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+    m->user_id = col(r, i, 3);
+    m->body = col(r, i, 4);
+    snprintf(m->inserted_at, sizeof m->inserted_at, "%s", PQgetvalue(r, i, 5));
+    return m->seq;
+}
+static int64_t row_docop(PGresult *r, int i, void *slot)
+{
+    struct store_docop *op = slot;
+    op->id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+    op->room_id = col(r, i, 1);
+    op->seq = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+    op->user_id = col(r, i, 3);
+    op->operation = col(r, i, 4);
+    op->data = col(r, i, 5);
+    snprintf(op->inserted_at, sizeof op->inserted_at, "%s", PQgetvalue(r, i, 6));
+    return op->seq;
+}
+static int64_t row_notif(PGresult *r, int i, void *slot)
+{
+    struct store_notif *n = slot;
+    n->id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+    n->user_id = col(r, i, 1);
+    n->payload = col(r, i, 2);
+    snprintf(n->inserted_at, sizeof n->inserted_at, "%s", PQgetvalue(r, i, 3));
+    return n->id;
+}
+
+/* Hands built rows to the hub and frees them. */
+static void give_msgs(struct bus *b, void *rows, size_t n)
+{
+    struct store_msg *m = rows;
+    hub_on_messages(m, n, b->hub);
+    for (size_t i = 0; i < n; i++)
+        store_msg_cleanup(&m[i]);
+}
+static void give_docops(struct bus *b, void *rows, size_t n)
+{
+    struct store_docop *op = rows;
+    hub_on_docops(op, n, b->hub);
+    for (size_t i = 0; i < n; i++)
+        store_docop_cleanup(&op[i]);
+}
+static void give_notifs(struct bus *b, void *rows, size_t n)
+{
+    struct store_notif *ns = rows;
+    hub_on_notifications(ns, n, b->hub);
+    for (size_t i = 0; i < n; i++)
+        store_notif_cleanup(&ns[i]);
+}
+
+/* A kind of row the bus delivers: its query (key, after, limit), row size, builder. */
+struct feed {
+    const char *sql;
+    size_t size;
+    int64_t (*row)(PGresult *r, int i, void *slot); /* returns the row's order value */
+    void (*give)(struct bus *b, void *rows, size_t n);
+};
+
+static const struct feed feed_messages = {
+    "SELECT id, room_id, seq, user_id, body, rowcast_iso(inserted_at) FROM messages "
+    "WHERE room_id = $1 AND seq > $2::bigint ORDER BY seq LIMIT $3::int",
+    sizeof(struct store_msg), row_msg, give_msgs};
+static const struct feed feed_docops = {
+    "SELECT id, room_id, seq, user_id, operation, data::text, rowcast_iso(inserted_at) "
+    "FROM document_ops WHERE room_id = $1 AND seq > $2::bigint ORDER BY seq LIMIT $3::int",
+    sizeof(struct store_docop), row_docop, give_docops};
+/* Notification ids grow per user in commit order: the schema assigns them under a
+ * per-user lock. */
+static const struct feed feed_notifs = {
+    "SELECT id, user_id, payload::text, rowcast_iso(inserted_at) FROM notifications "
+    "WHERE user_id = $1 AND id > $2::bigint ORDER BY id LIMIT $3::int",
+    sizeof(struct store_notif), row_notif, give_notifs};
+
+/* Delivers the rows of key after its watermark m, in order, in chunks. */
+static void deliver(struct bus *b, const struct feed *f, const char *key, struct mark *m)
+{
+    for (;;) {
+        char after[32], limit[16];
+        snprintf(after, sizeof after, "%lld", (long long)m->v);
+        snprintf(limit, sizeof limit, "%d", CHUNK);
+        const char *p[] = {key, after, limit};
+        PGresult *r = q(b->lc, f->sql, 3, p);
+        if (!r)
+            return;
+        int n = PQntuples(r);
+        if (n) {
+            char *rows = xcalloc((size_t)n, f->size);
+            for (int i = 0; i < n; i++)
+                m->v = f->row(r, i, rows + (size_t)i * f->size);
+            f->give(b, rows, (size_t)n);
+            free(rows);
+        }
+        PQclear(r);
+        if (n < CHUNK)
+            return;
+    }
+}
+
+/* A room's messages, a document's operations, a user's notifications. */
 static void deliver_room(struct bus *b, const char *room)
 {
-    struct mark *m = mark_of(&b->room_wm, room, 0);
-    for (;;) {
-        char after[32], limit[16];
-        snprintf(after, sizeof after, "%lld", (long long)m->v);
-        snprintf(limit, sizeof limit, "%d", CHUNK);
-        const char *p[] = {room, after, limit};
-        PGresult *r = q(b->lc,
-                        "SELECT id, room_id, seq, user_id, body, rowcast_iso(inserted_at) "
-                        "FROM messages WHERE room_id = $1 AND seq > $2::bigint "
-                        "ORDER BY seq LIMIT $3::int",
-                        3, p);
-        if (!r)
-            return;
-        int n = PQntuples(r);
-        if (n) {
-            struct store_msg *msgs = xcalloc((size_t)n, sizeof *msgs);
-            for (int i = 0; i < n; i++) {
-                msgs[i].id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
-                msgs[i].room_id = col(r, i, 1);
-                msgs[i].seq = strtoll(PQgetvalue(r, i, 2), NULL, 10);
-                msgs[i].user_id = col(r, i, 3);
-                msgs[i].body = col(r, i, 4);
-                snprintf(msgs[i].inserted_at, sizeof msgs[i].inserted_at, "%s",
-                         PQgetvalue(r, i, 5));
-            }
-            m->v = msgs[n - 1].seq;
-            hub_on_messages(msgs, (size_t)n, b->hub);
-            for (int i = 0; i < n; i++)
-                store_msg_cleanup(&msgs[i]);
-            free(msgs);
-        }
-        PQclear(r);
-        if (n < CHUNK)
-            return;
-    }
+    deliver(b, &feed_messages, room, mark_of(&b->room_wm, room, 0));
 }
-
-/* Delivers the document's operations after its watermark. */
 static void deliver_doc(struct bus *b, const char *room)
 {
-    struct mark *m = mark_of(&b->doc_wm, room, 0);
-    for (;;) {
-        char after[32], limit[16];
-        snprintf(after, sizeof after, "%lld", (long long)m->v);
-        snprintf(limit, sizeof limit, "%d", CHUNK);
-        const char *p[] = {room, after, limit};
-        PGresult *r = q(b->lc,
-                        "SELECT id, room_id, seq, user_id, operation, data::text, "
-                        "rowcast_iso(inserted_at) FROM document_ops WHERE room_id = $1 AND "
-                        "seq > $2::bigint ORDER BY seq LIMIT $3::int",
-                        3, p);
-        if (!r)
-            return;
-        int n = PQntuples(r);
-        if (n) {
-            struct store_docop *ops = xcalloc((size_t)n, sizeof *ops);
-            for (int i = 0; i < n; i++) {
-                ops[i].id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
-                ops[i].room_id = col(r, i, 1);
-                ops[i].seq = strtoll(PQgetvalue(r, i, 2), NULL, 10);
-                ops[i].user_id = col(r, i, 3);
-                ops[i].operation = col(r, i, 4);
-                ops[i].data = col(r, i, 5);
-                snprintf(ops[i].inserted_at, sizeof ops[i].inserted_at, "%s",
-                         PQgetvalue(r, i, 6));
-            }
-            m->v = ops[n - 1].seq;
-            hub_on_docops(ops, (size_t)n, b->hub);
-            for (int i = 0; i < n; i++)
-                store_docop_cleanup(&ops[i]);
-            free(ops);
-        }
-        PQclear(r);
-        if (n < CHUNK)
-            return;
-    }
+    deliver(b, &feed_docops, room, mark_of(&b->doc_wm, room, 0));
 }
-
-/* Delivers the user's notifications after its watermark (ids grow per user in commit
- * order: the schema assigns them under a per-user lock). */
 static void deliver_notifs(struct bus *b, const char *user)
 {
-    struct mark *m = mark_of(&b->notif_wm, user, b->notif_floor);
-    for (;;) {
-        char after[32], limit[16];
-        snprintf(after, sizeof after, "%lld", (long long)m->v);
-        snprintf(limit, sizeof limit, "%d", CHUNK);
-        const char *p[] = {user, after, limit};
-        PGresult *r = q(b->lc,
-                        "SELECT id, user_id, payload::text, rowcast_iso(inserted_at) "
-                        "FROM notifications WHERE user_id = $1 AND id > $2::bigint "
-                        "ORDER BY id LIMIT $3::int",
-                        3, p);
-        if (!r)
-            return;
-        int n = PQntuples(r);
-        if (n) {
-            struct store_notif *ns = xcalloc((size_t)n, sizeof *ns);
-            for (int i = 0; i < n; i++) {
-                ns[i].id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
-                ns[i].user_id = col(r, i, 1);
-                ns[i].payload = col(r, i, 2);
-                snprintf(ns[i].inserted_at, sizeof ns[i].inserted_at, "%s",
-                         PQgetvalue(r, i, 3));
-            }
-            m->v = ns[n - 1].id;
-            hub_on_notifications(ns, (size_t)n, b->hub);
-            for (int i = 0; i < n; i++)
-                store_notif_cleanup(&ns[i]);
-            free(ns);
-        }
-        PQclear(r);
-        if (n < CHUNK)
-            return;
-    }
+    deliver(b, &feed_notifs, user, mark_of(&b->notif_wm, user, b->notif_floor));
 }
 
 /* Publishes a broadcast that arrived over the bus to this node's subscribers. */
