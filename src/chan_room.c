@@ -72,12 +72,7 @@ static void room_join(struct chan *ch, json_t *params)
     struct store_req *req = store_req_create(STORE_JOIN_ROOM);
     req->room_id = xstrdup(room_id(ch));
     req->user_id = xstrdup(ch->conn->user_id);
-    req->limit = HISTORY_LIMIT;
-    json_t *ls = json_is_object(params) ? json_object_get(params, "last_seq") : NULL;
-    if (json_is_integer(ls) && json_integer_value(ls) >= 0) {
-        req->after_seq = json_integer_value(ls);
-        req->limit = RECOVERY_LIMIT;
-    }
+    chan_history_bounds(params, req, HISTORY_LIMIT, RECOVERY_LIMIT);
     chan_store(ch, req, NULL, join_done);
 }
 

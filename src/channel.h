@@ -71,6 +71,9 @@ void chan_join_error(struct chan *ch, const char *reason);
 /* Refuses a join whose membership read failed with rc: RC_ENOTFOUND "not_found",
  * RC_EFORBIDDEN "unauthorized", anything else "unavailable". */
 void chan_join_failed(struct chan *ch, int rc);
+/* Sets req's history bounds from the join params: {"last_seq": N} asks for what came
+ * after N (up to `recovery` rows), anything else for the latest `history` rows. */
+void chan_history_bounds(json_t *params, struct store_req *req, int history, int recovery);
 /* An accept callback for topics whose broadcasts carry a seq (messages, document
  * operations, notification ids): delivers each seq once, in order, after what the join
  * pushed (ch->last_seq); events without a seq always pass. */

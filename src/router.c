@@ -230,6 +230,16 @@ void chan_join_error(struct chan *ch, const char *reason)
     join_finished(c);
 }
 
+void chan_history_bounds(json_t *params, struct store_req *req, int history, int recovery)
+{
+    json_t *ls = json_is_object(params) ? json_object_get(params, "last_seq") : NULL;
+    req->limit = history;
+    if (json_is_integer(ls) && json_integer_value(ls) >= 0) {
+        req->after_seq = json_integer_value(ls);
+        req->limit = recovery;
+    }
+}
+
 void chan_join_failed(struct chan *ch, int rc)
 {
     chan_join_error(ch, rc == RC_ENOTFOUND    ? "not_found"

@@ -15,9 +15,18 @@
  * drops complete with RC_ESTORE (a write's commit may or may not have happened: its
  * completion says RC_ESTORE in both cases). Requests queued while it is down wait for
  * the reconnect at most WAIT_CONNECT_MS, then complete with RC_ESTORE: never a hang.
+ * STORE_PING does not wait: once a reconnect attempt has failed it completes with
+ * RC_ESTORE at once, so a health check reports a database that is down right away.
  *
- * Seq numbers are assigned by the database (the BEFORE INSERT triggers of
- * migrations/postgres), under the room's row lock. */
+ * Seq numbers (and notification ids) are assigned by the database, by the BEFORE INSERT
+ * triggers of migrations/postgres, under the room's (user's) lock: plain SQL inserts get
+ * them too. A batch first locks its rooms and notification users in one global order, so
+ * that nodes never deadlock on them.
+ *
+ * The listeners get this store's own commits: after each commit, the rows it committed,
+ * grouped per table, in commit order. Rows written by other nodes or by plain SQL reach
+ * subscribers through the LISTEN/NOTIFY bus (bus_pg.c), which reads them by seq; the
+ * NOTIFY wake-ups come from the triggers of sql/notify.sql. */
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -78,6 +87,7 @@ enum stmt_id {
     ST_RELEASE,
     ST_ROLLBACK_TO,
     ST_LOCK_ROOMS,
+    ST_LOCK_USERS,
     ST_USER_PUT,
     ST_ROOM_CREATE,
     ST_ROOM_DELETE,
@@ -126,6 +136,8 @@ static const char *const stmt_sql[ST_COUNT] = {
      * the same rooms in different orders wait for each other instead of deadlocking. */
     [ST_LOCK_ROOMS] = "SELECT 1 FROM rooms WHERE id = ANY($1::text[]) ORDER BY id COLLATE \"C\" "
                       "FOR NO KEY UPDATE",
+    /* The same for the per-user locks that order notification ids (0001_init.sql). */
+    [ST_LOCK_USERS] = "SELECT rowcast_lock_notification_users($1::text[])",
     [ST_USER_PUT] = "INSERT INTO users(id, name, avatar_url) VALUES ($1, $2, $3) "
                     "ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
                     "avatar_url = excluded.avatar_url "
@@ -211,12 +223,12 @@ static void stmt_name(enum stmt_id id, char out[8])
 /* One connection and the state of its reconnects. Used by one thread only. */
 struct link {
     PGconn *conn;
-    char name[16];         /* "writer", "reader1": logs and application_name */
-    bool broken;           /* the connection failed during the current exchange */
-    bool report;           /* its state is the rowcast_db_connected gauge (the writer) */
-    int backoff_ms;        /* next reconnect delay; 0 while connected */
-    int64_t fail_logged;   /* when a connection failure was last logged */
-    int64_t down_since;    /* when it was lost (0: up, or never connected) */
+    char name[16];       /* "writer", "reader1": logs and application_name */
+    bool broken;         /* the connection failed during the current exchange */
+    bool report;         /* its state is the rowcast_db_connected gauge (the writer) */
+    int backoff_ms;      /* next reconnect delay; 0 while connected */
+    int64_t fail_logged; /* when a connection failure was last logged */
+    int64_t down_since;  /* when it was lost (0: up, or never connected) */
 };
 
 struct pg_store {
@@ -288,7 +300,7 @@ static void queue_cleanup(struct queue *q)
     free(q->since);
 }
 
-/* Appends req to q and wakes one of its threads. */
+/* Appends req to q and wakes its threads. */
 static void queue_push(struct queue *q, struct store_req *req)
 {
     int64_t now = clock_mono_ms();
@@ -311,7 +323,9 @@ static void queue_push(struct queue *q, struct store_req *req)
         q->head = req;
     q->tail = req;
     q->len++;
-    pthread_cond_signal(&q->cv);
+    /* Broadcast: a reader waiting out a reconnect must not absorb the wake-up that the
+     * other, connected reader needs. */
+    pthread_cond_broadcast(&q->cv);
     pthread_mutex_unlock(&q->mu);
 }
 
@@ -446,8 +460,8 @@ static void read_docop(const PGresult *res, int row, int col, const char *room_i
 /* True for a SQLSTATE that means the session is over (connection exception, shutdown). */
 static bool fatal_sqlstate(const char *code)
 {
-    return !code || !strncmp(code, "08", 2) || !strcmp(code, "57P01") ||
-           !strcmp(code, "57P02") || !strcmp(code, "57P03");
+    return !code || !strncmp(code, "08", 2) || !strcmp(code, "57P01") || !strcmp(code, "57P02") ||
+           !strcmp(code, "57P03");
 }
 
 /* Maps a failed statement to an rc; a lost session marks the link broken. */
@@ -465,8 +479,8 @@ static int map_error(struct link *l, const PGresult *res)
     if (!strncmp(code, "23", 2) || !strncmp(code, "22", 2)) /* constraint, bad data */
         return RC_EINVAL;
     const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-    log_error("postgres statement failed", "conn=%s sqlstate=%s err=%s", l->name, code,
-              msg ? msg : "?");
+    log_error("postgres statement failed", "conn=%s sqlstate=%s err=%s", l->name, log_v(code),
+              log_v(msg ? msg : "?"));
     return RC_ESTORE;
 }
 
@@ -533,11 +547,14 @@ static char *redact_url(const char *url)
 /* Notice processor: server notices (e.g. "relation already exists") go to the debug log. */
 static void on_notice(void *arg, const char *message)
 {
-    const char *name = arg;
-    size_t n = strlen(message);
-    while (n && (message[n - 1] == '\n' || message[n - 1] == ' '))
-        n--;
-    log_debug("postgres notice", "conn=%s msg=\"%.*s\"", name, (int)n, message);
+    if (log_min_level > LOG_DEBUG)
+        return;
+    char text[256];
+    snprintf(text, sizeof text, "%s", message);
+    size_t n = strlen(text);
+    while (n && (text[n - 1] == '\n' || text[n - 1] == ' '))
+        text[--n] = '\0';
+    log_debug("postgres notice", "conn=%s notice=%s", (const char *)arg, log_v(text));
 }
 
 /* Connects to url without blocking longer than CONNECT_MS. Returns the connection, or
@@ -549,9 +566,12 @@ static PGconn *pg_connect(const char *url, const char *name, char *err, size_t e
     snprintf(appname, sizeof appname, "rowcast-%s", name);
     /* Options before dbname are defaults the URL may override; dead peers are found by
      * TCP keepalives and the user timeout instead of waiting for the kernel's hours. */
-    static const char *const kw[] = {"keepalives_idle",  "keepalives_interval",
-                                     "keepalives_count", "tcp_user_timeout",
-                                     "dbname",           "fallback_application_name",
+    static const char *const kw[] = {"keepalives_idle",
+                                     "keepalives_interval",
+                                     "keepalives_count",
+                                     "tcp_user_timeout",
+                                     "dbname",
+                                     "fallback_application_name",
                                      NULL};
     const char *val[] = {"10", "5", "3", "30000", url, appname, NULL};
     PGconn *c = PQconnectStartParams(kw, val, 1);
@@ -561,8 +581,7 @@ static PGconn *pg_connect(const char *url, const char *name, char *err, size_t e
     }
     int64_t deadline = clock_mono_ms() + CONNECT_MS;
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-    while (PQstatus(c) != CONNECTION_BAD && st != PGRES_POLLING_OK &&
-           st != PGRES_POLLING_FAILED) {
+    while (PQstatus(c) != CONNECTION_BAD && st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
         int64_t left = deadline - clock_mono_ms();
         if (left <= 0) {
             snprintf(err, errlen, "timed out after %d ms", CONNECT_MS);
@@ -670,17 +689,41 @@ static void link_check(struct link *l)
         link_drop(l);
 }
 
-/* Fails the requests of q that waited WAIT_CONNECT_MS (all of them with all); returns
- * the enqueue time of the oldest one left, or -1 when q is empty. */
+/* While the link is down (a reconnect attempt failed): fails the requests of q that
+ * waited WAIT_CONNECT_MS, and every PING at once (a health probe must not wait for the
+ * database to come back), or all of them with all. Returns the enqueue time of the oldest
+ * request left, or -1 when q is empty. */
 static int64_t expire_waiting(struct queue *q, bool all)
 {
     int64_t cutoff = clock_mono_ms() - WAIT_CONNECT_MS;
+    struct store_req *expired = NULL, **expired_tail = &expired;
+    struct store_req *kept = NULL, *kept_tail = NULL;
+    size_t n_kept = 0, i = 0;
     pthread_mutex_lock(&q->mu);
-    size_t n = 0;
-    while (n < q->len && (all || q->since[(q->since_head + n) % q->since_cap] <= cutoff))
-        n++;
-    struct store_req *expired = n ? queue_pop_locked(q, n) : NULL;
-    int64_t oldest = q->len ? q->since[q->since_head] : -1;
+    /* One pass, compacting the list and its ring of enqueue times in place (slot n_kept
+     * is written only after slot i >= n_kept was read). */
+    for (struct store_req *r = q->head, *next; r; r = next, i++) {
+        next = r->_next;
+        r->_next = NULL;
+        int64_t since = q->since[(q->since_head + i) % q->since_cap];
+        if (all || r->op == STORE_PING || since <= cutoff) {
+            *expired_tail = r;
+            expired_tail = &r->_next;
+            continue;
+        }
+        if (kept_tail)
+            kept_tail->_next = r;
+        else
+            kept = r;
+        kept_tail = r;
+        q->since[(q->since_head + n_kept++) % q->since_cap] = since;
+    }
+    q->head = kept;
+    q->tail = kept_tail;
+    q->len = n_kept;
+    if (!n_kept)
+        q->since_head = 0;
+    int64_t oldest = n_kept ? q->since[q->since_head] : -1;
     pthread_mutex_unlock(&q->mu);
     complete_all(expired, RC_ESTORE);
     return oldest;
@@ -706,7 +749,7 @@ static bool link_up(struct pg_store *s, struct link *l, struct queue *q)
         }
         int64_t now = clock_mono_ms();
         if (now - l->fail_logged >= FAIL_LOG_MS) {
-            log_warn("postgres reconnect failed", "conn=%s err=%s", l->name, err);
+            log_warn("postgres reconnect failed", "conn=%s err=%s", l->name, log_v(err));
             l->fail_logged = now;
         }
         l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : BACKOFF_MIN_MS;
@@ -724,8 +767,8 @@ static bool link_up(struct pg_store *s, struct link *l, struct queue *q)
             now = clock_mono_ms();
             if (now >= retry_at)
                 break;
-            int64_t until = oldest + WAIT_CONNECT_MS < retry_at ? oldest + WAIT_CONNECT_MS
-                                                                : retry_at;
+            int64_t until =
+                oldest + WAIT_CONNECT_MS < retry_at ? oldest + WAIT_CONNECT_MS : retry_at;
             struct timespec ts = {.tv_sec = (time_t)(until / 1000),
                                   .tv_nsec = (long)(until % 1000) * 1000000L};
             pthread_mutex_lock(&q->mu);
@@ -766,10 +809,8 @@ static bool is_write(enum store_op op)
     case STORE_MESSAGE_ADD:
     case STORE_NOTIFY_ADD:
     case STORE_NOTIFY_READ:
-    case STORE_DOC_EDIT:
-        return true;
-    default:
-        return false;
+    case STORE_DOC_EDIT: return true;
+    default: return false;
     }
 }
 
@@ -779,14 +820,9 @@ static enum stmt_id read_stmt(const struct store_req *r, struct args *a)
 {
     int64_t before = r->before_seq >= 0 ? r->before_seq : INT64_MAX;
     switch (r->op) {
-    case STORE_PING:
-        return ST_PING;
-    case STORE_ROOM_GET:
-        arg_str(a, r->room_id);
-        return ST_ROOM_GET;
-    case STORE_MEMBERS_LIST:
-        arg_str(a, r->room_id);
-        return ST_MEMBERS_LIST;
+    case STORE_PING: return ST_PING;
+    case STORE_ROOM_GET: arg_str(a, r->room_id); return ST_ROOM_GET;
+    case STORE_MEMBERS_LIST: arg_str(a, r->room_id); return ST_MEMBERS_LIST;
     case STORE_MESSAGES_PAGE:
         arg_str(a, r->room_id);
         if (r->after_seq >= 0) {
@@ -824,8 +860,7 @@ static enum stmt_id read_stmt(const struct store_req *r, struct args *a)
         arg_str(a, r->user_id);
         arg_limit(a, r->limit);
         return ST_NOTIF_UNREAD;
-    default:
-        return ST_COUNT;
+    default: return ST_COUNT;
     }
 }
 
@@ -870,8 +905,7 @@ static int parse_read(struct link *l, struct store_req *req, const PGresult *res
     }
     int rows = PQntuples(res);
     switch (req->op) {
-    case STORE_PING:
-        return 0;
+    case STORE_PING: return 0;
     case STORE_ROOM_GET:
         if (!rows)
             return RC_ENOTFOUND;
@@ -938,8 +972,7 @@ static int parse_read(struct link *l, struct store_req *req, const PGresult *res
                 n->payload = xstrdup("{}");
         }
         return 0;
-    default:
-        return RC_EINVAL;
+    default: return RC_EINVAL;
     }
 }
 
@@ -1017,9 +1050,7 @@ static enum stmt_id write_stmt(const struct store_req *r, struct args *a, char *
         arg_str(a, r->room_id);
         arg_str(a, r->name);
         return ST_ROOM_CREATE;
-    case STORE_ROOM_DELETE:
-        arg_str(a, r->room_id);
-        return ST_ROOM_DELETE;
+    case STORE_ROOM_DELETE: arg_str(a, r->room_id); return ST_ROOM_DELETE;
     case STORE_MEMBER_PUT:
         arg_str(a, r->room_id);
         arg_str(a, r->user_id);
@@ -1050,8 +1081,7 @@ static enum stmt_id write_stmt(const struct store_req *r, struct args *a, char *
         arg_str(a, r->name);
         arg_str(a, r->data ? r->data : "null");
         return ST_DOCOP_ADD;
-    default:
-        return ST_COUNT;
+    default: return ST_COUNT;
     }
 }
 
@@ -1108,8 +1138,7 @@ static int parse_write(struct link *l, struct store_req *req, const PGresult *re
         return 0;
     case STORE_ROOM_DELETE:
     case STORE_MEMBER_DELETE:
-    case STORE_NOTIFY_READ:
-        return affected(res) ? 0 : RC_ENOTFOUND;
+    case STORE_NOTIFY_READ: return affected(res) ? 0 : RC_ENOTFOUND;
     case STORE_MEMBER_PUT:
         if (rows != 1)
             return RC_ESTORE;
@@ -1152,15 +1181,14 @@ static int parse_write(struct link *l, struct store_req *req, const PGresult *re
         if (!req->docop.data)
             req->docop.data = xstrdup("null");
         return 0;
-    default:
-        return RC_EINVAL;
+    default: return RC_EINVAL;
     }
 }
 
 /* Appends s to a PostgreSQL array literal element, quoted. */
 static void array_add(char **buf, size_t *len, size_t *cap, const char *s)
 {
-    size_t need = *len + 2 * strlen(s) + 4;
+    size_t need = *len + 2 * strlen(s) + 6; /* , "…" } NUL */
     if (need > *cap) {
         *cap = need * 2;
         *buf = xrealloc(*buf, *cap);
@@ -1177,18 +1205,28 @@ static void array_add(char **buf, size_t *len, size_t *cap, const char *s)
     *len = (size_t)(p - *buf);
 }
 
-/* The array literal of the rooms the batch's messages and document operations go to, or
- * NULL when they go to fewer than two (one lock cannot be taken out of order). */
-static char *batch_rooms(struct store_req **v, size_t n)
+/* The key a batch pre-locks for request r: the room of a message or document operation,
+ * the user of a notification (users when true); NULL for none. */
+static const char *lock_key(const struct store_req *r, bool users)
+{
+    if (users)
+        return r->op == STORE_NOTIFY_ADD ? r->user_id : NULL;
+    return r->op == STORE_MESSAGE_ADD || r->op == STORE_DOC_EDIT ? r->room_id : NULL;
+}
+
+/* The array literal of the batch's rooms (or notification users), or NULL when there are
+ * fewer than two of them (one lock cannot be taken out of order). */
+static char *batch_keys(struct store_req **v, size_t n, bool users)
 {
     const char *first = NULL;
     bool several = false;
     for (size_t i = 0; i < n && !several; i++) {
-        if ((v[i]->op != STORE_MESSAGE_ADD && v[i]->op != STORE_DOC_EDIT) || !v[i]->room_id)
+        const char *k = lock_key(v[i], users);
+        if (!k)
             continue;
         if (!first)
-            first = v[i]->room_id;
-        else if (strcmp(first, v[i]->room_id))
+            first = k;
+        else if (strcmp(first, k))
             several = true;
     }
     if (!several)
@@ -1196,8 +1234,8 @@ static char *batch_rooms(struct store_req **v, size_t n)
     char *buf = NULL;
     size_t len = 0, cap = 0;
     for (size_t i = 0; i < n; i++)
-        if ((v[i]->op == STORE_MESSAGE_ADD || v[i]->op == STORE_DOC_EDIT) && v[i]->room_id)
-            array_add(&buf, &len, &cap, v[i]->room_id);
+        if (lock_key(v[i], users))
+            array_add(&buf, &len, &cap, lock_key(v[i], users));
     buf[len++] = '}';
     buf[len] = '\0';
     return buf;
@@ -1272,18 +1310,28 @@ static void deliver_committed(struct pg_store *s, struct committed *c)
     free(c->docops);
 }
 
+/* The pre-locks of a batch: array literals of its rooms and notification users (NULL:
+ * none needed), taken in this order right after BEGIN. */
+struct batch_locks {
+    char *keys[2];
+};
+
+static const enum stmt_id lock_stmt[2] = {ST_LOCK_ROOMS, ST_LOCK_USERS};
+
 /* Sends one round of the batch transaction: the opening (first round) or the rollback of
  * the request that failed (later rounds), requests start.., COMMIT, sync. */
 static bool send_round(struct link *l, struct store_req **v, size_t n, size_t start,
-                       const char *rooms, bool first)
+                       const struct batch_locks *locks, bool first)
 {
     bool ok = true;
     if (first) {
         ok = send_stmt(l, ST_BEGIN, NULL);
-        if (ok && rooms) {
+        for (int k = 0; k < 2 && ok; k++) {
+            if (!locks->keys[k])
+                continue;
             struct args a = {0};
-            arg_str(&a, rooms);
-            ok = send_stmt(l, ST_LOCK_ROOMS, &a);
+            arg_str(&a, locks->keys[k]);
+            ok = send_stmt(l, lock_stmt[k], &a);
         }
     } else {
         ok = send_stmt(l, ST_ROLLBACK_TO, NULL) && send_stmt(l, ST_RELEASE, NULL);
@@ -1311,18 +1359,24 @@ enum round_outcome {
 };
 
 /* Reads the results of a round sent by send_round. */
-static enum round_outcome read_round(struct link *l, struct store_req **v, size_t n,
-                                     size_t start, bool rooms, bool first, size_t *failed)
+static enum round_outcome read_round(struct link *l, struct store_req **v, size_t n, size_t start,
+                                     const struct batch_locks *locks, bool first, size_t *failed)
 {
     enum round_outcome out = ROUND_COMMITTED;
     *failed = n;
-    /* The opening, or the rollback to the failed request's savepoint. */
+    /* The opening (BEGIN, the locks), or the rollback to the failed request's savepoint
+     * (ROLLBACK TO, RELEASE): one result each, all read whatever they say. */
+    ExecStatusType want[3] = {PGRES_COMMAND_OK, PGRES_COMMAND_OK, PGRES_COMMAND_OK};
+    int opening = 2;
     if (first) {
-        if (!expect_result(l, PGRES_COMMAND_OK) || (rooms && !expect_result(l, PGRES_TUPLES_OK)))
-            out = ROUND_LOST;
-    } else if (!expect_result(l, PGRES_COMMAND_OK) || !expect_result(l, PGRES_COMMAND_OK)) {
-        out = ROUND_LOST;
+        opening = 1;
+        for (int k = 0; k < 2; k++)
+            if (locks->keys[k])
+                want[opening++] = PGRES_TUPLES_OK;
     }
+    for (int k = 0; k < opening && !l->broken; k++)
+        if (!expect_result(l, want[k]))
+            out = ROUND_LOST;
     for (size_t i = start; i < n && !l->broken; i++) {
         /* SAVEPOINT, the request's statement, RELEASE */
         for (int k = 0; k < 3 && !l->broken; k++) {
@@ -1398,17 +1452,17 @@ static void run_batch(struct pg_store *s, struct store_req *head)
     }
     n_rejected -= valid;
     n = valid;
-    char *rooms = batch_rooms(v, n);
+    struct batch_locks locks = {{batch_keys(v, n, false), batch_keys(v, n, true)}};
     size_t start = 0;
     bool first = true;
     enum round_outcome out = ROUND_COMMITTED;
     while (n > 0) {
         size_t failed = n;
-        if (!send_round(l, v, n, start, rooms, first)) {
+        if (!send_round(l, v, n, start, &locks, first)) {
             out = ROUND_LOST;
             break;
         }
-        out = read_round(l, v, n, start, rooms != NULL, first, &failed);
+        out = read_round(l, v, n, start, &locks, first, &failed);
         if (out != ROUND_FAILED_AT)
             break;
         /* The transaction is in the failed request's savepoint: the next round rolls it
@@ -1420,7 +1474,8 @@ static void run_batch(struct pg_store *s, struct store_req *head)
         start = failed + 1;
         first = false;
     }
-    free(rooms);
+    free(locks.keys[0]);
+    free(locks.keys[1]);
     if (out == ROUND_LOST) {
         /* Nothing of the batch is known to be committed. */
         for (size_t i = 0; i < n; i++) {
@@ -1529,8 +1584,8 @@ static int run_migrations(PGconn *c, int *applied, char *err, size_t errlen)
     }
     for (const struct migration *m = migrations_postgres; m->name; m++) {
         const char *name[1] = {m->name};
-        PGresult *res = PQexecParams(c, "SELECT 1 FROM schema_migrations WHERE name = $1", 1,
-                                     NULL, name, NULL, NULL, 0);
+        PGresult *res = PQexecParams(c, "SELECT 1 FROM schema_migrations WHERE name = $1", 1, NULL,
+                                     name, NULL, NULL, 0);
         bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
         bool done = ok && PQntuples(res) > 0;
         if (!ok)
@@ -1616,8 +1671,7 @@ static void pg_destroy(struct pg_store *s)
 }
 
 /* Opens a store at url: migrations, connections, threads. */
-static int pg_open(const struct store_options *opts, struct store **out, char *err,
-                   size_t errlen)
+static int pg_open(const struct store_options *opts, struct store **out, char *err, size_t errlen)
 {
     struct pg_store *s = xcalloc(1, sizeof *s);
     s->base.ops = &store_pg_ops;

@@ -399,10 +399,7 @@ static int do_messages(struct conn *c, struct store_req *req)
     size_t cap = 0;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (req->n_msgs == cap) {
-            cap = cap ? cap * 2 : 16;
-            req->msgs = xrealloc(req->msgs, cap * sizeof *req->msgs);
-        }
+        ARRAY_GROW(req->msgs, req->n_msgs, cap);
         read_msg(st, &req->msgs[req->n_msgs++]);
     }
     return rc == SQLITE_DONE ? 0 : step_error(c, rc);
@@ -420,10 +417,7 @@ static int do_members_list(struct conn *c, struct store_req *req)
     bind_text(st, 1, req->room_id);
     size_t cap = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (req->n_members == cap) {
-            cap = cap ? cap * 2 : 16;
-            req->members = xrealloc(req->members, cap * sizeof *req->members);
-        }
+        ARRAY_GROW(req->members, req->n_members, cap);
         struct store_member *m = &req->members[req->n_members++];
         memset(m, 0, sizeof *m);
         m->room_id = xstrdup(req->room_id);
@@ -480,10 +474,7 @@ static int do_notif_unread(struct conn *c, struct store_req *req)
     size_t cap = 0;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (req->n_notifs == cap) {
-            cap = cap ? cap * 2 : 16;
-            req->notifs = xrealloc(req->notifs, cap * sizeof *req->notifs);
-        }
+        ARRAY_GROW(req->notifs, req->n_notifs, cap);
         read_notif(st, &req->notifs[req->n_notifs++]);
     }
     return rc == SQLITE_DONE ? 0 : step_error(c, rc);

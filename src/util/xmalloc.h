@@ -49,4 +49,13 @@ static inline char *xstrndup(const char *s, size_t len)
     return p;
 }
 
+/* Makes room for one more element in a growable array ptr of n used, cap allocated. */
+#define ARRAY_GROW(ptr, n, cap)                                                                \
+    do {                                                                                       \
+        if ((n) == (cap)) {                                                                    \
+            (cap) = (cap) ? (cap) * 2 : 16;                                                    \
+            (ptr) = xrealloc((ptr), (cap) * sizeof *(ptr));                                    \
+        }                                                                                      \
+    } while (0)
+
 #endif
