@@ -45,10 +45,6 @@
 #include "util/log.h"
 #include "util/xmalloc.h"
 
-/* Declared in store.h once the build registers this backend; repeated here so that this
- * file compiles on its own. */
-extern const struct store_ops store_pg_ops;
-
 /* Reader connections (and threads). */
 #define N_READERS 2
 /* Read requests one reader pipelines at a time. */
