@@ -398,7 +398,7 @@ static bool listener_connect(struct bus *b)
     sync_marks(b);
     b->loaded_once = true;
     atomic_store(&b->connected, true);
-    metrics_db_connected(1);
+    metrics_bus_connected(1);
     log_info("bus connected", "node=%s", log_v(b->node));
     return true;
 }
@@ -431,7 +431,7 @@ static void *listener_main(void *arg)
                 PQfinish(b->lc);
                 b->lc = NULL;
                 atomic_store(&b->connected, false);
-                metrics_db_connected(0);
+                metrics_bus_connected(0);
                 log_warn("bus connection lost; reconnecting", NULL);
             }
             if (!listener_connect(b)) {
@@ -447,7 +447,7 @@ static void *listener_main(void *arg)
             PQfinish(b->lc);
             b->lc = NULL;
             atomic_store(&b->connected, false);
-            metrics_db_connected(0);
+            metrics_bus_connected(0);
             log_warn("bus connection lost; reconnecting", NULL);
             continue;
         }

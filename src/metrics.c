@@ -29,6 +29,7 @@ static atomic_llong presence_metas, store_queue;
 static struct histo batch_size, commit_time, bus_lag;
 static atomic_ullong bus_notifications, http_requests;
 static atomic_llong db_connected = 1;
+static atomic_llong bus_connected = -1; /* -1: no bus (SQLite mode) */
 
 static const char *const transport_names[] = {"websocket", "longpoll"};
 static const char *const channel_names[] = {"room", "presence", "notifications", "document",
@@ -141,6 +142,11 @@ void metrics_bus_notification(int64_t lag_micros)
 void metrics_db_connected(int up)
 {
     atomic_store(&db_connected, up ? 1 : 0);
+}
+
+void metrics_bus_connected(int up)
+{
+    atomic_store(&bus_connected, up ? 1 : 0);
 }
 
 void metrics_http_request(void)
@@ -260,8 +266,12 @@ void metrics_render(struct sbuf *o)
            "Time from a wake-up to its rows being handed to the workers.");
     histo(o, "rowcast_bus_lag_seconds", "", &bus_lag, time_bounds, N_TIME, 1);
     plain(o, "rowcast_db_connected", "gauge",
-          "1 while the database (and, for PostgreSQL, the LISTEN connection) is up.",
+          "1 while the store's database connection is up.",
           (long long)atomic_load(&db_connected));
+    if (atomic_load(&bus_connected) >= 0)
+        plain(o, "rowcast_bus_connected", "gauge",
+              "1 while the PostgreSQL LISTEN connection of the cluster bus is up.",
+              (long long)atomic_load(&bus_connected));
     plain(o, "rowcast_http_requests_total", "counter", "REST and static HTTP requests.",
           (long long)atomic_load(&http_requests));
 }

@@ -45,7 +45,8 @@ void metrics_presence_delta(int64_t metas); /* +1 per track, -1 per untrack */
 void metrics_store_queue(int64_t delta);    /* requests waiting for the store */
 void metrics_store_batch(uint64_t size, int64_t commit_micros);
 void metrics_bus_notification(int64_t lag_micros);
-void metrics_db_connected(int up);          /* 1 up, 0 down (PostgreSQL connection) */
+void metrics_db_connected(int up);          /* the store's database connection: 1 up, 0 down */
+void metrics_bus_connected(int up);         /* the PostgreSQL LISTEN connection */
 void metrics_http_request(void);
 
 /* Appends every metric in the Prometheus text exposition format (version 0.0.4). */
