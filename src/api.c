@@ -445,6 +445,14 @@ bool api_handle(const struct config *cfg, struct hub *hub, const struct api_requ
     if (!strcmp(req->path, "/healthz")) {
         if (!get)
             return bad_method(resp);
+        /* With the cluster bus down PostgreSQL is unreachable: answer at once (probes
+         * time out long before a database request would give up). */
+        struct bus *bus = hub ? hub_bus(hub) : NULL;
+        if (bus && !bus_connected(bus)) {
+            respond_json(resp, 503, json_pack("{s:s,s:s,s:s}", "status", "unavailable",
+                                              "database", "unreachable", "bus", "down"));
+            return false;
+        }
         *pending = store_req_create(STORE_PING);
         return true;
     }

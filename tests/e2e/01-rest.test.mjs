@@ -1,4 +1,5 @@
-// 01-rest: the REST admin API, the CLI, and writes by other processes (sqlite3 CLI).
+// 01-rest: the REST admin API, the CLI, and writes by other processes (the sqlite3 CLI,
+// or psql in PostgreSQL mode).
 import { before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, existsSync } from "node:fs";
@@ -17,6 +18,9 @@ import {
   decodeJwt,
   hasFields,
   hasKeys,
+  IS_PG,
+  createPgDatabase,
+  sql,
 } from "./lib/server.js";
 
 const execFileP = promisify(execFile);
@@ -466,7 +470,7 @@ test("rest: concurrent POSTs get every seq exactly once (200 in one room, 100 ov
   }
 }, { timeout: 60000 });
 
-test("rest: a row inserted by the sqlite3 CLI gets the next seq", async () => {
+test(`rest: a row inserted by ${IS_PG ? "psql" : "the sqlite3 CLI"} gets the next seq`, async () => {
   const room = await srv.roomWith({ bob: "member", ext_a: "member" });
   await srv.postMessage(room, "ext_a", "one");
   await srv.postMessage(room, "ext_a", "two");
@@ -551,7 +555,27 @@ test("cli: token --user alice --ttl 60 --jwt-secret S prints one JWT for alice",
   assert.ok(jwt.verify("S3cret-for-test"), "signed with the given secret");
 });
 
-test("cli: migrate --db sqlite:PATH works twice", async () => {
+test(`cli: migrate --db ${IS_PG ? "postgres://…" : "sqlite:PATH"} works twice`, async () => {
+  if (IS_PG) {
+    const db = await createPgDatabase();
+    try {
+      const r1 = await runCli(["migrate", "--db", db.url], { timeoutMs: 30000 });
+      assert.equal(r1.code, 0, `first migrate; stderr: ${r1.stderr}`);
+      const r2 = await runCli(["migrate", "--db", db.url], { timeoutMs: 30000 });
+      assert.equal(r2.code, 0, `second migrate; stderr: ${r2.stderr}`);
+      const tables = await sql(db.url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'");
+      for (const t of ["users", "rooms", "memberships", "messages", "nodes", "presences"]) {
+        assert.match(tables, new RegExp(`^${t}$`, "m"), `table ${t}`);
+      }
+      const applied = Number((await sql(db.url, "SELECT count(*) FROM schema_migrations")).trim());
+      assert.ok(applied >= 1, `schema_migrations has ${applied} rows`);
+      const again = Number((await sql(db.url, "SELECT count(*) FROM schema_migrations")).trim());
+      assert.equal(again, applied);
+    } finally {
+      await db.drop();
+    }
+    return;
+  }
   const dir = mkdtempSync(path.join(os.tmpdir(), "rowcast-e2e-mig-"));
   try {
     const db = path.join(dir, "x.db");
@@ -576,12 +600,14 @@ test("cli: an unknown flag exits non-zero with a message on stderr", async () =>
   }
 });
 
-// PostgreSQL is not built yet: change this test when the PostgreSQL store lands.
-test("cli: serve --db postgres://… is refused while the PostgreSQL store is not built", async () => {
-  const r = await runCli(["serve", "--db", "postgres://x", "--listen", "127.0.0.1:0", "--jwt-secret", "s", "--api-key", "k"], {
-    timeoutMs: 5000,
-  });
-  assert.ok(!r.timedOut, "serve with a postgres URL must exit, not start serving");
-  assert.notEqual(r.code, 0);
-  assert.match(r.stderr, /postgres/i, `stderr names PostgreSQL: ${r.stderr}`);
+test("cli: serve --db with an unsupported scheme (mysql://x) is refused with a clear message", async () => {
+  for (const url of ["mysql://x", "x.db"]) {
+    const r = await runCli(["serve", "--db", url, "--listen", "127.0.0.1:0", "--jwt-secret", "s", "--api-key", "k"], {
+      timeoutMs: 5000,
+    });
+    assert.ok(!r.timedOut, `serve --db ${url} must exit, not start serving`);
+    assert.notEqual(r.code, 0, `serve --db ${url} exit code`);
+    assert.doesNotMatch(r.stderr, /msg="?listening/, `serve --db ${url} must not listen: ${r.stderr}`);
+    assert.match(r.stderr, /--db|database|scheme|sqlite|postgres/i, `stderr explains the --db value: ${r.stderr}`);
+  }
 });

@@ -1,6 +1,6 @@
 // 03-room: the room:<id> channel with the real phoenix client: join rules, history,
 // new_message, validation errors, typing, user_left, recovery with last_seq, REST and
-// sqlite3 writes reaching subscribers.
+// sqlite3 (or psql, in PostgreSQL mode) writes reaching subscribers.
 import { before, after } from "node:test";
 import assert from "node:assert/strict";
 import {
@@ -18,6 +18,7 @@ import {
   assertIsoUtc,
   hasKeys,
   hasFields,
+  IS_PG,
 } from "./lib/server.js";
 
 let srv;
@@ -340,7 +341,7 @@ test("room: a message posted through REST is broadcast to subscribers", async ()
   assertMessage(await nextEvent(ca, "new_message"), { id: p.id, seq: p.seq, body: "via rest", user_id: sc.bob, inserted_at: p.inserted_at });
 });
 
-test("room: a row inserted with the sqlite3 CLI reaches subscribers", async () => {
+test(`room: a row inserted with ${IS_PG ? "psql" : "the sqlite3 CLI"} reaches subscribers`, async () => {
   const sc = await scene();
   const sa = await srv.socket(sc.alice);
   const sb = await srv.socket(sc.bob);

@@ -23,6 +23,62 @@ export const BIN = process.env.ROWCAST_BIN || path.join(TOP_SRCDIR, "rowcast");
 const execFileP = promisify(execFile);
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// ---- database mode ---------------------------------------------------------------------
+// ROWCAST_E2E_PG_URL=postgres://…/DB (a running PostgreSQL, as scripts/pg-test.sh prints):
+// every server start gets its own fresh database rc_<random> on that server, dropped when
+// the server stops. Without it, every server gets a fresh SQLite file in a temp dir.
+export const PG_URL = process.env.ROWCAST_E2E_PG_URL || "";
+export const IS_PG = PG_URL !== "";
+export const MODE = IS_PG ? "pg" : "sqlite";
+// Test names get this prefix in PostgreSQL mode, so the two passes' TAP lines differ.
+export const NAME_PREFIX = IS_PG ? "[pg] " : "";
+
+// The URL of database `name` on the server of ROWCAST_E2E_PG_URL.
+export function pgUrlFor(name) {
+  const u = new URL(PG_URL);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+async function psql(url, statement, { timeoutMs = 30000 } = {}) {
+  try {
+    const { stdout } = await execFileP(
+      "psql",
+      ["-X", "-q", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", statement],
+      { timeout: timeoutMs, env: { ...process.env, PGCONNECT_TIMEOUT: "10" }, maxBuffer: 64 << 20 }
+    );
+    return stdout;
+  } catch (e) {
+    throw new Error(`psql -c ${JSON.stringify(statement.slice(0, 300))} failed: ${e.stderr || e.message}`);
+  }
+}
+
+// A fresh, empty PostgreSQL database: {name, url, drop()}.
+export async function createPgDatabase() {
+  if (!IS_PG) throw new Error("createPgDatabase needs ROWCAST_E2E_PG_URL");
+  const name = `rc_${crypto.randomBytes(6).toString("hex")}`;
+  await psql(PG_URL, `CREATE DATABASE ${name}`);
+  return {
+    name,
+    url: pgUrlFor(name),
+    drop: () => psql(PG_URL, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`),
+  };
+}
+
+// sql(db, statement): runs statement as "another process" and resolves its output, one
+// row a line, columns separated by "|" (the sqlite3 CLI's list mode; psql -At -F'|').
+// db: a Server, a postgres:// URL, a sqlite:PATH URL or a file path.
+export async function sql(db, statement, opts = {}) {
+  const url = db instanceof Server ? db.dbUrl : String(db);
+  if (/^postgres(ql)?:\/\//.test(url)) return psql(url, statement, opts);
+  const file = url.startsWith("sqlite:") ? url.slice("sqlite:".length) : url;
+  const { stdout } = await execFileP("sqlite3", ["-batch", "-cmd", ".timeout 5000", file, statement], {
+    timeout: opts.timeoutMs ?? 10000,
+    maxBuffer: 64 << 20,
+  });
+  return stdout;
+}
+
 // A random id suffix so tests inside one file never share rows.
 export function uid(prefix = "x") {
   return `${prefix}${crypto.randomBytes(4).toString("hex")}`;
@@ -327,14 +383,24 @@ export class Server {
   }
 
   // -- sqlite3 CLI on the server's database --
-  async sql(query) {
-    const { stdout } = await execFileP("sqlite3", ["-batch", "-cmd", ".timeout 5000", this.dbFile, query], {
-      timeout: 10000,
-    });
-    return stdout;
+  // Runs a statement on this server's database with the sqlite3 CLI or psql (see sql()).
+  async sql(query, opts) {
+    return sql(this, query, opts);
   }
+  // The database's content as text, for "nothing changed" comparisons: sqlite3 .dump, or
+  // in PostgreSQL mode pg_dump of the rows, without the cluster's own bookkeeping (nodes'
+  // heartbeats, presences) and sequence positions (a rolled-back insert moves those).
   async dump() {
-    return this.sql(".dump");
+    if (!/^postgres(ql)?:\/\//.test(this.dbUrl)) return this.sql(".dump");
+    const { stdout } = await execFileP(
+      "pg_dump",
+      ["--data-only", "--no-owner", "--exclude-table=nodes", "--exclude-table=presences", "-d", this.dbUrl],
+      { timeout: 30000, maxBuffer: 64 << 20, env: { ...process.env, PGCONNECT_TIMEOUT: "10" } }
+    );
+    return stdout
+      .split("\n")
+      .filter((l) => !/^(SELECT pg_catalog\.setval\(|--|\\(un)?restrict )/.test(l))
+      .join("\n");
   }
 
   // -- sockets --
@@ -489,13 +555,28 @@ export class Server {
     this.closeClients();
     live.delete(this);
     if (this.proc && !this.exited) {
-      const gone = new Promise((r) => this.proc.once("exit", r));
+      // bounded: stop() must never hang the file's after() hook
+      const gone = this.waitExit(8000);
       this.proc.kill("SIGTERM");
       const k = setTimeout(() => this.proc.kill("SIGKILL"), 3000);
-      await gone;
+      if (!(await gone)) process.stderr.write(`# rowcast pid ${this.proc.pid} had not exited 8 s after SIGTERM+SIGKILL\n`);
       clearTimeout(k);
     }
+    if (this.pgDb && !process.env.ROWCAST_E2E_KEEP) {
+      const db = this.pgDb;
+      this.pgDb = null;
+      try {
+        await db.drop();
+      } catch (e) {
+        process.stderr.write(`# could not drop database ${db.name}: ${e.message}\n`);
+      }
+    }
     if (this.dir && !process.env.ROWCAST_E2E_KEEP) rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  // kill -9: the server dies without cleaning up (not reported as a crash by test()).
+  async kill9(timeoutMs = 5000) {
+    return this.terminate("SIGKILL", timeoutMs);
   }
 }
 
@@ -572,14 +653,30 @@ function decorateWs(ws) {
 // Starts `rowcast serve` on a fresh database and a free port. args are appended to the
 // defaults; logFile: the server logs to this file (pass --log-file in args too), so its
 // msg=listening line is looked for there as well as on stderr/stdout.
-export async function startServer({ args = [], env = {}, timeoutMs = 10000, logFile } = {}) {
+// In PostgreSQL mode (ROWCAST_E2E_PG_URL) the fresh database is a new rc_<random> on that
+// server, dropped by stop(). db: share another server's database instead (a cluster
+// node: pass the first node as `db`, or a URL), with its JWT secret and API key; such a
+// server does not drop the database.
+export async function startServer({ args = [], env = {}, timeoutMs = 10000, logFile, db } = {}) {
   if (!existsSync(BIN)) throw new Error(`rowcast binary not found at ${BIN} (set ROWCAST_BIN)`);
   const s = new Server();
   s.dir = mkdtempSync(path.join(os.tmpdir(), "rowcast-e2e-"));
-  s.dbFile = path.join(s.dir, "rowcast.db");
-  s.dbUrl = `sqlite:${s.dbFile}`;
   s.jwtSecret = crypto.randomBytes(24).toString("hex");
   s.apiKey = crypto.randomBytes(24).toString("hex");
+  if (db instanceof Server) {
+    s.dbUrl = db.dbUrl;
+    s.dbFile = db.dbFile;
+    s.jwtSecret = db.jwtSecret;
+    s.apiKey = db.apiKey;
+  } else if (typeof db === "string") {
+    s.dbUrl = db;
+  } else if (IS_PG) {
+    s.pgDb = await createPgDatabase();
+    s.dbUrl = s.pgDb.url;
+  } else {
+    s.dbFile = path.join(s.dir, "rowcast.db");
+    s.dbUrl = `sqlite:${s.dbFile}`;
+  }
   s.args = ["serve", "--db", s.dbUrl, "--listen", "127.0.0.1:0", "--jwt-secret", s.jwtSecret, "--api-key", s.apiKey, ...args];
   s.proc = spawn(BIN, s.args, { env: childEnv(env), stdio: ["ignore", "pipe", "pipe"] });
   live.add(s);
@@ -675,6 +772,7 @@ process.on("exit", () => {
 // output of every running server since the test started goes to stderr; a server that
 // died during the test fails it; clients opened during the test are closed afterwards.
 export function test(name, fn, { timeout = 20000, ...opts } = {}) {
+  if (NAME_PREFIX && !name.startsWith(NAME_PREFIX)) name = NAME_PREFIX + name;
   return nodeTest(name, { timeout: timeout + 5000, ...opts }, async (t) => {
     const marks = new Map([...live].map((s) => [s, s.logs.length]));
     let timer;
