@@ -33,6 +33,7 @@
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -266,11 +267,12 @@ static const char *const scenario_names[] = {"rest", "fanout", "idle", "chat", "
 
 struct opts {
     enum scenario sc;
-    const char *url;
-    char hostport[64];
-    struct sockaddr_in dst;
+    const char *url, *sub_url;
+    char hostport[64], sub_hostport[64]; /* HOST:PORT of --url and of --sub-url */
+    struct sockaddr_in dst, sub_dst;
     const char *api_key;
     long conns, rooms, subs, messages, count, concurrency, history, body_bytes, server_pid;
+    long rate; /* fanout: publisher messages per second, open loop; 0: paced on acks */
     double duration, timeout, hold, heartbeat, drain, leave_fraction;
     bool rest_publisher;
 };
@@ -330,6 +332,8 @@ static uint64_t err_total(void)
 /* The event loop. */
 struct loop {
     int ep;
+    int tfd;          /* timerfd for loop_wake(), -1 until first used */
+    uint64_t wake_at; /* when the timerfd is armed for (0: disarmed) */
     uint64_t t_start, deadline;
     bool stopping; /* tearing down: closes are not errors, nothing new is sent */
 };
@@ -560,6 +564,7 @@ struct conn {
     bool pollout;    /* EPOLLOUT registered */
     bool in_frag;    /* inside a fragmented text message */
     bool resp_close; /* the last HTTP response said Connection: close */
+    bool sub;        /* connects to --sub-url instead of --url */
     uint32_t gen;    /* bumped on every close, so parsers notice a close in a callback */
     uint32_t src;    /* source address index */
     const struct conn_ops *ops;
@@ -649,6 +654,18 @@ static void conn_flush(struct conn *c)
     conn_pollout(c, false);
 }
 
+/* The address a connection goes to: --sub-url's for fanout subscribers, else --url's. */
+static const struct sockaddr_in *conn_dst(const struct conn *c)
+{
+    return c->sub ? &O.sub_dst : &O.dst;
+}
+
+/* The Host header of a connection's requests. */
+static const char *conn_host(const struct conn *c)
+{
+    return c->sub ? O.sub_hostport : O.hostport;
+}
+
 /* Opens a non-blocking connection to the target from 127.0.0.(1 + src % 250). */
 static bool conn_start(struct conn *c)
 {
@@ -667,7 +684,7 @@ static bool conn_start(struct conn *c)
     if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0)
         goto fail;
     what = "connect";
-    if (connect(fd, (struct sockaddr *)&O.dst, sizeof O.dst) < 0 && errno != EINPROGRESS)
+    if (connect(fd, (const struct sockaddr *)conn_dst(c), sizeof O.dst) < 0 && errno != EINPROGRESS)
         goto fail;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
     what = "epoll_ctl";
@@ -723,7 +740,7 @@ static void http_send(struct conn *c, const char *method, const char *path, cons
     buf_printf(&c->out,
                "%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
                "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-               method, path, O.hostport, O.api_key, bl);
+               method, path, conn_host(c), O.api_key, bl);
     if (bl)
         buf_add(&c->out, body, bl);
     conn_flush(c);
@@ -752,7 +769,7 @@ static void conn_connected(struct conn *c)
     buf_printf(&c->out,
                "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-               c->path, O.hostport, key);
+               c->path, conn_host(c), key);
     conn_flush(c);
 }
 
@@ -1138,6 +1155,10 @@ struct hooks {
     void (*event)(struct client *cl, const struct pmsg *m, size_t frame_bytes, uint64_t now);
     /* a joined client's connection or channel ended without us closing it */
     void (*ended)(struct client *cl);
+    /* a phx_reply the shared code does not match; true if the scenario took it */
+    bool (*reply)(struct client *cl, uint64_t ref, bool ok, struct span resp, uint64_t now);
+    /* runs on every loop turn, after the shared timers */
+    void (*timer)(uint64_t now);
 };
 
 static struct hooks H;
@@ -1209,27 +1230,34 @@ __attribute__((format(printf, 2, 3))) static void client_sendf(struct client *cl
     cl->last_send = now_ns();
 }
 
-/* Sends one new_message whose body starts with the send time. */
-static void sender_send(struct client *cl, uint64_t now)
+/* Sends one new_message whose body starts with `now`; its ref goes to *ref first (a failed
+   send closes the socket, and the close handlers must see it). */
+static void message_send(struct client *cl, uint64_t now, uint64_t *ref)
 {
-    if (cl->c.fd < 0 || cl->js != JS_JOINED || L.stopping || !H.may_send(cl, now)) {
-        cl->want_send = false;
-        return;
-    }
     static char pad[4096];
     if (!pad[0])
         memset(pad, 'x', sizeof pad - 1);
     int padn = O.body_bytes > 0 ? (int)(O.body_bytes > 4000 ? 4000 : O.body_bytes) : 0;
-    cl->pend_ref = ++cl->ref;
-    cl->t_sent = now;
+    *ref = ++cl->ref;
     cl->sent++;
     if (!W.t_first_send)
         W.t_first_send = now;
     client_sendf(cl,
                  "[\"%" PRIu64 "\",\"%" PRIu64 "\",\"%s\",\"new_message\","
                  "{\"body\":\"t=%" PRIu64 " c=%u n=%u%s%.*s\"}]",
-                 cl->join_ref, cl->pend_ref, ROOMS[cl->room].topic, now, cl->id, cl->sent,
-                 padn ? " " : "", padn, pad);
+                 cl->join_ref, *ref, ROOMS[cl->room].topic, now, cl->id, cl->sent, padn ? " " : "",
+                 padn, pad);
+}
+
+/* Sends the client's next new_message and waits for its reply before the one after. */
+static void sender_send(struct client *cl, uint64_t now)
+{
+    if (cl->c.fd < 0 || cl->js != JS_JOINED || L.stopping || !H.may_send(cl, now)) {
+        cl->want_send = false;
+        return;
+    }
+    cl->t_sent = now;
+    message_send(cl, now, &cl->pend_ref);
 }
 
 /* Records a seq the server acked for a room. */
@@ -1425,6 +1453,8 @@ static void client_text(struct conn *c, const char *msg, size_t n)
             sender_reply(cl, ok, resp, now);
             return;
         }
+        if (ref > 0 && H.reply && H.reply(cl, (uint64_t)ref, ok, resp, now))
+            return;
         if (!ok) {
             E.reply++;
             err_sample("error reply: %.*s", (int)m.payload.n, m.payload.p);
@@ -1517,11 +1547,34 @@ static void tick(uint64_t now)
             }
         }
     }
+    if (H.timer)
+        H.timer(now);
     if (R.n > 500 && now - last_progress >= 5 * NSEC && (R.next < R.n || R.inflight)) {
         last_progress = now;
         fprintf(stderr, "rcload: %.1f s: started %zu/%zu, joined %zu, failed %zu\n",
                 (double)(now - L.t_start) / 1e9, R.next, R.n, R.ok, R.failed);
     }
+}
+
+static char timer_tag; /* epoll data of the timerfd: not a connection */
+
+/* Makes the loop turn at `at` (CLOCK_MONOTONIC ns; 0: no wake-up) more precisely than its
+   millisecond epoll timeout would. */
+static void loop_wake(uint64_t at)
+{
+    if (at == L.wake_at)
+        return;
+    if (L.tfd < 0) {
+        L.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &timer_tag};
+        if (L.tfd < 0 || epoll_ctl(L.ep, EPOLL_CTL_ADD, L.tfd, &ev) < 0) {
+            perror("rcload: timerfd");
+            exit(2);
+        }
+    }
+    struct itimerspec its = {.it_value = {(time_t)(at / NSEC), (long)(at % NSEC)}};
+    timerfd_settime(L.tfd, TFD_TIMER_ABSTIME, &its, NULL);
+    L.wake_at = at;
 }
 
 /* Runs the loop until done(arg) or `until` or the deadline; false if not done. */
@@ -1544,8 +1597,16 @@ static bool loop_run(bool (*done)(void *), void *arg, uint64_t until)
             perror("rcload: epoll_wait");
             return false;
         }
-        for (int i = 0; i < k; i++)
+        for (int i = 0; i < k; i++) {
+            if (ev[i].data.ptr == &timer_tag) {
+                uint64_t x;
+                if (read(L.tfd, &x, sizeof x) < 0 && errno != EAGAIN)
+                    perror("rcload: timerfd read");
+                L.wake_at = 0;
+                continue;
+            }
             conn_event(ev[i].data.ptr, ev[i].events);
+        }
     }
 }
 
@@ -2167,7 +2228,21 @@ static struct {
     uint64_t t_pub_done, last_activity;
     bool pub_done;
     uint64_t rest_issued;
+    /* --rate: open-loop publisher */
+    uint64_t t0, nsched, inflight; /* schedule start, sends made, sends awaiting a reply */
+    uint64_t *ref_t;               /* send time by ref, 0: not an outstanding message */
+    size_t nref;
+    struct lat lag; /* how late each send was against its slot in the schedule */
 } FO;
+
+/* The publisher has nothing more to send. */
+static void fanout_pub_over(uint64_t now)
+{
+    if (!FO.pub_done) {
+        FO.pub_done = true;
+        FO.t_pub_done = FO.last_activity = now;
+    }
+}
 
 /* The publisher sends until --messages are acked. */
 static bool fanout_may_send(struct client *cl, uint64_t now)
@@ -2209,6 +2284,84 @@ static bool fanout_done(void *arg)
     if (W.uniq >= expected_cached())
         return true;
     return now_ns() - FO.last_activity > (uint64_t)(O.drain * (double)NSEC);
+}
+
+/* --rate: sends every message whose slot in the schedule (t0 + k/rate) has come, while
+   fewer than --messages are acked or awaiting replies; replies do not pace the sends. */
+static void fanout_rate_timer(uint64_t now)
+{
+    struct client *pub = &CL[NCL - 1];
+    if (FO.pub_done || !FO.t0)
+        return;
+    if (pub->c.fd < 0 || pub->js != JS_JOINED || L.stopping) {
+        loop_wake(0); /* fanout_done sees the publisher gone */
+        return;
+    }
+    for (;;) {
+        if (pub->acked >= (uint32_t)O.messages ||
+            (pub->sent >= (uint32_t)O.messages * 4 && !FO.inflight)) {
+            fanout_pub_over(now);
+            loop_wake(0);
+            return;
+        }
+        if (pub->acked + FO.inflight >= (uint64_t)O.messages ||
+            pub->sent >= (uint32_t)O.messages * 4) {
+            loop_wake(0); /* a reply comes first */
+            return;
+        }
+        uint64_t due = FO.t0 + (uint64_t)((double)FO.nsched * (double)NSEC / (double)O.rate);
+        if (now < due) {
+            loop_wake(due);
+            return;
+        }
+        lat_add(&FO.lag, now - due);
+        FO.nsched++;
+        uint64_t ref = pub->ref + 1; /* the ref message_send gives it */
+        if (ref >= FO.nref) {
+            size_t n = FO.nref ? FO.nref : 1024;
+            while (ref >= n)
+                n *= 2;
+            FO.ref_t = xrealloc(FO.ref_t, n * sizeof *FO.ref_t);
+            memset(FO.ref_t + FO.nref, 0, (n - FO.nref) * sizeof *FO.ref_t);
+            FO.nref = n;
+        }
+        FO.ref_t[ref] = now;
+        FO.inflight++;
+        message_send(pub, now, &ref);
+        if (pub->c.fd < 0)
+            return; /* the send failed and closed the socket */
+        now = now_ns();
+    }
+}
+
+/* --rate: the reply to one of the publisher's outstanding messages. */
+static bool fanout_rate_reply(struct client *cl, uint64_t ref, bool ok, struct span resp,
+                              uint64_t now)
+{
+    if (!cl->publisher || ref >= FO.nref || !FO.ref_t[ref])
+        return false;
+    uint64_t t = FO.ref_t[ref];
+    struct span v;
+    int64_t seq;
+    FO.ref_t[ref] = 0;
+    FO.inflight--;
+    if (ok) {
+        cl->acked++;
+        lat_add(&ACK_LAT, now - t);
+        if (jget(resp, "seq", &v) && jint(v, &seq)) {
+            room_ack(&ROOMS[cl->room], seq);
+        } else {
+            E.protocol++;
+            err_sample("new_message reply without a seq: %.*s", (int)resp.n, resp.p);
+        }
+    } else if (jget(resp, "reason", &v) && jeq(v, "rate_limited")) {
+        E.rate_limited++; /* a later slot of the schedule sends a replacement */
+    } else {
+        E.reply++;
+        err_sample("new_message error reply: %.*s", (int)resp.n, resp.p);
+    }
+    fanout_rate_timer(now);
+    return true;
 }
 
 /* Publisher over REST: one keep-alive connection, next POST after each 201. */
@@ -2253,19 +2406,30 @@ static void fanout_rest_done(struct hpool *p, struct hslot *s, int status, const
     }
 }
 
-/* N subscribers in one room, one publisher pacing on its acks. */
+/* N subscribers in one room, one publisher pacing on its acks (or sending at --rate);
+   with --sub-url the subscribers are on another node than the publisher. */
 static int run_fanout(void)
 {
     struct client *pub;
     H.message = fanout_message;
     H.may_send = fanout_may_send;
+    if (O.rate > 0) {
+        H.reply = fanout_rate_reply;
+        H.timer = fanout_rate_timer;
+    }
     if (!setup_rooms(1) || !setup_clients((size_t)O.subs, true))
         return 2;
     pub = &CL[NCL - 1];
+    for (size_t i = 0; O.sub_url && i + 1 < NCL; i++)
+        CL[i].c.sub = true;
     SND = &pub;
     NSND = 1;
     printf("fanout: %ld subscribers, %ld messages, publisher over %s\n", O.subs, O.messages,
            O.rest_publisher ? "REST" : "WebSocket");
+    if (O.sub_url)
+        printf("  subscribers on %s, publisher on %s\n", O.sub_hostport, O.hostport);
+    if (O.rate > 0)
+        printf("  publisher sends %ld messages/s, not waiting for replies\n", O.rate);
     uint64_t tj = now_ns();
     R.n = NCL;
     R.conc = (size_t)O.concurrency;
@@ -2285,6 +2449,9 @@ static int run_fanout(void)
             FO.pub_done = true;
             FO.t_pub_done = FO.last_activity = now_ns();
         }
+    } else if (pub->js == JS_JOINED && O.rate > 0) {
+        FO.t0 = now_ns();
+        fanout_rate_timer(FO.t0);
     } else if (pub->js == JS_JOINED) {
         pub->want_send = true;
         sender_send(pub, now_ns());
@@ -2318,6 +2485,10 @@ static int run_fanout(void)
     jkv("subs_joined", "%zu", subs_joined);
     jkv("join_seconds", "%.3f", join_s);
     jkv("publisher", "\"%s\"", O.rest_publisher ? "rest" : "ws");
+    if (O.sub_url)
+        jkv("sub_target", "\"%s\"", O.sub_hostport);
+    if (O.rate > 0)
+        jkv("rate", "%ld", O.rate);
     jkv("messages", "%ld", O.messages);
     jkv("acked", "%zu", acked);
     jkv("deliveries", "%" PRIu64, W.uniq);
@@ -2325,6 +2496,8 @@ static int run_fanout(void)
     jkv("deliveries_per_s", "%.1f", rate);
     report_lat("delivery_latency", "delivery latency", &DELIV_LAT);
     report_lat("ack_latency", "publisher ack latency", &ACK_LAT);
+    if (O.rate > 0)
+        report_lat("send_lag", "send lag vs schedule", &FO.lag);
     printf("  %-22s missing %" PRIu64 " (%zu subscribers incomplete), duplicate %" PRIu64
            ", out of order %" PRIu64 ", stray %" PRIu64 "\n",
            "lost", missing, incomplete, dup, ooo, stray);
@@ -3461,7 +3634,8 @@ static void usage(FILE *f)
           "  rest    keep-alive connections POSTing messages back to back (--conns 50, --rooms 5,\n"
           "          --duration or --count): acked msg/s, latency percentiles, seq check\n"
           "  fanout  --subs 1000 subscribers in one room, one publisher sends --messages 200 on\n"
-          "          its acks: deliveries/s, delivery latency, missing/duplicate/out-of-order\n"
+          "          its acks (or at --rate): deliveries/s, delivery latency, missing/duplicate/\n"
+          "          out-of-order; with --sub-url the subscribers are on another cluster node\n"
           "  idle    --conns 10000 connections join --rooms 10 and stay --hold 5 s: server RSS\n"
           "          per connection (needs --server-pid)\n"
           "  chat    --conns 50 clients in --rooms 5 send back to back for --duration: acked\n"
@@ -3482,6 +3656,10 @@ static void usage(FILE *f)
           "  --subs N             fanout subscribers (1000)\n"
           "  --messages N         fanout messages (200)\n"
           "  --publisher ws|rest  how the fanout publisher sends (ws)\n"
+          "  --sub-url URL        fanout: subscribers connect here (another node of the\n"
+          "                       cluster), the publisher and the setup to --url (--url)\n"
+          "  --rate N             fanout: the WebSocket publisher sends N messages/s on a fixed\n"
+          "                       schedule, not waiting for acks (0: next send on each ack)\n"
           "  --duration S         rest/chat measuring time (10)\n"
           "  --count N            rest/chat: stop after N messages instead of --duration\n"
           "  --concurrency N      connects+joins in flight (100, presence 200)\n"
@@ -3528,7 +3706,7 @@ static double opt_secs(const char *name, const char *v, double min, double max)
 }
 
 /* Accepts http://HOST:PORT[/] or ws://... where HOST is in 127.0.0.0/8 or localhost. */
-static bool parse_url(const char *url)
+static bool parse_url(const char *opt, const char *url, struct sockaddr_in *dst, char hostport[64])
 {
     const char *p = url;
     char host[40];
@@ -3537,12 +3715,12 @@ static bool parse_url(const char *url)
     else if (!strncmp(p, "ws://", 5))
         p += 5;
     else {
-        fprintf(stderr, "rcload: --url must start with http:// or ws:// (no TLS): %s\n", url);
+        fprintf(stderr, "rcload: --%s must start with http:// or ws:// (no TLS): %s\n", opt, url);
         return false;
     }
     size_t hl = strcspn(p, ":/");
     if (!hl || hl >= sizeof host) {
-        fprintf(stderr, "rcload: no host in --url %s\n", url);
+        fprintf(stderr, "rcload: no host in --%s %s\n", opt, url);
         return false;
     }
     memcpy(host, p, hl);
@@ -3553,28 +3731,30 @@ static bool parse_url(const char *url)
         char *end;
         port = strtol(p + 1, &end, 10);
         if (end == p + 1 || port < 1 || port > 65535) {
-            fprintf(stderr, "rcload: bad port in --url %s\n", url);
+            fprintf(stderr, "rcload: bad port in --%s %s\n", opt, url);
             return false;
         }
         p = end;
     }
     if (*p && strcmp(p, "/")) {
-        fprintf(stderr, "rcload: --url takes no path (the tool knows the routes): %s\n", url);
+        fprintf(stderr, "rcload: --%s takes no path (the tool knows the routes): %s\n", opt, url);
         return false;
     }
     const char *ip = !strcasecmp(host, "localhost") ? "127.0.0.1" : host;
-    O.dst.sin_family = AF_INET;
-    O.dst.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, ip, &O.dst.sin_addr) != 1) {
-        fprintf(stderr, "rcload: --url host must be an IPv4 address in 127.0.0.0/8: %s\n", host);
+    memset(dst, 0, sizeof *dst);
+    dst->sin_family = AF_INET;
+    dst->sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, ip, &dst->sin_addr) != 1) {
+        fprintf(stderr, "rcload: --%s host must be an IPv4 address in 127.0.0.0/8: %s\n", opt,
+                host);
         return false;
     }
-    if ((ntohl(O.dst.sin_addr.s_addr) >> 24) != 127) {
+    if ((ntohl(dst->sin_addr.s_addr) >> 24) != 127) {
         fprintf(stderr, "rcload: refusing %s: only loopback targets (127.0.0.0/8) are allowed\n",
                 host);
         return false;
     }
-    snprintf(O.hostport, sizeof O.hostport, "%s:%ld", ip, port);
+    snprintf(hostport, 64, "%s:%ld", ip, port);
     return true;
 }
 
@@ -3607,6 +3787,8 @@ int main(int argc, char **argv)
         {"subs", required_argument, NULL, 's'},
         {"messages", required_argument, NULL, 'm'},
         {"publisher", required_argument, NULL, 'P'},
+        {"sub-url", required_argument, NULL, 'U'},
+        {"rate", required_argument, NULL, 'R'},
         {"duration", required_argument, NULL, 'd'},
         {"count", required_argument, NULL, 'n'},
         {"concurrency", required_argument, NULL, 'C'},
@@ -3654,6 +3836,8 @@ int main(int argc, char **argv)
             }
             O.rest_publisher = !strcmp(optarg, "rest");
             break;
+        case 'U': O.sub_url = optarg; break;
+        case 'R': O.rate = opt_long("rate", optarg, 0, 1000000); break;
         case 'd': O.duration = opt_secs("duration", optarg, 0.1, 86400); break;
         case 'n': O.count = opt_long("count", optarg, 1, 1000000000); break;
         case 'C': O.concurrency = opt_long("concurrency", optarg, 1, 100000); break;
@@ -3686,8 +3870,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "rcload: --url and --api-key (or ROWCAST_API_KEY) are required\n");
         return 2;
     }
-    if (!parse_url(O.url))
+    if (!parse_url("url", O.url, &O.dst, O.hostport))
         return 2;
+    if (O.sub_url && !parse_url("sub-url", O.sub_url, &O.sub_dst, O.sub_hostport))
+        return 2;
+    if ((O.sub_url || O.rate > 0) && O.sc != SC_FANOUT) {
+        fprintf(stderr, "rcload: --sub-url and --rate are fanout options\n");
+        return 2;
+    }
+    if (O.rate > 0 && O.rest_publisher) {
+        fprintf(stderr, "rcload: --rate needs the WebSocket publisher (--publisher ws)\n");
+        return 2;
+    }
     static const long def_conns[] = {50, 0, 10000, 50, 1000, 5000};
     static const long def_rooms[] = {5, 1, 10, 5, 1, 1};
     if (O.conns < 0)
@@ -3722,6 +3916,7 @@ int main(int argc, char **argv)
     struct sigaction sa = {.sa_handler = on_sigint};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    L.tfd = -1;
     L.ep = epoll_create1(EPOLL_CLOEXEC);
     if (L.ep < 0) {
         perror("rcload: epoll_create1");
