@@ -119,7 +119,7 @@ MSG
   exec ./rowcast serve "${@:2}"
   ;;
 test)
-  APT_PACKAGES+=(chromium)   # browser tests of the demo page
+  APT_PACKAGES+=(chromium postgresql clang libclang-rt-14-dev)  # browser, PG pass, fuzzing
   install_packages
   build
   npm_ci contrib
@@ -130,6 +130,15 @@ test)
   count_results
   if [ "$status" = 0 ] && [ "${ROWCAST_SKIP_SANITIZERS:-}" != 1 ]; then
     sanitizer_run || status=$?
+  fi
+  # A short, bounded fuzzing run of every target on its committed corpus.
+  if [ "$status" = 0 ] && [ "${ROWCAST_SKIP_FUZZ:-}" != 1 ]; then
+    say "fuzzing: each target for ${ROWCAST_FUZZ_SECONDS:-60} s"
+    if FUZZ_BUILD="$(mktemp -d /tmp/rowcast-fuzz.XXXXXX)" sh scripts/fuzz.sh run "${ROWCAST_FUZZ_SECONDS:-60}"; then
+      pass=$((pass + 1))
+    else
+      status=1; fail=$((fail + 1))
+    fi
   fi
   if [ "$status" != 0 ]; then
     show_failures
