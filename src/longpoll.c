@@ -269,7 +269,7 @@ int lp_parse_body(bool ndjson, const char *body, size_t len, size_t max_lines,
             if (body[i] == '[') {
                 fn(arg, false, (const uint8_t *)body + i, l);
             } else {
-                uint8_t *bin = malloc(l / 4 * 3 + 4);
+                uint8_t *bin = malloc(3 * l / 4 + 3);
                 size_t bl = 0;
                 if (!bin || b64_decode(body + i, l, bin, &bl)) {
                     free(bin);
