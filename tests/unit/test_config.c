@@ -138,7 +138,7 @@ static void test_defaults(void **state)
     assert_string_equal(p.cfg.check_origin, "");
     assert_string_equal(p.cfg.log_level, "info");
     assert_int_equal(p.cfg.workers, 0);
-    assert_int_equal(p.cfg.http_threads, 1);
+    assert_int_equal(p.cfg.http_threads, 2);
     assert_int_equal(p.cfg.idle_timeout, 60);
     assert_int_equal(p.cfg.max_frame_bytes, 1048576);
     assert_int_equal(p.cfg.max_body_bytes, 65536);
