@@ -545,14 +545,6 @@ bool api_handle(const struct config *cfg, struct hub *hub, const struct api_requ
     return false;
 }
 
-/* A message as REST and channels show it. */
-static json_t *msg_json(const struct store_msg *m)
-{
-    return json_pack("{s:I,s:I,s:s,s:s,s:s}", "id", (json_int_t)m->id, "seq",
-                     (json_int_t)m->seq, "user_id", m->user_id, "body", m->body, "inserted_at",
-                     m->inserted_at);
-}
-
 /* A room as REST shows it. */
 static json_t *room_json(const struct store_room *r)
 {
@@ -626,10 +618,18 @@ void api_finish(struct hub *hub, const struct store_req *s, struct api_response 
         return;
     }
     case STORE_MESSAGES_PAGE: {
-        json_t *arr = json_array();
-        for (size_t i = 0; i < s->n_msgs; i++)
-            json_array_append_new(arr, msg_json(&s->msgs[i]));
-        respond_json(resp, 200, json_pack("{s:o}", "messages", arr));
+        /* The same encoder as the channels: rows written by other processes may hold
+         * invalid UTF-8, which it replaces instead of failing the page. */
+        struct sbuf b = SBUF_INIT;
+        sbuf_adds(&b, "{\"messages\":[");
+        for (size_t i = 0; i < s->n_msgs; i++) {
+            if (i)
+                sbuf_addc(&b, ',');
+            store_msg_append_json(&b, &s->msgs[i]);
+        }
+        sbuf_adds(&b, "]}");
+        resp->status = 200;
+        resp->body = sbuf_steal(&b, NULL);
         return;
     }
     default: api_error(resp, 500, "internal", "unexpected request"); return;

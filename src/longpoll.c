@@ -77,22 +77,6 @@ static enum MHD_Result answer(struct MHD_Connection *conn, unsigned http_status,
     return ret;
 }
 
-/* Collects the "token" query values, in order. */
-struct lp_tokens {
-    const char *v[4];
-    int n;
-};
-
-/* MHD iterator for lp_tokens. */
-static enum MHD_Result collect(void *cls, enum MHD_ValueKind kind, const char *key,
-                               const char *value)
-{
-    struct lp_tokens *t = cls;
-    if (!strcmp(key, "token") && value && t->n < 4)
-        t->v[t->n++] = value;
-    return MHD_YES;
-}
-
 /* The session token of a request: the X-Phoenix-Longpoll-Token header (phoenix 1.9),
  * else the last "token" query value when it is one of ours (1.8 appends it after the
  * app's own params, which may have a "token" too). */
@@ -101,8 +85,8 @@ static const char *session_token(struct MHD_Connection *conn)
     const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Phoenix-Longpoll-Token");
     if (h)
         return h;
-    struct lp_tokens t = {.n = 0};
-    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect, &t);
+    struct ws_tokens t;
+    ws_query_tokens(conn, &t);
     if (t.n && lp_is_session_token(t.v[t.n - 1]))
         return t.v[t.n - 1];
     return NULL;

@@ -154,26 +154,27 @@ void store_msg_append_json(struct sbuf *out, const struct store_msg *m)
     sbuf_addc(out, '}');
 }
 
-/* Appends the value of key in the JSON object text obj (or null) as JSON text. */
-static void append_member(struct sbuf *out, const char *obj, const char *key)
+/* Appends member key of the parsed object obj (or null) as JSON text. */
+static void append_member(struct sbuf *out, json_t *obj, const char *key)
 {
-    json_t *j = json_loads(obj, JSON_DECODE_ANY, NULL);
-    json_t *v = json_is_object(j) ? json_object_get(j, key) : NULL;
+    json_t *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
     char *text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     sbuf_adds(out, text ? text : "null");
     free(text);
-    json_decref(j);
 }
 
 void store_notif_append_json(struct sbuf *out, const struct store_notif *n)
 {
+    /* The payload is a stored row, possibly written by anyone: parsed, not pasted. */
+    json_t *p = json_loads(n->payload, JSON_DECODE_ANY, NULL);
     sbuf_adds(out, "{\"data\":");
-    append_member(out, n->payload, "data");
+    append_member(out, p, "data");
     sbuf_printf(out, ",\"id\":%lld,\"inserted_at\":", (long long)n->id);
     sbuf_add_json_str(out, n->inserted_at, strlen(n->inserted_at));
     sbuf_adds(out, ",\"message\":");
-    append_member(out, n->payload, "message");
+    append_member(out, p, "message");
     sbuf_addc(out, '}');
+    json_decref(p);
 }
 
 void store_docop_append_json(struct sbuf *out, const struct store_docop *op)

@@ -214,20 +214,20 @@ static void on_upgraded(void *cls, struct MHD_Connection *connection, void *req_
     hub_accept_ws(hub, fd, (const uint8_t *)extra_in, extra_in_size, user, vsn);
 }
 
-/* Collects the values of the "token" query argument, in order. */
-struct token_args {
-    const char *v[4];
-    int n;
-};
-
-/* MHD iterator for token_args. */
+/* MHD iterator for ws_query_tokens. */
 static enum MHD_Result collect_tokens(void *cls, enum MHD_ValueKind kind, const char *key,
                                       const char *value)
 {
-    struct token_args *t = cls;
+    struct ws_tokens *t = cls;
     if (!strcmp(key, "token") && value && t->n < 4)
         t->v[t->n++] = value;
     return MHD_YES;
+}
+
+void ws_query_tokens(struct MHD_Connection *conn, struct ws_tokens *t)
+{
+    t->n = 0;
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_tokens, t);
 }
 
 char *ws_connect_step(const struct config *cfg, struct MHD_Connection *conn, bool longpoll,
@@ -258,8 +258,8 @@ char *ws_connect_step(const struct config *cfg, struct MHD_Connection *conn, boo
     if (!token) {
         /* The app's token is the first "token" argument (long-poll appends its session
          * token as a later one). */
-        struct token_args t = {.n = 0};
-        MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_tokens, &t);
+        struct ws_tokens t;
+        ws_query_tokens(conn, &t);
         if (t.n && !(longpoll && lp_is_session_token(t.v[0])))
             token = t.v[0];
     }

@@ -27,6 +27,14 @@ struct http_socket_request;
  * upgrade here, long-poll in longpoll.c. */
 int ws_socket_handler(void *arg, const struct http_socket_request *req, void **sock_cls);
 
+/* The first four values of the "token" query argument, in order (long-poll appends its
+ * session token after the app's own "token"). */
+struct ws_tokens {
+    const char *v[4];
+    int n;
+};
+void ws_query_tokens(struct MHD_Connection *conn, struct ws_tokens *t);
+
 /* The connect step shared by both transports: checks vsn (403 on a bad or non-string
  * vsn) and origin, finds the token (query "token" or, for WebSocket, the phoenix.js
  * authToken subprotocol; for long-poll, X-Phoenix-AuthToken), verifies it and returns
