@@ -186,9 +186,16 @@ static const struct feed feed_notifs = {
     "WHERE user_id = $1 AND id > $2::bigint ORDER BY id LIMIT $3::int",
     sizeof(struct store_notif), row_notif, give_notifs};
 
-/* Delivers the rows of key after its watermark m, in order, in chunks. */
-static void deliver(struct bus *b, const struct feed *f, const char *key, struct mark *m)
+/* Delivers the rows of key after its watermark (dflt when none yet), in order, in
+ * chunks. A watermark is kept only for keys that had rows: a NOTIFY can name anything
+ * (any client of the database may send one), and must not grow the table for nothing. */
+static void deliver(struct bus *b, const struct feed *f, struct hmap *marks, const char *key,
+                    int64_t dflt)
 {
+    struct mark *m = hmap_get(marks, key, strlen(key));
+    struct mark first = {dflt};
+    if (!m)
+        m = &first;
     for (;;) {
         char after[32], limit[16];
         snprintf(after, sizeof after, "%lld", (long long)m->v);
@@ -204,6 +211,8 @@ static void deliver(struct bus *b, const struct feed *f, const char *key, struct
                 m->v = f->row(r, i, rows + (size_t)i * f->size);
             f->give(b, rows, (size_t)n);
             free(rows);
+            if (m == &first)
+                m = mark_of(marks, key, first.v);
         }
         PQclear(r);
         if (n < CHUNK)
@@ -214,15 +223,15 @@ static void deliver(struct bus *b, const struct feed *f, const char *key, struct
 /* A room's messages, a document's operations, a user's notifications. */
 static void deliver_room(struct bus *b, const char *room)
 {
-    deliver(b, &feed_messages, room, mark_of(&b->room_wm, room, 0));
+    deliver(b, &feed_messages, &b->room_wm, room, 0);
 }
 static void deliver_doc(struct bus *b, const char *room)
 {
-    deliver(b, &feed_docops, room, mark_of(&b->doc_wm, room, 0));
+    deliver(b, &feed_docops, &b->doc_wm, room, 0);
 }
 static void deliver_notifs(struct bus *b, const char *user)
 {
-    deliver(b, &feed_notifs, user, mark_of(&b->notif_wm, user, b->notif_floor));
+    deliver(b, &feed_notifs, &b->notif_wm, user, b->notif_floor);
 }
 
 /* Publishes a broadcast that arrived over the bus to this node's subscribers. */
@@ -230,7 +239,11 @@ static void local_broadcast(struct bus *b, const char *text)
 {
     json_t *j = json_loads(text, 0, NULL);
     json_t *t = json_object_get(j, "t"), *e = json_object_get(j, "e"), *p = json_object_get(j, "p");
-    if (json_is_string(t) && json_is_string(e)) {
+    /* Anyone with database access can send this: the same rules as POST /api/broadcast
+     * (bounded names, no reserved phx_* events that would end clients' channels). */
+    size_t tl = json_string_length(t), el = json_string_length(e);
+    if (json_is_string(t) && json_is_string(e) && tl >= 1 && tl <= 255 && el >= 1 &&
+        el <= 255 && strncmp(json_string_value(e), "phx_", 4)) {
         char *payload = p && json_is_object(p) ? json_dumps(p, JSON_COMPACT) : xstrdup("{}");
         json_t *n = json_object_get(j, "n"), *x = json_object_get(j, "x");
         uint64_t exclude = 0;
