@@ -1,6 +1,6 @@
 -- rowcast: the functions and triggers that make row writes reach subscribers.
--- Installed by `rowcast migrate` (this file is also migration 0003_notify; keep the two
--- identical). Idempotent: operators may run it again with psql -f.
+-- Installed by `rowcast migrate` as migration 0003_notify (sql/notify.sql is a link to
+-- it, for operators). Idempotent: operators may run it again with psql -f.
 --
 -- NOTIFY is a wake-up, not the message: every payload on channel 'rowcast' names a topic,
 -- and a woken node reads the new rows by seq. PostgreSQL folds identical payloads sent in
