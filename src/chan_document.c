@@ -32,6 +32,16 @@ static const char *access_level(const char *role)
     return "editor"; /* editor, member */
 }
 
+/* History item adapters for chan_push_history. */
+static void append_op(struct sbuf *out, const void *item)
+{
+    store_docop_append_json(out, item);
+}
+static int64_t op_seq(const void *item)
+{
+    return ((const struct store_docop *)item)->seq;
+}
+
 /* Join read finished: reply {access_level, last_seq}, push the operations. */
 static void join_done(struct chan *ch, struct store_req *req, const char *ref)
 {
@@ -47,22 +57,10 @@ static void join_done(struct chan *ch, struct store_req *req, const char *ref)
     sbuf_add_json_str(&b, ch->role, strlen(ch->role));
     sbuf_printf(&b, ",\"last_seq\":%lld}", (long long)req->room.doc_last_seq);
     chan_join_ok(ch, b.data);
-    sbuf_reset(&b);
-    sbuf_adds(&b, "{");
-    if (req->after_seq >= 0 && (size_t)req->limit == req->n_docops && req->n_docops &&
-        req->docops[req->n_docops - 1].seq < req->room.doc_last_seq)
-        sbuf_adds(&b, "\"has_more\":true,");
-    sbuf_adds(&b, "\"operations\":[");
-    for (size_t i = 0; i < req->n_docops; i++) {
-        if (i)
-            sbuf_addc(&b, ',');
-        store_docop_append_json(&b, &req->docops[i]);
-    }
-    sbuf_adds(&b, "]}");
-    chan_push(ch, "document_operations", b.data, b.len);
     sbuf_cleanup(&b);
-    ch->last_seq = req->room.doc_last_seq;
-    chan_release_held(ch);
+    chan_push_history(ch, req, "document_operations", "operations", req->docops,
+                      req->n_docops, sizeof *req->docops, append_op, op_seq,
+                      req->room.doc_last_seq);
 }
 
 /* phx_join on document:<id>; {"last_seq": N} replays what was missed. */

@@ -24,6 +24,16 @@ static const char *room_id(const struct chan *ch)
     return ch->topic + strlen(room_channel.prefix);
 }
 
+/* History item adapters for chan_push_history. */
+static void append_msg(struct sbuf *out, const void *item)
+{
+    store_msg_append_json(out, item);
+}
+static int64_t msg_seq(const void *item)
+{
+    return ((const struct store_msg *)item)->seq;
+}
+
 /* Join read finished: reply, history, then the broadcasts held meanwhile. */
 static void join_done(struct chan *ch, struct store_req *req, const char *ref)
 {
@@ -42,24 +52,9 @@ static void join_done(struct chan *ch, struct store_req *req, const char *ref)
     sbuf_add_json_str(&b, req->room.id, strlen(req->room.id));
     sbuf_addc(&b, '}');
     chan_join_ok(ch, b.data);
-
-    sbuf_reset(&b);
-    sbuf_adds(&b, "{");
-    bool more = req->after_seq >= 0 && (size_t)req->limit == req->n_msgs &&
-                req->n_msgs && req->msgs[req->n_msgs - 1].seq < req->room.last_seq;
-    if (more)
-        sbuf_adds(&b, "\"has_more\":true,");
-    sbuf_adds(&b, "\"messages\":[");
-    for (size_t i = 0; i < req->n_msgs; i++) {
-        if (i)
-            sbuf_addc(&b, ',');
-        store_msg_append_json(&b, &req->msgs[i]);
-    }
-    sbuf_adds(&b, "]}");
-    chan_push(ch, "message_history", b.data, b.len);
     sbuf_cleanup(&b);
-    ch->last_seq = req->room.last_seq;
-    chan_release_held(ch);
+    chan_push_history(ch, req, "message_history", "messages", req->msgs, req->n_msgs,
+                      sizeof *req->msgs, append_msg, msg_seq, req->room.last_seq);
 }
 
 /* phx_join on room:<id>; params may carry {"last_seq": N} to recover what was missed. */

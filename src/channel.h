@@ -13,6 +13,7 @@
 struct conn;
 struct bcast;
 struct store_req;
+struct sbuf;
 
 enum chan_state {
     CHAN_JOINING, /* join accepted for processing; broadcasts are held back */
@@ -74,6 +75,15 @@ void chan_join_failed(struct chan *ch, int rc);
 /* Sets req's history bounds from the join params: {"last_seq": N} asks for what came
  * after N (up to `recovery` rows), anything else for the latest `history` rows. */
 void chan_history_bounds(json_t *params, struct store_req *req, int history, int recovery);
+/* Pushes the history that follows a join reply, {"has_more":true?,"<field>":[…]}: the n
+ * items (size bytes each) of items, each appended by append; last_seq is the newest
+ * seq of the join's snapshot and item_seq gives an item's seq. has_more is set when a
+ * recovery (req->after_seq >= 0) hit req->limit before last_seq. Then the channel starts
+ * from last_seq and the broadcasts held during the join are released. */
+void chan_push_history(struct chan *ch, const struct store_req *req, const char *event,
+                       const char *field, const void *items, size_t n, size_t size,
+                       void (*append)(struct sbuf *out, const void *item),
+                       int64_t (*item_seq)(const void *item), int64_t last_seq);
 /* An accept callback for topics whose broadcasts carry a seq (messages, document
  * operations, notification ids): delivers each seq once, in order, after what the join
  * pushed (ch->last_seq); events without a seq always pass. */

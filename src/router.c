@@ -240,6 +240,31 @@ void chan_history_bounds(json_t *params, struct store_req *req, int history, int
     }
 }
 
+void chan_push_history(struct chan *ch, const struct store_req *req, const char *event,
+                       const char *field, const void *items, size_t n, size_t size,
+                       void (*append)(struct sbuf *out, const void *item),
+                       int64_t (*item_seq)(const void *item), int64_t last_seq)
+{
+    const char *p = items;
+    struct sbuf b = SBUF_INIT;
+    sbuf_addc(&b, '{');
+    if (req->after_seq >= 0 && (size_t)req->limit == n && n &&
+        item_seq(p + (n - 1) * size) < last_seq)
+        sbuf_adds(&b, "\"has_more\":true,");
+    sbuf_add_json_str(&b, field, strlen(field));
+    sbuf_adds(&b, ":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            sbuf_addc(&b, ',');
+        append(&b, p + i * size);
+    }
+    sbuf_adds(&b, "]}");
+    chan_push(ch, event, b.data, b.len);
+    sbuf_cleanup(&b);
+    ch->last_seq = last_seq;
+    chan_release_held(ch);
+}
+
 void chan_join_failed(struct chan *ch, int rc)
 {
     chan_join_error(ch, rc == RC_ENOTFOUND    ? "not_found"
