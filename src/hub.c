@@ -36,7 +36,8 @@ struct hub {
     bool pstop;
     pthread_t pthread;
     bool pthread_started;
-    bool closed; /* workers stopped: hub_post_to_worker refuses (under pmu) */
+    pthread_rwlock_t post_lock; /* guards closed against posts in flight */
+    bool closed; /* workers stopped: hub_post_to_worker refuses */
     struct bus *bus; /* PostgreSQL mode: broadcasts and disconnects go through it */
     char node_id[96];
 };
@@ -355,11 +356,11 @@ int hub_pick_worker(struct hub *h)
 
 bool hub_post_to_worker(struct hub *h, int w, struct inbox_item *it)
 {
-    pthread_mutex_lock(&h->pmu);
+    pthread_rwlock_rdlock(&h->post_lock); /* posters never wait for each other */
     bool open = !h->closed;
     if (open)
         worker_post(h->workers[w], it, it);
-    pthread_mutex_unlock(&h->pmu);
+    pthread_rwlock_unlock(&h->post_lock);
     return open;
 }
 
@@ -407,6 +408,7 @@ struct hub *hub_create(const struct config *cfg)
              (unsigned long long)(rnd & 0xffffff));
     h->presence = presence_create(h->node_id, emit_diff, h);
     pthread_mutex_init(&h->pmu, NULL);
+    pthread_rwlock_init(&h->post_lock, NULL);
     pthread_cond_init(&h->pcv, NULL);
     h->pending = json_object();
     h->workers = xcalloc((size_t)n, sizeof *h->workers);
@@ -447,9 +449,9 @@ void hub_shutdown(struct hub *h)
     }
     for (int i = 0; i < h->nworkers; i++)
         worker_shutdown(h->workers[i]);
-    pthread_mutex_lock(&h->pmu);
+    pthread_rwlock_wrlock(&h->post_lock);
     h->closed = true;
-    pthread_mutex_unlock(&h->pmu);
+    pthread_rwlock_unlock(&h->post_lock);
     /* Requests that reached a worker's inbox after it stopped are answered now, so that
      * the HTTP front can stop. */
     for (int i = 0; i < h->nworkers; i++)
@@ -467,6 +469,7 @@ void hub_free(struct hub *h)
     presence_destroy(h->presence);
     json_decref(h->pending);
     pthread_mutex_destroy(&h->pmu);
+    pthread_rwlock_destroy(&h->post_lock);
     pthread_cond_destroy(&h->pcv);
     user_counter_destroy(h->uc);
     free(h);
