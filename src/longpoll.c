@@ -412,6 +412,8 @@ static void process_post(struct lp_session *s)
     }
     if (s->gone || s->rest_len)
         return;
+    free(s->rest);
+    s->rest = NULL;
     if (s->post) {
         respond(s->post, "{\"status\":200}");
         s->post = NULL;

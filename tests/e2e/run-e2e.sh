@@ -6,10 +6,10 @@
 # By hand:  ROWCAST_BIN=$PWD/rowcast tests/e2e/run-e2e.sh [03-room.test.mjs ...]
 #
 # The suite runs twice: once on SQLite, then once on PostgreSQL (test names prefixed
-# "[pg] "; 11-browser runs in the SQLite pass only). The PostgreSQL pass uses
-# ROWCAST_E2E_PG_URL when set, else starts a throwaway server with
-# scripts/pg-test.sh start (stopped at the end, whatever happens). If PostgreSQL cannot be
-# started the run fails; it is never skipped silently.
+# "[pg] "; 11-browser runs in the SQLite pass only, 13-cluster in the PostgreSQL pass
+# only). The PostgreSQL pass uses ROWCAST_E2E_PG_URL when set, else starts a throwaway
+# server with scripts/pg-test.sh start (stopped at the end, whatever happens). If
+# PostgreSQL cannot be started the run fails; it is never skipped silently.
 # Env:      ROWCAST_E2E_TIMEOUT  deadline of each pass in seconds (default 600)
 #           ROWCAST_E2E_KEEP=1   keep the servers' temporary directories (and databases)
 #           ROWCAST_E2E_PG_URL   postgres://…/DB of a running server for the PostgreSQL pass
@@ -140,6 +140,8 @@ run_pass() {
   for f in "${files[@]}"; do
     # The browser test drives the demo page: it adds nothing on PostgreSQL and is slow.
     if [ "$pass" = pg ] && [ "$explicit" = 0 ] && [ "$(basename "$f")" = 11-browser.test.mjs ]; then continue; fi
+    # The cluster test needs PostgreSQL: it belongs to the PostgreSQL pass only.
+    if [ "$pass" = sqlite ] && [ "$explicit" = 0 ] && [ "$(basename "$f")" = 13-cluster.test.mjs ]; then continue; fi
     pfiles+=("$f")
   done
   [ ${#pfiles[@]} -gt 0 ] || return 0
