@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,16 +48,31 @@ static void respond_json(struct api_response *resp, int status, json_t *j)
     json_decref(j);
 }
 
+/* SHA-256, fetched once: the one-shot SHA256() looks the algorithm up on every call. */
+static EVP_MD *sha256_md;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+static void digest(const char *s, unsigned char out[SHA256_DIGEST_LENGTH])
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sha256_fetch);
+    if (!sha256_md || !EVP_Digest(s, strlen(s), out, NULL, sha256_md, NULL))
+        SHA256((const unsigned char *)s, strlen(s), out);
+}
+
 /* True when the Authorization header carries the API key; compares digests in
  * constant time so neither content nor length leaks through timing. */
 static bool authorized(const struct config *cfg, const char *header)
 {
     if (!header || strncmp(header, "Bearer ", 7))
         return false;
-    const char *key = header + 7;
     unsigned char a[SHA256_DIGEST_LENGTH], b[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)key, strlen(key), a);
-    SHA256((const unsigned char *)cfg->api_key, strlen(cfg->api_key), b);
+    digest(header + 7, a);
+    digest(cfg->api_key, b);
     return CRYPTO_memcmp(a, b, sizeof a) == 0;
 }
 

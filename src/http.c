@@ -1,18 +1,21 @@
 /* http.c - libmicrohttpd front. REST requests are collected (bounded by
  * --max-body-bytes), handed to api.c, and, when they need the database, suspended until
  * the store's completion resumes them: no HTTP thread ever waits on SQL. */
+#define _GNU_SOURCE /* accept4 */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <unistd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api.h"
 #include "config.h"
@@ -20,6 +23,7 @@
 #include "metrics.h"
 #include "store.h"
 #include "util/log.h"
+#include "util/thread.h"
 #include "util/sbuf.h"
 #include "util/xmalloc.h"
 
@@ -27,6 +31,10 @@ struct http {
     struct MHD_Daemon *daemon;
     struct http_options opts;
     uint16_t port;
+    int listen_fd;
+    pthread_t acceptor;
+    bool acceptor_running;
+    atomic_bool closing;
 };
 
 /* Requests suspended right now (REST waiting on the store, long-poll waiting on a
@@ -359,6 +367,67 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *l
     return 0;
 }
 
+/* Opens the listening socket for ss; -1 with errno on failure. */
+static int listen_on(const struct sockaddr_storage *ss, socklen_t sl)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ss->ss_family == AF_INET6)
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (const struct sockaddr *)ss, sl) < 0 || listen(fd, 4096) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* The acceptor thread. libmicrohttpd's own pool lets every worker race for the shared
+ * listening socket, and one worker often wins a whole burst of connections while the
+ * others idle; handing each accepted socket to MHD_add_connection spreads them over the
+ * pool (by descriptor number), so keep-alive clients load every HTTP thread. */
+static void *acceptor_main(void *arg)
+{
+    thread_name("rc-accept");
+    struct http *h = arg;
+    while (!atomic_load(&h->closing)) {
+        struct sockaddr_storage peer;
+        socklen_t pl = sizeof peer;
+        int fd = accept4(h->listen_fd, (struct sockaddr *)&peer, &pl, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+            if (atomic_load(&h->closing))
+                break;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                log_warn("accept failed; pausing 100 ms", "error=\"%s\"", strerror(errno));
+                struct timespec ts = {0, 100 * 1000000L};
+                nanosleep(&ts, NULL);
+            }
+            continue; /* EINTR, ECONNABORTED, a peer's network error: next one */
+        }
+        /* On failure libmicrohttpd has closed the socket already. */
+        if (MHD_add_connection(h->daemon, fd, (const struct sockaddr *)&peer, pl) != MHD_YES)
+            log_warn("connection refused by the HTTP front", "error=\"%s\"", strerror(errno));
+    }
+    return NULL;
+}
+
+/* Stops accepting: the acceptor ends and the listening socket is closed. */
+static void stop_accepting(struct http *h)
+{
+    if (!h->acceptor_running)
+        return;
+    atomic_store(&h->closing, true);
+    shutdown(h->listen_fd, SHUT_RDWR); /* wakes accept4() */
+    pthread_join(h->acceptor, NULL);
+    h->acceptor_running = false;
+    close(h->listen_fd);
+    h->listen_fd = -1;
+}
+
 int http_start(const struct http_options *opts, struct http **out, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
@@ -368,20 +437,25 @@ int http_start(const struct http_options *opts, struct http **out, char *err, si
                  opts->cfg->listen);
         return RC_EINVAL;
     }
+    int lfd = listen_on(&ss, sl);
+    if (lfd < 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", opts->cfg->listen, strerror(errno));
+        return RC_EIO;
+    }
     struct http *h = xcalloc(1, sizeof *h);
     h->opts = *opts;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-                     MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG;
+    h->listen_fd = lfd;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
+                     MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE |
+                     MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     unsigned threads = (unsigned)opts->cfg->http_threads;
     struct MHD_OptionItem ops[12];
     int n = 0;
     ops[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, h};
-    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
     ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h};
     ops[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 120, NULL};
-    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096, NULL};
     ops[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, 65000, NULL};
     if (threads > 1)
         ops[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, threads, NULL};
@@ -389,13 +463,24 @@ int http_start(const struct http_options *opts, struct http **out, char *err, si
     h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_ARRAY, ops,
                                  MHD_OPTION_END);
     if (!h->daemon) {
-        snprintf(err, errlen, "cannot listen on %s (address in use or not local?)",
-                 opts->cfg->listen);
+        snprintf(err, errlen, "cannot start the HTTP front for %s", opts->cfg->listen);
+        close(lfd);
         free(h);
         return RC_EIO;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    h->port = info ? info->port : 0;
+    struct sockaddr_storage bound;
+    socklen_t bl = sizeof bound;
+    if (getsockname(lfd, (struct sockaddr *)&bound, &bl) == 0)
+        h->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                    : ((struct sockaddr_in *)&bound)->sin_port);
+    if (pthread_create(&h->acceptor, NULL, acceptor_main, h) != 0) {
+        snprintf(err, errlen, "cannot start the acceptor thread");
+        MHD_stop_daemon(h->daemon);
+        close(lfd);
+        free(h);
+        return RC_EIO;
+    }
+    h->acceptor_running = true;
     *out = h;
     return 0;
 }
@@ -412,7 +497,7 @@ void http_stop(struct http *h)
     /* New REST requests are refused from here; wait (bounded) for the suspended ones to
      * be answered, since libmicrohttpd cannot stop while any is suspended. */
     atomic_store(&stopping, true);
-    MHD_quiesce_daemon(h->daemon);
+    stop_accepting(h);
     for (int i = 0; i < 500 && atomic_load(&suspended_requests) > 0; i++) {
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
