@@ -19,6 +19,7 @@
 #include "util/clock.h"
 #include "util/hmap.h"
 #include "util/log.h"
+#include "util/thread.h"
 #include "util/sbuf.h"
 #include "util/xmalloc.h"
 
@@ -435,6 +436,7 @@ static void heartbeat(struct bus *b)
 /* The listener thread. */
 static void *listener_main(void *arg)
 {
+    thread_name("rc-bus-listen");
     struct bus *b = arg;
     int backoff = 100;
     int64_t next_beat = 0;
@@ -538,6 +540,7 @@ static bool send_one(struct bus *b, PGconn *c, struct out *o)
 /* The sender thread: sends queued NOTIFYs in order, reconnecting when needed. */
 static void *sender_main(void *arg)
 {
+    thread_name("rc-bus-send");
     struct bus *b = arg;
     PGconn *c = NULL;
     int backoff = 100;

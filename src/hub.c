@@ -17,6 +17,7 @@
 #include "ratelimit.h"
 #include "store.h"
 #include "util/log.h"
+#include "util/thread.h"
 #include "util/sbuf.h"
 #include "util/xmalloc.h"
 #include "worker.h"
@@ -115,6 +116,7 @@ static void flush_presence(struct hub *h)
  * broadcasts everything merged meanwhile. */
 static void *presence_flusher(void *arg)
 {
+    thread_name("rc-presence");
     struct hub *h = arg;
     for (;;) {
         pthread_mutex_lock(&h->pmu);

@@ -1,19 +1,30 @@
 /* store_sqlite.c - the embedded store: SQLite in WAL mode, one writer thread that
- * group-commits, one reader thread for queries. */
+ * group-commits, a sync thread that makes commits durable, acknowledges them and
+ * delivers the new rows, one reader thread for queries.
+ *
+ * Commit and fsync are pipelined: the writer commits a batch into the WAL without
+ * waiting for the disk (synchronous=NORMAL) and goes on with the next batch while the
+ * sync thread runs one fdatasync() of the WAL for every batch committed so far. Nothing
+ * is acknowledged or broadcast before that fdatasync() returns, so with --sqlite-sync
+ * full an "ok" still means the row survives a power loss. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <jansson.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "migrations.h"
 #include "metrics.h"
 #include "store.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/thread.h"
 #include "util/xmalloc.h"
 
 /* Rows read per query when looking for newly committed messages. */
@@ -55,6 +66,7 @@ enum stmt_id {
     ST_DOCOPS_AFTER,
     ST_DOCOPS_LATEST,
     ST_DOCOP_SCAN,
+    ST_SNAPSHOT,
     ST_COUNT
 };
 
@@ -113,6 +125,8 @@ static const char *const stmt_sql[ST_COUNT] = {
                          "ORDER BY seq DESC LIMIT ?3) ORDER BY seq",
     [ST_DOCOP_SCAN] = "SELECT id, room_id, seq, user_id, operation, data, inserted_at "
                       "FROM document_ops WHERE id > ?1 ORDER BY id LIMIT ?2",
+    /* any read of the database: inside BEGIN it fixes the transaction's snapshot */
+    [ST_SNAPSHOT] = "SELECT 1 FROM sqlite_schema LIMIT 1",
 };
 
 /* One connection with its statement cache. */
@@ -121,16 +135,38 @@ struct conn {
     sqlite3_stmt *st[ST_COUNT];
 };
 
+/* A batch the writer has committed, on its way to the sync thread. */
+struct committed {
+    struct committed *next;
+    struct store_req *head;
+    size_t n;
+    int mask;   /* SCAN_* tables it wrote to */
+    int64_t t0; /* when its transaction began, for the commit latency */
+};
+
 struct sqlite_store {
     struct store base;
     char *path;
     int batch_max;
     int data_poll_ms;
     bool sync_full;
-    struct conn w, r;
+    struct conn w, r, d; /* writer, reader, delivery (sync thread) */
     struct queue wq, rq;
-    pthread_t writer, reader;
+    pthread_t writer, reader, syncer;
     bool threads_started;
+    /* writer → sync thread */
+    pthread_mutex_t smu;
+    pthread_cond_t scv;
+    struct committed *c_head, *c_tail;
+    bool external; /* the writer saw commits by another process */
+    bool writer_done;
+    /* fdatasync() of this descriptor makes every committed WAL frame durable; -1 when
+     * the writer's own synchronous=FULL commits do it instead */
+    int wal_fd;
+    /* commits begun by the writer (counted before COMMIT) and how many of them the
+     * last fdatasync() covered */
+    atomic_llong commits_begun;
+    long long commits_synced;
     store_msg_listener listener;
     void *listener_arg;
     int64_t delivered_id; /* highest message id handed to the listener */
@@ -192,12 +228,21 @@ static int exec_simple(sqlite3 *db, const char *sql)
     return rc;
 }
 
+/* Process-wide SQLite settings, before its first use: no memory statistics (they take
+ * a global mutex on every allocation of every connection). */
+static void sqlite_setup(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 /* Opens one connection with the pragmas every rowcast connection uses. Foreign keys
  * stay off: the schema's triggers enforce what matters (room existence, cascades) for
  * every writer, including processes that never turn foreign keys on. */
 static int conn_open(struct conn *c, const char *path, bool sync_full, char *err,
                      size_t errlen)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sqlite_setup);
     memset(c, 0, sizeof *c);
     int rc = sqlite3_open_v2(path, &c->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -892,7 +937,7 @@ static void deliver_table(struct sqlite_store *s, const struct scan *sc, int64_t
 {
     char *rows = xmalloc(sc->size * SCAN_CHUNK);
     for (;;) {
-        sqlite3_stmt *st = stmt(&s->w, sc->stmt);
+        sqlite3_stmt *st = stmt(&s->d, sc->stmt);
         if (!st)
             break;
         sqlite3_bind_int64(st, 1, *mark);
@@ -927,41 +972,26 @@ static void deliver_new(struct sqlite_store *s, int mask)
         deliver_table(s, &scan_docops, &s->delivered_docop_id);
 }
 
-/* Looks for commits by other processes (SQLite bumps data_version for them). */
-static void poll_external(struct sqlite_store *s)
+/* Commits a batch of writes in one transaction (into the WAL, not yet fsynced) and
+ * hands it to the sync thread, which acknowledges it. */
+static void commit_batch(struct sqlite_store *s, struct store_req *head)
 {
-    if (!s->listener && !s->notif_listener && !s->docop_listener)
-        return;
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->w.db, "PRAGMA data_version", -1, &st, NULL) != SQLITE_OK)
-        return;
-    int v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : s->data_version;
-    sqlite3_finalize(st);
-    if (v != s->data_version) {
-        int64_t t0 = clock_mono_us();
-        s->data_version = v;
-        deliver_new(s, SCAN_ALL);
-        metrics_bus_notification(clock_mono_us() - t0);
-    }
-}
-
-/* Commits a batch of writes in one transaction and completes them. */
-static void run_batch(struct sqlite_store *s, struct store_req *head)
-{
-    int64_t t0 = clock_mono_us();
-    size_t n = 0;
+    struct committed *c = xcalloc(1, sizeof *c);
+    c->head = head;
+    c->t0 = clock_mono_us();
     bool began = exec_simple(s->w.db, "BEGIN IMMEDIATE") == SQLITE_OK;
-    int mask = 0;
     for (struct store_req *r = head; r; r = r->_next) {
         r->rc = began ? run_write(&s->w, r) : RC_ESTORE;
-        n++;
-        mask |= r->op == STORE_MESSAGE_ADD  ? SCAN_MESSAGES
-                : r->op == STORE_NOTIFY_ADD ? SCAN_NOTIFS
-                : r->op == STORE_DOC_EDIT   ? SCAN_DOCOPS
-                                            : 0;
+        c->n++;
+        c->mask |= r->op == STORE_MESSAGE_ADD  ? SCAN_MESSAGES
+                   : r->op == STORE_NOTIFY_ADD ? SCAN_NOTIFS
+                   : r->op == STORE_DOC_EDIT   ? SCAN_DOCOPS
+                                               : 0;
     }
     for (int i = 0; i < ST_COUNT; i++) /* else the snapshot outlives the COMMIT */
         sqlite3_reset(s->w.st[i]);
+    /* Counted before COMMIT: a snapshot that can see this batch also sees the count. */
+    atomic_fetch_add(&s->commits_begun, 1);
     if (began && exec_simple(s->w.db, "COMMIT") != SQLITE_OK) {
         exec_simple(s->w.db, "ROLLBACK");
         for (struct store_req *r = head; r; r = r->_next) {
@@ -970,17 +1000,109 @@ static void run_batch(struct sqlite_store *s, struct store_req *head)
             memset(&r->msg, 0, sizeof r->msg);
         }
     }
-    metrics_store_batch(n, clock_mono_us() - t0);
-    /* Completions first: a sender's ok reply does not wait behind the fan-out of its
-     * own message to every subscriber (Phoenix clients accept either order), and the
-     * sender's next message can be committed while that fan-out runs. */
-    while (head) {
-        struct store_req *next = head->_next;
-        head->_next = NULL;
-        store_complete(head);
-        head = next;
+    pthread_mutex_lock(&s->smu);
+    if (s->c_tail)
+        s->c_tail->next = c;
+    else
+        s->c_head = c;
+    s->c_tail = c;
+    pthread_cond_signal(&s->scv);
+    pthread_mutex_unlock(&s->smu);
+}
+
+/* Looks for commits by other processes: the writer connection's data_version changes
+ * with every commit but its own. Tells the sync thread to look at every table. */
+static void poll_external(struct sqlite_store *s)
+{
+    sqlite3_stmt *st = NULL;
+    int v = s->data_version;
+    if (sqlite3_prepare_v2(s->w.db, "PRAGMA data_version", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (v == s->data_version)
+        return;
+    s->data_version = v;
+    pthread_mutex_lock(&s->smu);
+    s->external = true;
+    pthread_cond_signal(&s->scv);
+    pthread_mutex_unlock(&s->smu);
+}
+
+/* One round of the sync thread: fix a snapshot, fdatasync the WAL if the snapshot may
+ * hold commits not yet synced, acknowledge the batches in list (all committed before
+ * the snapshot), then deliver the new rows of the tables in mask. Every row delivered
+ * or acknowledged is durable by then. */
+static void sync_round(struct sqlite_store *s, struct committed *list, int mask)
+{
+    bool snap = exec_simple(s->d.db, "BEGIN") == SQLITE_OK;
+    sqlite3_stmt *st = snap ? stmt(&s->d, ST_SNAPSHOT) : NULL;
+    if (st) {
+        sqlite3_step(st);
+        sqlite3_reset(st); /* the read transaction, and so the snapshot, stays */
     }
-    deliver_new(s, mask);
+    long long begun = atomic_load(&s->commits_begun);
+    int rc = 0;
+    if (s->wal_fd >= 0 && begun != s->commits_synced) {
+        if (fdatasync(s->wal_fd) == 0) {
+            s->commits_synced = begun;
+        } else {
+            /* Committed, but not known to be on disk: the clients are told it failed. */
+            log_error("fdatasync of the SQLite WAL failed", "err=\"%s\"", strerror(errno));
+            rc = RC_ESTORE;
+        }
+    }
+    int64_t now = clock_mono_us();
+    while (list) {
+        struct committed *next = list->next;
+        metrics_store_batch(list->n, now - list->t0);
+        /* Completions first: a sender's ok reply does not wait behind the fan-out of its
+         * own message to every subscriber (Phoenix clients accept either order). */
+        for (struct store_req *r = list->head, *rn; r; r = rn) {
+            rn = r->_next;
+            r->_next = NULL;
+            if (rc && !r->rc)
+                r->rc = rc;
+            store_complete(r);
+        }
+        free(list);
+        list = next;
+    }
+    if (snap) {
+        deliver_new(s, mask);
+        exec_simple(s->d.db, "COMMIT");
+    }
+}
+
+/* The sync thread: makes the writer's batches durable, acknowledges them and delivers
+ * their rows, and the rows other processes committed when the writer saw some. */
+static void *syncer_main(void *arg)
+{
+    struct sqlite_store *s = arg;
+    thread_name("rc-sql-sync");
+    for (;;) {
+        pthread_mutex_lock(&s->smu);
+        while (!s->c_head && !s->external && !s->writer_done)
+            pthread_cond_wait(&s->scv, &s->smu);
+        struct committed *list = s->c_head;
+        s->c_head = s->c_tail = NULL;
+        bool external = s->external, done = s->writer_done;
+        s->external = false;
+        pthread_mutex_unlock(&s->smu);
+
+        int mask = external ? SCAN_ALL : 0;
+        for (struct committed *c = list; c; c = c->next)
+            mask |= c->mask;
+        if (list || mask) {
+            int64_t t0 = clock_mono_us();
+            sync_round(s, list, mask);
+            if (external)
+                metrics_bus_notification(clock_mono_us() - t0);
+        }
+        if (done && !list && !external)
+            break;
+    }
+    return NULL;
 }
 
 /* Takes up to max requests off q, waiting up to wait_ms for the first; NULL on
@@ -1055,21 +1177,31 @@ static void queue_stop(struct queue *q)
     pthread_mutex_unlock(&q->mu);
 }
 
-/* The writer thread: group commit, then delivery of committed messages. */
+/* The writer thread: group commit; the sync thread does the rest. */
 static void *writer_main(void *arg)
 {
     struct sqlite_store *s = arg;
+    thread_name("rc-sql-writer");
+    int64_t next_poll = 0;
     for (;;) {
         bool stopped;
         struct store_req *batch =
             queue_take(&s->wq, (size_t)s->batch_max, s->data_poll_ms, &stopped);
         if (batch)
-            run_batch(s, batch);
-        else
+            commit_batch(s, batch);
+        /* Commits by other processes: looked for every data_poll_ms, busy or not. */
+        if ((s->listener || s->notif_listener || s->docop_listener) &&
+            clock_mono_ms() >= next_poll) {
+            next_poll = clock_mono_ms() + s->data_poll_ms;
             poll_external(s);
+        }
         if (stopped && !batch)
             break;
     }
+    pthread_mutex_lock(&s->smu);
+    s->writer_done = true;
+    pthread_cond_signal(&s->scv);
+    pthread_mutex_unlock(&s->smu);
     return NULL;
 }
 
@@ -1093,6 +1225,7 @@ static void checkpoint(struct sqlite_store *s)
 static void *reader_main(void *arg)
 {
     struct sqlite_store *s = arg;
+    thread_name("rc-sql-reader");
     int64_t next_checkpoint = clock_mono_ms() + CHECKPOINT_MS;
     for (;;) {
         bool stopped;
@@ -1145,6 +1278,9 @@ static int sq_open(const struct store_options *opts, struct store **out, char *e
     s->docop_listener = opts->docop_listener;
     queue_init(&s->wq);
     queue_init(&s->rq);
+    pthread_mutex_init(&s->smu, NULL);
+    pthread_cond_init(&s->scv, NULL);
+    s->wal_fd = -1;
     int applied;
     int rc = conn_open(&s->w, s->path, s->sync_full, err, errlen);
     if (rc)
@@ -1153,13 +1289,38 @@ static int sq_open(const struct store_options *opts, struct store **out, char *e
         goto fail;
     if ((rc = conn_open(&s->r, s->path, s->sync_full, err, errlen)))
         goto fail;
+    if ((rc = conn_open(&s->d, s->path, s->sync_full, err, errlen)))
+        goto fail;
+    if (s->sync_full) {
+        /* The sync thread's fdatasync() of the WAL replaces the one inside each COMMIT.
+         * The WAL exists by now (the migrations ran in WAL mode) and stays while any
+         * connection is open. Without it, COMMIT keeps syncing by itself. */
+        char wal[4096];
+        snprintf(wal, sizeof wal, "%s-wal", s->path);
+        s->wal_fd = open(wal, O_RDONLY | O_CLOEXEC);
+        if (s->wal_fd >= 0)
+            exec_simple(s->w.db, "PRAGMA synchronous=NORMAL");
+        else
+            log_warn("cannot open the SQLite WAL; every COMMIT syncs by itself",
+                     "path=%s err=\"%s\"", log_v(wal), strerror(errno));
+    }
     /* Checkpoints run on the reader thread, off the commit path (a checkpoint inside a
      * commit adds its writes and fsyncs to every client waiting on that batch). */
     exec_simple(s->w.db, "PRAGMA wal_autocheckpoint=0");
     s->delivered_id = max_id(s->w.db, "SELECT COALESCE(MAX(id), 0) FROM messages");
     s->delivered_notif_id = max_id(s->w.db, "SELECT COALESCE(MAX(id), 0) FROM notifications");
     s->delivered_docop_id = max_id(s->w.db, "SELECT COALESCE(MAX(id), 0) FROM document_ops");
+    if (pthread_create(&s->syncer, NULL, syncer_main, s)) {
+        snprintf(err, errlen, "cannot start the store sync thread");
+        rc = RC_ESTORE;
+        goto fail;
+    }
     if (pthread_create(&s->writer, NULL, writer_main, s)) {
+        pthread_mutex_lock(&s->smu);
+        s->writer_done = true;
+        pthread_cond_signal(&s->scv);
+        pthread_mutex_unlock(&s->smu);
+        pthread_join(s->syncer, NULL);
         snprintf(err, errlen, "cannot start the store writer thread");
         rc = RC_ESTORE;
         goto fail;
@@ -1167,6 +1328,7 @@ static int sq_open(const struct store_options *opts, struct store **out, char *e
     if (pthread_create(&s->reader, NULL, reader_main, s)) {
         queue_stop(&s->wq);
         pthread_join(s->writer, NULL);
+        pthread_join(s->syncer, NULL);
         snprintf(err, errlen, "cannot start the store reader thread");
         rc = RC_ESTORE;
         goto fail;
@@ -1177,6 +1339,11 @@ static int sq_open(const struct store_options *opts, struct store **out, char *e
 fail:
     conn_close(&s->w);
     conn_close(&s->r);
+    conn_close(&s->d);
+    if (s->wal_fd >= 0)
+        close(s->wal_fd);
+    pthread_mutex_destroy(&s->smu);
+    pthread_cond_destroy(&s->scv);
     pthread_mutex_destroy(&s->wq.mu);
     pthread_cond_destroy(&s->wq.cv);
     pthread_mutex_destroy(&s->rq.mu);
@@ -1217,10 +1384,16 @@ static void sq_close(struct store *base)
     queue_stop(&s->rq);
     if (s->threads_started) {
         pthread_join(s->writer, NULL);
+        pthread_join(s->syncer, NULL); /* after the writer: it drains what was committed */
         pthread_join(s->reader, NULL);
     }
     conn_close(&s->w);
     conn_close(&s->r);
+    conn_close(&s->d);
+    if (s->wal_fd >= 0)
+        close(s->wal_fd);
+    pthread_mutex_destroy(&s->smu);
+    pthread_cond_destroy(&s->scv);
     pthread_mutex_destroy(&s->wq.mu);
     pthread_cond_destroy(&s->wq.cv);
     pthread_mutex_destroy(&s->rq.mu);

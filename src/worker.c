@@ -18,6 +18,7 @@
 #include "util/clock.h"
 #include "util/hmap.h"
 #include "util/log.h"
+#include "util/thread.h"
 #include "util/xmalloc.h"
 #include "worker.h"
 #include "ws.h"
@@ -255,6 +256,7 @@ static void before_sleep(struct worker *w)
 /* The worker thread. */
 static void *worker_main(void *arg)
 {
+    thread_name("rc-worker");
     struct worker *w = arg;
     struct epoll_event evs[256];
     int64_t tick_ms = w->cfg->idle_timeout * 1000 / 4;
