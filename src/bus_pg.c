@@ -164,8 +164,10 @@ static void give_notifs(struct bus *b, void *rows, size_t n)
         store_notif_cleanup(&ns[i]);
 }
 
-/* A kind of row the bus delivers: its query (key, after, limit), row size, builder. */
+/* A kind of row the bus delivers: its query (key, after, limit), prepared under name on
+ * every (re)connect, row size, builder. */
 struct feed {
+    const char *name;
     const char *sql;
     size_t size;
     int64_t (*row)(PGresult *r, int i, void *slot); /* returns the row's order value */
@@ -173,19 +175,39 @@ struct feed {
 };
 
 static const struct feed feed_messages = {
+    "rc_feed_messages",
     "SELECT id, room_id, seq, user_id, body, rowcast_iso(inserted_at) FROM messages "
     "WHERE room_id = $1 AND seq > $2::bigint ORDER BY seq LIMIT $3::int",
     sizeof(struct store_msg), row_msg, give_msgs};
 static const struct feed feed_docops = {
+    "rc_feed_docops",
     "SELECT id, room_id, seq, user_id, operation, data::text, rowcast_iso(inserted_at) "
     "FROM document_ops WHERE room_id = $1 AND seq > $2::bigint ORDER BY seq LIMIT $3::int",
     sizeof(struct store_docop), row_docop, give_docops};
 /* Notification ids grow per user in commit order: the schema assigns them under a
  * per-user lock. */
 static const struct feed feed_notifs = {
+    "rc_feed_notifs",
     "SELECT id, user_id, payload::text, rowcast_iso(inserted_at) FROM notifications "
     "WHERE user_id = $1 AND id > $2::bigint ORDER BY id LIMIT $3::int",
     sizeof(struct store_notif), row_notif, give_notifs};
+static const struct feed *const feeds[] = {&feed_messages, &feed_docops, &feed_notifs};
+
+/* Prepares the feed queries on a new connection: a wake-up then costs no parse or plan. */
+static bool prepare_feeds(PGconn *c)
+{
+    for (size_t i = 0; i < sizeof feeds / sizeof feeds[0]; i++) {
+        PGresult *r = PQprepare(c, feeds[i]->name, feeds[i]->sql, 3, NULL);
+        bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok)
+            log_warn("bus cannot prepare its queries", "err=%s", log_v(PQresultErrorMessage(r)));
+        PQclear(r);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
 
 /* Delivers the rows of key after its watermark (dflt when none yet), in order, in
  * chunks. A watermark is kept only for keys that had rows: a NOTIFY can name anything
@@ -202,9 +224,12 @@ static void deliver(struct bus *b, const struct feed *f, struct hmap *marks, con
         snprintf(after, sizeof after, "%lld", (long long)m->v);
         snprintf(limit, sizeof limit, "%d", CHUNK);
         const char *p[] = {key, after, limit};
-        PGresult *r = q(b->lc, f->sql, 3, p);
-        if (!r)
+        PGresult *r = PQexecPrepared(b->lc, f->name, 3, p, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            log_warn("bus query failed", "err=%s", log_v(PQresultErrorMessage(r)));
+            PQclear(r);
             return;
+        }
         int n = PQntuples(r);
         if (n) {
             char *rows = xcalloc((size_t)n, f->size);
@@ -391,6 +416,11 @@ static bool listener_connect(struct bus *b)
     const char *params[] = {b->node};
     PGresult *r = q(b->lc, "LISTEN " CHANNEL, 0, NULL);
     PQclear(r);
+    if (!r || !prepare_feeds(b->lc)) {
+        PQfinish(b->lc);
+        b->lc = NULL;
+        return false;
+    }
     r = q(b->lc,
           "INSERT INTO nodes(id, heartbeat_at) VALUES ($1, now()) ON CONFLICT (id) DO UPDATE "
           "SET heartbeat_at = now()",
@@ -433,6 +463,38 @@ static void heartbeat(struct bus *b)
     PQclear(r);
 }
 
+/* Handles the wake-ups that have arrived, in order, each row feed key once per round:
+ * a round first takes every wake-up libpq holds, so the one delivery of a room reads the
+ * rows of all of them. Wake-ups that arrive while a round runs its queries make the next
+ * round. */
+static void handle_pending(struct bus *b)
+{
+    PGnotify **v = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        PGnotify *x;
+        while ((x = PQnotifies(b->lc))) {
+            ARRAY_GROW(v, n, cap);
+            v[n++] = x;
+        }
+        if (!n)
+            break;
+        struct hmap seen = HMAP_INIT;
+        for (size_t i = 0; i < n; i++) {
+            const char *p = v[i]->extra;
+            bool feed = !strncmp(p, "room:", 5) || !strncmp(p, "document:", 9) ||
+                        !strncmp(p, "notifications:", 14);
+            if (!feed || !hmap_put(&seen, p, strlen(p), v[i]))
+                handle(b, p);
+        }
+        hmap_cleanup(&seen);
+        for (size_t i = 0; i < n; i++)
+            PQfreemem(v[i]);
+        n = 0;
+    }
+    free(v);
+}
+
 /* The listener thread. */
 static void *listener_main(void *arg)
 {
@@ -466,11 +528,7 @@ static void *listener_main(void *arg)
             log_warn("bus connection lost; reconnecting", NULL);
             continue;
         }
-        PGnotify *n;
-        while ((n = PQnotifies(b->lc))) {
-            handle(b, n->extra);
-            PQfreemem(n);
-        }
+        handle_pending(b);
         int64_t now = clock_mono_ms();
         if (now >= next_beat) {
             heartbeat(b);

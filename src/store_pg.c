@@ -43,6 +43,7 @@
 #include "store.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/thread.h"
 #include "util/xmalloc.h"
 
 /* Reader connections (and threads). */
@@ -1315,9 +1316,12 @@ struct batch_locks {
 static const enum stmt_id lock_stmt[2] = {ST_LOCK_ROOMS, ST_LOCK_USERS};
 
 /* Sends one round of the batch transaction: the opening (first round) or the rollback of
- * the request that failed (later rounds), requests start.., COMMIT, sync. */
+ * the request that failed (later rounds), requests start.., COMMIT, sync. With
+ * savepoints, each request runs in its own savepoint, so that one failing costs only
+ * itself; without, the round is cheaper (three statements per request become one) and a
+ * failure aborts the whole transaction. */
 static bool send_round(struct link *l, struct store_req **v, size_t n, size_t start,
-                       const struct batch_locks *locks, bool first)
+                       const struct batch_locks *locks, bool first, bool savepoints)
 {
     bool ok = true;
     if (first) {
@@ -1337,8 +1341,8 @@ static bool send_round(struct link *l, struct store_req **v, size_t n, size_t st
         char *payload = NULL;
         enum stmt_id id = write_stmt(v[i], &a, &payload);
         ok = id != ST_COUNT && /* run_batch took the invalid ones out */
-             send_stmt(l, ST_SAVEPOINT, NULL) && send_stmt(l, id, &a) &&
-             send_stmt(l, ST_RELEASE, NULL);
+             (!savepoints || send_stmt(l, ST_SAVEPOINT, NULL)) && send_stmt(l, id, &a) &&
+             (!savepoints || send_stmt(l, ST_RELEASE, NULL));
         free(payload);
     }
     ok = ok && send_stmt(l, ST_COMMIT, NULL) && PQpipelineSync(l->conn) == 1;
@@ -1356,7 +1360,8 @@ enum round_outcome {
 
 /* Reads the results of a round sent by send_round. */
 static enum round_outcome read_round(struct link *l, struct store_req **v, size_t n, size_t start,
-                                     const struct batch_locks *locks, bool first, size_t *failed)
+                                     const struct batch_locks *locks, bool first,
+                                     bool savepoints, size_t *failed)
 {
     enum round_outcome out = ROUND_COMMITTED;
     *failed = n;
@@ -1373,9 +1378,10 @@ static enum round_outcome read_round(struct link *l, struct store_req **v, size_
     for (int k = 0; k < opening && !l->broken; k++)
         if (!expect_result(l, want[k]))
             out = ROUND_LOST;
+    /* Per request: SAVEPOINT, the request's statement, RELEASE; or the statement alone. */
+    int per = savepoints ? 3 : 1, mine = savepoints ? 1 : 0;
     for (size_t i = start; i < n && !l->broken; i++) {
-        /* SAVEPOINT, the request's statement, RELEASE */
-        for (int k = 0; k < 3 && !l->broken; k++) {
+        for (int k = 0; k < per && !l->broken; k++) {
             PGresult *res = next_result(l);
             if (!res)
                 break;
@@ -1383,7 +1389,7 @@ static enum round_outcome read_round(struct link *l, struct store_req **v, size_
             if (st == PGRES_PIPELINE_ABORTED) {
                 if (out == ROUND_COMMITTED)
                     out = ROUND_LOST; /* skipped without a failure of ours: lost */
-            } else if (k == 1 && out == ROUND_COMMITTED) {
+            } else if (k == mine && out == ROUND_COMMITTED) {
                 v[i]->rc = parse_write(l, v[i], res);
                 if (st == PGRES_FATAL_ERROR) {
                     out = ROUND_FAILED_AT;
@@ -1416,8 +1422,24 @@ static enum round_outcome read_round(struct link *l, struct store_req **v, size_
     return out;
 }
 
+/* Rolls back the open transaction of a link whose connection is fine; false when that
+ * fails too (the link is then marked broken). */
+static bool rollback(struct link *l)
+{
+    if (send_stmt(l, ST_ROLLBACK, NULL) && PQpipelineSync(l->conn) == 1) {
+        PGresult *res = next_result(l);
+        PQclear(res);
+        if (!l->broken)
+            expect_result(l, PGRES_PIPELINE_SYNC);
+    }
+    if (l->broken || PQtransactionStatus(l->conn) != PQTRANS_IDLE)
+        l->broken = true;
+    return !l->broken;
+}
+
 /* Commits a batch of writes in one transaction and completes them: one pipeline round
- * trip, plus one per failed request. */
+ * trip without savepoints; when a request fails, the batch runs again with a savepoint
+ * per request, one more round trip per failed request. */
 static void run_batch(struct pg_store *s, struct store_req *head)
 {
     int64_t t0 = clock_mono_us();
@@ -1450,17 +1472,31 @@ static void run_batch(struct pg_store *s, struct store_req *head)
     n = valid;
     struct batch_locks locks = {{batch_keys(v, n, false), batch_keys(v, n, true)}};
     size_t start = 0;
-    bool first = true;
+    bool first = true, savepoints = false;
     enum round_outcome out = ROUND_COMMITTED;
     while (n > 0) {
         size_t failed = n;
-        if (!send_round(l, v, n, start, &locks, first)) {
+        if (!send_round(l, v, n, start, &locks, first, savepoints)) {
             out = ROUND_LOST;
             break;
         }
-        out = read_round(l, v, n, start, &locks, first, &failed);
+        out = read_round(l, v, n, start, &locks, first, savepoints, &failed);
         if (out != ROUND_FAILED_AT)
             break;
+        if (!savepoints) {
+            /* Nothing of the transaction survives the failure: roll it back and run the
+             * whole batch again, each request in its own savepoint. */
+            if (l->broken || !rollback(l)) {
+                out = ROUND_LOST;
+                break;
+            }
+            for (size_t i = 0; i < n; i++) {
+                clear_write_result(v[i]);
+                v[i]->rc = 0;
+            }
+            savepoints = true;
+            continue;
+        }
         /* The transaction is in the failed request's savepoint: the next round rolls it
          * back and sends the requests after it again. */
         for (size_t i = failed + 1; i < n; i++) {
@@ -1478,17 +1514,9 @@ static void run_batch(struct pg_store *s, struct store_req *head)
             clear_write_result(v[i]);
             v[i]->rc = RC_ESTORE;
         }
-        if (!l->broken) {
-            /* The connection is fine but the transaction is not: roll it back. */
-            if (send_stmt(l, ST_ROLLBACK, NULL) && PQpipelineSync(l->conn) == 1) {
-                PGresult *res = next_result(l);
-                PQclear(res);
-                if (!l->broken)
-                    expect_result(l, PGRES_PIPELINE_SYNC);
-            }
-            if (l->broken || PQtransactionStatus(l->conn) != PQTRANS_IDLE)
-                l->broken = true;
-        }
+        /* The connection may be fine while the transaction is not: roll it back. */
+        if (!l->broken)
+            rollback(l);
         if (l->broken)
             link_drop(l);
     }
@@ -1508,6 +1536,7 @@ static void run_batch(struct pg_store *s, struct store_req *head)
 /* The writer thread: group commit. */
 static void *writer_main(void *arg)
 {
+    thread_name("rc-pg-writer");
     struct pg_store *s = arg;
     for (;;) {
         if (!queue_wait(&s->wq))
@@ -1530,6 +1559,7 @@ struct reader_arg {
 /* A reader thread: pipelines what it takes from the read queue. */
 static void *reader_main(void *arg)
 {
+    thread_name("rc-pg-reader");
     struct pg_store *s = ((struct reader_arg *)arg)->s;
     struct link *l = ((struct reader_arg *)arg)->l;
     free(arg);
