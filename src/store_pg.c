@@ -91,6 +91,7 @@ enum stmt_id {
     ST_MEMBER_PUT,
     ST_MEMBER_DELETE,
     ST_MSG_ADD,
+    ST_MSG_ADD_MANY,
     ST_NOTIF_ADD,
     ST_NOTIF_READ,
     ST_DOCOP_ADD,
@@ -157,6 +158,12 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_MEMBER_DELETE] = "DELETE FROM memberships WHERE room_id = $1 AND user_id = $2",
     [ST_MSG_ADD] = "INSERT INTO messages(room_id, user_id, body) VALUES ($1, $2, $3) "
                    "RETURNING id, seq, rowcast_iso(inserted_at)",
+    /* A run of messages in one statement, inserted in the arrays' order (the seq trigger
+     * numbers each room's rows in that order). */
+    [ST_MSG_ADD_MANY] = "INSERT INTO messages(room_id, user_id, body) "
+                        "SELECT r, u, b FROM unnest($1::text[], $2::text[], $3::text[]) "
+                        "WITH ORDINALITY AS t(r, u, b, o) ORDER BY o "
+                        "RETURNING id, room_id, seq, rowcast_iso(inserted_at)",
     [ST_NOTIF_ADD] = "INSERT INTO notifications(user_id, payload) VALUES ($1, $2::jsonb) "
                      "RETURNING id, payload::text, rowcast_iso(inserted_at)",
     [ST_NOTIF_READ] = "UPDATE notifications SET read_at = now() WHERE id = $1 AND user_id = $2",
@@ -1315,6 +1322,88 @@ struct batch_locks {
 
 static const enum stmt_id lock_stmt[2] = {ST_LOCK_ROOMS, ST_LOCK_USERS};
 
+/* How many requests from v[i] go out as one statement: without savepoints, a run of two
+ * or more messages is one multi-row INSERT (one statement instead of one per message);
+ * otherwise 1. send_round and read_round walk a batch with it alike. */
+static size_t unit_len(struct store_req **v, size_t n, size_t i, bool savepoints)
+{
+    size_t k = 0;
+    if (!savepoints)
+        while (i + k < n && v[i + k]->op == STORE_MESSAGE_ADD)
+            k++;
+    return k >= 2 ? k : 1;
+}
+
+/* Sends the multi-row INSERT of the k messages in v. */
+static bool send_messages(struct link *l, struct store_req **v, size_t k)
+{
+    char *arr[3] = {NULL, NULL, NULL};
+    size_t len[3] = {0, 0, 0}, cap[3] = {0, 0, 0};
+    for (size_t j = 0; j < k; j++) {
+        array_add(&arr[0], &len[0], &cap[0], v[j]->room_id);
+        array_add(&arr[1], &len[1], &cap[1], v[j]->user_id);
+        array_add(&arr[2], &len[2], &cap[2], v[j]->body);
+    }
+    struct args a = {0};
+    for (int c = 0; c < 3; c++) {
+        arr[c][len[c]++] = '}';
+        arr[c][len[c]] = '\0';
+        arg_str(&a, arr[c]);
+    }
+    bool ok = send_stmt(l, ST_MSG_ADD_MANY, &a);
+    for (int c = 0; c < 3; c++)
+        free(arr[c]);
+    return ok;
+}
+
+/* A room and an order within it, for matching inserted rows to their requests. */
+struct pick {
+    const char *room;
+    int64_t key;
+    size_t idx;
+};
+
+static int cmp_pick(const void *a, const void *b)
+{
+    const struct pick *x = a, *y = b;
+    int c = strcmp(x->room, y->room);
+    return c ? c : (x->key > y->key) - (x->key < y->key);
+}
+
+/* Fills the k message requests of v from the rows of their multi-row INSERT. Within a
+ * room, seqs follow the insertion order, which is the requests' order: sorting rows by
+ * (room, seq) and requests by (room, position) pairs them up, whatever order RETURNING
+ * gives. False when the rows do not match the requests. */
+static bool parse_messages(struct store_req **v, size_t k, const PGresult *res)
+{
+    if ((size_t)PQntuples(res) != k || PQnfields(res) != 4)
+        return false;
+    struct pick *rows = xcalloc(k, sizeof *rows), *reqs = xcalloc(k, sizeof *reqs);
+    for (size_t j = 0; j < k; j++) {
+        rows[j] = (struct pick){PQgetvalue(res, (int)j, 1), col_i64(res, (int)j, 2), j};
+        reqs[j] = (struct pick){v[j]->room_id, (int64_t)j, j};
+    }
+    qsort(rows, k, sizeof *rows, cmp_pick);
+    qsort(reqs, k, sizeof *reqs, cmp_pick);
+    bool ok = true;
+    for (size_t j = 0; j < k && ok; j++)
+        ok = !strcmp(rows[j].room, reqs[j].room);
+    for (size_t j = 0; j < k && ok; j++) {
+        struct store_req *r = v[reqs[j].idx];
+        int row = (int)rows[j].idx;
+        r->msg.id = col_i64(res, row, 0);
+        r->msg.seq = col_i64(res, row, 2);
+        col_ts(res, row, 3, r->msg.inserted_at);
+        r->msg.room_id = xstrdup(r->room_id);
+        r->msg.user_id = xstrdup(r->user_id);
+        r->msg.body = xstrdup(r->body);
+        r->rc = 0;
+    }
+    free(rows);
+    free(reqs);
+    return ok;
+}
+
 /* Sends one round of the batch transaction: the opening (first round) or the rollback of
  * the request that failed (later rounds), requests start.., COMMIT, sync. With
  * savepoints, each request runs in its own savepoint, so that one failing costs only
@@ -1336,7 +1425,12 @@ static bool send_round(struct link *l, struct store_req **v, size_t n, size_t st
     } else {
         ok = send_stmt(l, ST_ROLLBACK_TO, NULL) && send_stmt(l, ST_RELEASE, NULL);
     }
-    for (size_t i = start; i < n && ok; i++) {
+    for (size_t i = start, k; i < n && ok; i += k) {
+        k = unit_len(v, n, i, savepoints);
+        if (k > 1) {
+            ok = send_messages(l, v + i, k);
+            continue;
+        }
         struct args a = {0};
         char *payload = NULL;
         enum stmt_id id = write_stmt(v[i], &a, &payload);
@@ -1378,9 +1472,33 @@ static enum round_outcome read_round(struct link *l, struct store_req **v, size_
     for (int k = 0; k < opening && !l->broken; k++)
         if (!expect_result(l, want[k]))
             out = ROUND_LOST;
-    /* Per request: SAVEPOINT, the request's statement, RELEASE; or the statement alone. */
+    /* Per request: SAVEPOINT, the request's statement, RELEASE; or the statement alone;
+     * or one statement for a run of messages. */
     int per = savepoints ? 3 : 1, mine = savepoints ? 1 : 0;
-    for (size_t i = start; i < n && !l->broken; i++) {
+    for (size_t i = start, len; i < n && !l->broken; i += len) {
+        len = unit_len(v, n, i, savepoints);
+        if (len > 1) {
+            PGresult *res = next_result(l);
+            if (!res)
+                break;
+            ExecStatusType st = PQresultStatus(res);
+            if (st == PGRES_PIPELINE_ABORTED) {
+                if (out == ROUND_COMMITTED)
+                    out = ROUND_LOST;
+            } else if (out == ROUND_COMMITTED) {
+                if (st == PGRES_FATAL_ERROR) {
+                    map_error(l, res);
+                    out = ROUND_FAILED_AT; /* the batch runs again, one request at a time */
+                    *failed = i;
+                } else if (st != PGRES_TUPLES_OK || !parse_messages(v + i, len, res)) {
+                    log_error("postgres write: rows of a multi-row INSERT do not match",
+                              "conn=%s status=%s", l->name, PQresStatus(st));
+                    out = ROUND_LOST;
+                }
+            }
+            PQclear(res);
+            continue;
+        }
         for (int k = 0; k < per && !l->broken; k++) {
             PGresult *res = next_result(l);
             if (!res)

@@ -969,6 +969,47 @@ static void test_room_delete_cascades(void **state)
     store_req_destroy(r);
 }
 
+/* A room delete and a transaction inserting into that room: the delete waits for the
+ * insert and removes its rows too; an insert that waited for a delete fails. */
+static void test_room_delete_races_insert(void **state)
+{
+    struct fixture *f = *state;
+
+    open_store(f, 0, false);
+    create_room(f->s, "doomed");
+    PGconn *other = ext_connect(f->url);
+
+    ext_exec(other, "BEGIN; INSERT INTO messages(room_id, user_id, body) "
+                    "VALUES ('doomed', 'cron', 'in flight')");
+    struct waiter *w = waiter_create();
+    struct store_req *del = req_room(STORE_ROOM_DELETE, "doomed", NULL);
+
+    submit_counted(f->s, w, del);
+    wait_writer_blocked(f); /* on the room row the open transaction holds */
+    ext_exec(other, "COMMIT");
+    wait_all(w);
+    assert_int_equal(del->rc, 0);
+    PGconn *db = ext(f);
+
+    assert_int_equal(ext_int(db, "SELECT count(*) FROM messages WHERE room_id = $1", "doomed"), 0);
+
+    /* The other way round: the delete holds the room, the insert waits, then fails. */
+    create_room(f->s, "doomed");
+    ext_exec(other, "BEGIN; DELETE FROM rooms WHERE id = 'doomed'");
+    struct store_req *msg = req_msg("doomed", "alice", "too late");
+
+    submit_counted(f->s, w, msg);
+    wait_writer_blocked(f);
+    ext_exec(other, "COMMIT");
+    wait_all(w);
+    assert_int_equal(msg->rc, RC_ENOTFOUND);
+    assert_int_equal(ext_int(db, "SELECT count(*) FROM messages WHERE room_id = $1", "doomed"), 0);
+    store_req_destroy(del);
+    store_req_destroy(msg);
+    waiter_destroy(w);
+    PQfinish(other);
+}
+
 /* MEMBER_PUT creates the user, updates the role, refuses bad rooms and roles. */
 static void test_member_put_creates_user_and_upserts(void **state)
 {
@@ -2424,6 +2465,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_user_put, setup, teardown),
         cmocka_unit_test_setup_teardown(test_room_create_get_conflict, setup, teardown),
         cmocka_unit_test_setup_teardown(test_room_delete_cascades, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_room_delete_races_insert, setup, teardown),
         cmocka_unit_test_setup_teardown(test_member_put_creates_user_and_upserts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_member_delete_and_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_message_add, setup, teardown),
