@@ -1477,29 +1477,9 @@ static enum round_outcome read_round(struct link *l, struct store_req **v, size_
     int per = savepoints ? 3 : 1, mine = savepoints ? 1 : 0;
     for (size_t i = start, len; i < n && !l->broken; i += len) {
         len = unit_len(v, n, i, savepoints);
-        if (len > 1) {
-            PGresult *res = next_result(l);
-            if (!res)
-                break;
-            ExecStatusType st = PQresultStatus(res);
-            if (st == PGRES_PIPELINE_ABORTED) {
-                if (out == ROUND_COMMITTED)
-                    out = ROUND_LOST;
-            } else if (out == ROUND_COMMITTED) {
-                if (st == PGRES_FATAL_ERROR) {
-                    map_error(l, res);
-                    out = ROUND_FAILED_AT; /* the batch runs again, one request at a time */
-                    *failed = i;
-                } else if (st != PGRES_TUPLES_OK || !parse_messages(v + i, len, res)) {
-                    log_error("postgres write: rows of a multi-row INSERT do not match",
-                              "conn=%s status=%s", l->name, PQresStatus(st));
-                    out = ROUND_LOST;
-                }
-            }
-            PQclear(res);
-            continue;
-        }
-        for (int k = 0; k < per && !l->broken; k++) {
+        bool many = len > 1;
+        int results = many ? 1 : per, own = many ? 0 : mine;
+        for (int k = 0; k < results && !l->broken; k++) {
             PGresult *res = next_result(l);
             if (!res)
                 break;
@@ -1507,8 +1487,16 @@ static enum round_outcome read_round(struct link *l, struct store_req **v, size_
             if (st == PGRES_PIPELINE_ABORTED) {
                 if (out == ROUND_COMMITTED)
                     out = ROUND_LOST; /* skipped without a failure of ours: lost */
-            } else if (k == mine && out == ROUND_COMMITTED) {
-                v[i]->rc = parse_write(l, v[i], res);
+            } else if (k == own && out == ROUND_COMMITTED) {
+                if (!many) {
+                    v[i]->rc = parse_write(l, v[i], res);
+                } else if (st == PGRES_FATAL_ERROR) {
+                    map_error(l, res); /* the batch runs again, one request at a time */
+                } else if (st != PGRES_TUPLES_OK || !parse_messages(v + i, len, res)) {
+                    log_error("postgres write: rows of a multi-row INSERT do not match",
+                              "conn=%s status=%s", l->name, PQresStatus(st));
+                    out = ROUND_LOST;
+                }
                 if (st == PGRES_FATAL_ERROR) {
                     out = ROUND_FAILED_AT;
                     *failed = i;
