@@ -163,9 +163,9 @@ struct sqlite_store {
     /* fdatasync() of this descriptor makes every committed WAL frame durable; -1 when
      * the writer's own synchronous=FULL commits do it instead */
     int wal_fd;
-    /* commits begun by the writer (counted before COMMIT) and how many of them the
-     * last fdatasync() covered */
-    atomic_llong commits_begun;
+    /* The writer counts each COMMIT before it starts and after it has written its WAL
+     * frames; the sync thread, how many finished ones an fdatasync() has covered. */
+    atomic_llong commits_begun, commits_done;
     long long commits_synced;
     store_msg_listener listener;
     void *listener_arg;
@@ -990,7 +990,8 @@ static void commit_batch(struct sqlite_store *s, struct store_req *head)
     }
     for (int i = 0; i < ST_COUNT; i++) /* else the snapshot outlives the COMMIT */
         sqlite3_reset(s->w.st[i]);
-    /* Counted before COMMIT: a snapshot that can see this batch also sees the count. */
+    /* Counted before COMMIT (a snapshot that can see this batch also sees it begun) and
+     * after (the batch reaches the sync thread only once its frames are written). */
     atomic_fetch_add(&s->commits_begun, 1);
     if (began && exec_simple(s->w.db, "COMMIT") != SQLITE_OK) {
         exec_simple(s->w.db, "ROLLBACK");
@@ -1000,6 +1001,7 @@ static void commit_batch(struct sqlite_store *s, struct store_req *head)
             memset(&r->msg, 0, sizeof r->msg);
         }
     }
+    atomic_fetch_add(&s->commits_done, 1);
     pthread_mutex_lock(&s->smu);
     if (s->c_tail)
         s->c_tail->next = c;
@@ -1041,11 +1043,16 @@ static void sync_round(struct sqlite_store *s, struct committed *list, int mask)
         sqlite3_step(st);
         sqlite3_reset(st); /* the read transaction, and so the snapshot, stays */
     }
+    /* Sync when a finished commit is not covered yet (the batches in list are finished
+     * ones), or when one is under way: it may have written its frames, and be in the
+     * snapshot, without being counted as done yet. Only the commits counted done before
+     * the fdatasync() are credited to it. */
+    long long done = atomic_load(&s->commits_done);
     long long begun = atomic_load(&s->commits_begun);
     int rc = 0;
-    if (s->wal_fd >= 0 && begun != s->commits_synced) {
+    if (s->wal_fd >= 0 && (done != s->commits_synced || begun != done)) {
         if (fdatasync(s->wal_fd) == 0) {
-            s->commits_synced = begun;
+            s->commits_synced = done;
         } else {
             /* Committed, but not known to be on disk: the clients are told it failed. */
             log_error("fdatasync of the SQLite WAL failed", "err=\"%s\"", strerror(errno));
