@@ -236,7 +236,7 @@ static void drain_inbox(struct worker *w)
 }
 
 /* Writes pending output and releases closed conns: the before-sleep pass. */
-static void before_sleep(struct worker *w)
+void worker_before_sleep(struct worker *w)
 {
     while (w->flush) {
         struct conn *c = w->flush;
@@ -296,7 +296,7 @@ static void *worker_main(void *arg)
                 c->ops->tick(c, w->now_ms);
             }
         }
-        before_sleep(w);
+        worker_before_sleep(w);
         if (w->stopping) {
             if (!stop_deadline)
                 stop_deadline = w->now_ms + SHUTDOWN_GRACE_MS;
@@ -310,9 +310,9 @@ static void *worker_main(void *arg)
     while (w->conns) {
         struct conn *c = w->conns;
         c->ops->abort(c);
-        before_sleep(w);
+        worker_before_sleep(w);
     }
-    before_sleep(w);
+    worker_before_sleep(w);
     return NULL;
 }
 

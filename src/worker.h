@@ -105,6 +105,9 @@ struct ep_handler {
 /* Appends items (a linked list head..tail) to the inbox and wakes the worker if it was
  * empty. Any thread. */
 void worker_post(struct worker *w, struct inbox_item *head, struct inbox_item *tail);
+/* The loop's before-sleep pass: writes pending output, releases closed conns (the loop
+ * calls it; exported for code that turns a worker by hand). */
+void worker_before_sleep(struct worker *w);
 
 /* Subscribes ch to its topic / removes it. Worker thread. */
 void worker_subscribe(struct worker *w, struct chan *ch);

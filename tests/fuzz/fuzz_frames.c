@@ -220,24 +220,6 @@ static void drain_inbox(struct worker *w)
     }
 }
 
-/* The before-sleep pass of worker.c: write output, then free released conns. */
-static void before_sleep(struct worker *w)
-{
-    while (w->flush) {
-        struct conn *c = w->flush;
-        w->flush = c->_flush_next;
-        if (!w->flush)
-            w->flush_tail = NULL;
-        c->_in_flush = false;
-        c->ops->flush(c);
-    }
-    while (w->dead) {
-        struct conn *c = w->dead;
-        w->dead = c->_dead_next;
-        conn_unref(c);
-    }
-}
-
 /* Reads what the server wrote, keeping it for the checks; returns the bytes read. */
 static size_t peer_read(struct peer *p)
 {
@@ -282,7 +264,7 @@ static void run(struct worker *w, struct peer *p)
                 h->on_event(h, evs[i].events);
         }
         bool busy = n > 0 || w->flush || w->dead || w->in_head;
-        before_sleep(w);
+        worker_before_sleep(w);
         if (!p->lazy)
             peer_read(p);
         if (!busy && !(p->lazy && peer_read(p)))
@@ -481,9 +463,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* As worker_main ends: anything left is closed hard. */
     while (w->conns) {
         ws_conn_abort(w->conns);
-        before_sleep(w);
+        worker_before_sleep(w);
     }
-    before_sleep(w);
+    worker_before_sleep(w);
     if (end != END_ABORT) {
         run(w, &peer);
         CHECK(!w->in_head);
