@@ -20,6 +20,7 @@ import {
   pending,
   hasKeys,
   hasFields,
+  eventually,
 } from "./lib/server.js";
 
 let srv;
@@ -29,27 +30,6 @@ before(async () => {
 after(async () => {
   await srv?.stop();
 });
-
-// Polls fn (which throws or returns false while the condition does not hold) until it
-// holds or timeoutMs passed; then rethrows the last failure.
-async function waitUntil(fn, timeoutMs = 2000, what = "condition") {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== false) return v;
-      last = new Error(`${what} did not hold`);
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() >= deadline) {
-      last.message = `within ${timeoutMs} ms: ${last.message}`;
-      throw last;
-    }
-    await sleep(25);
-  }
-}
 
 // A room: alice owner (name + avatar), bob member (name, no avatar), carol viewer; dave
 // is a user but no member. Ids sort bob < alice < carol so sorting is not join order.
@@ -216,12 +196,12 @@ test("presence: get_online_users lists who is here, sorted by user_id", async ()
   }
   // carol (a member, not joined) is not listed; after alice's first tab goes, one connection
   await srv.disconnectP(a1.s);
-  await waitUntil(async () => {
+  await eventually(async () => {
     const x = await pushP(b.ch, "get_online_users", {});
     assert.deepEqual(x.response, {
       users: [want[0], { ...want[1], connections: 1 }],
     });
-  });
+  }, 2000);
   // a viewer's meta counts like any other
   const c = await presenceJoin(sc.carol, sc.topic);
   const y = await pushP(c.ch, "get_online_users", {});
@@ -275,7 +255,7 @@ test("presence: phoenix.js Presence stays in sync: two users, one with two tabs,
   const expectAll = async (names, want, step) => {
     const sorted = [...want].sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0));
     for (const n of names) {
-      await waitUntil(
+      await eventually(
         () => assert.deepEqual(clients[n].synced, sorted, `${step}: ${n}'s Presence list`),
         2000
       );
@@ -348,7 +328,7 @@ test("presence: POST /api/users/{id}/disconnect closes that user's sockets (1001
   const r = await srv.api("POST", `/api/users/${encodeURIComponent(sc.alice)}/disconnect`);
   assert.equal(r.status, 200, `disconnect answered ${r.status} ${r.text}`);
   assert.equal((await raw.closed(3000)).code, 1001, "raw socket closed with 1001");
-  await waitUntil(() => assert.deepEqual(closes, [1001], "phoenix onClose fired with 1001"), 3000);
+  await eventually(() => assert.deepEqual(closes, [1001], "phoenix onClose fired with 1001"), 3000);
   assert.deepEqual(await nextEvent(b.ch, "presence_diff"), { joins: {}, leaves: { [sc.alice]: { metas: [am] } } });
   // bob is unaffected
   assert.deepEqual(bobCloses, []);
@@ -382,7 +362,7 @@ test("presence: rapid changes (inside one diff batch) converge on every phoenix.
   const converge = async (want, step) => {
     const sorted = [...want].sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0));
     for (const o of observers) {
-      await waitUntil(() => assert.deepEqual(o.synced, sorted, `${step}: ${o.user}'s Presence list`), 2000);
+      await eventually(() => assert.deepEqual(o.synced, sorted, `${step}: ${o.user}'s Presence list`), 2000);
     }
     // and the server's own view agrees
     const r = await pushP(observers[0].ch, "get_online_users", {});

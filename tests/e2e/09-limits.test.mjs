@@ -4,7 +4,7 @@
 // --max-channels (join error "too many channels joined").
 import { after } from "node:test";
 import assert from "node:assert/strict";
-import { test, startServer, sleep, uid, joinP, joinOk, pushP, leaveP, nextEvent, noEvent } from "./lib/server.js";
+import { test, startServer, sleep, uid, joinP, joinOk, pushP, leaveP, nextEvent, noEvent, waitUntil } from "./lib/server.js";
 
 // Servers are started on first use, one per flag set, so a flag the binary does not
 // know fails only the tests that need it.
@@ -26,25 +26,6 @@ after(async () => {
 
 const RATE_LIMITED = { status: "error", response: { reason: "rate_limited", retry_after: 1 } };
 const q = (params) => new URLSearchParams(params).toString();
-
-async function waitUntil(fn, timeoutMs = 3000, what = "condition") {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== false) return v;
-      last = new Error(`${what} did not hold`);
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() >= deadline) {
-      last.message = `within ${timeoutMs} ms: ${last.message}`;
-      throw last;
-    }
-    await sleep(50);
-  }
-}
 
 // 50 new_message pushes sent at once on ch; returns the replies in push order.
 function burst(ch, n = 50, tag = "m", event = "new_message") {
@@ -271,7 +252,8 @@ test("limits: --max-conns-per-user 3: the 4th socket gets HTTP 429; after one cl
       }
     },
     3000,
-    "a new connection after closing one"
+    "a new connection after closing one",
+    50
   );
   assert.ok(fresh);
   await assert.rejects(srv.rawWs(await tok(alice)), (e) => e.status === 429, "the limit applies again");
@@ -288,7 +270,8 @@ test("limits: --max-conns-per-user 3: the 4th socket gets HTTP 429; after one cl
       }
     },
     3000,
-    "a new connection after a dropped one"
+    "a new connection after a dropped one",
+    50
   );
 }, { timeout: 30000 });
 

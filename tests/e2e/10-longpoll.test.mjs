@@ -27,6 +27,8 @@ import {
   hasFields,
   assertIsoUtc,
   expectStatus,
+  waitUntil,
+  eventually,
 } from "./lib/server.js";
 
 let srv;
@@ -36,25 +38,6 @@ before(async () => {
 after(async () => {
   await srv?.stop();
 });
-
-async function waitUntil(fn, timeoutMs = 3000, what = "condition") {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== false) return v;
-      last = new Error(`${what} did not hold`);
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() >= deadline) {
-      last.message = `within ${timeoutMs} ms: ${last.message}`;
-      throw last;
-    }
-    await sleep(25);
-  }
-}
 
 // A connected phoenix Socket on the LongPoll transport (the harness's socket() with the
 // transport overridden; it is closed after each test like the others).
@@ -289,7 +272,7 @@ test("longpoll: presence — phoenix.js Presence lists a long-poll and a WebSock
   }
   const expectAll = async (names, want, step) => {
     const sorted = [...want].sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0));
-    for (const n of names) await waitUntil(() => assert.deepEqual(clients[n].synced, sorted, `${step}: ${n}'s list`), 3000);
+    for (const n of names) await eventually(() => assert.deepEqual(clients[n].synced, sorted, `${step}: ${n}'s list`), 3000);
   };
   const A = sc.alice;
   const B = sc.bob;

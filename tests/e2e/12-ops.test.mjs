@@ -26,6 +26,7 @@ import {
   expectError,
   signJwt,
   IS_PG,
+  waitUntil,
 } from "./lib/server.js";
 
 const servers = [];
@@ -39,27 +40,6 @@ after(async () => {
   for (const s of servers) await s.stop();
   if (!process.env.ROWCAST_E2E_KEEP) for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
 });
-
-// Polls fn until it returns something other than false/undefined (or stops throwing);
-// fails with the last reason after timeoutMs.
-async function waitUntil(fn, timeoutMs = 3000, what = "condition") {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== false && v !== undefined) return v;
-      last = new Error(`${what} did not hold`);
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() >= deadline) {
-      last.message = `within ${timeoutMs} ms: ${last.message}`;
-      throw last;
-    }
-    await sleep(25);
-  }
-}
 
 // ---- Prometheus text format ------------------------------------------------------------
 

@@ -25,6 +25,7 @@ import {
   noEvent,
   expectStatus,
   sql,
+  waitUntil,
 } from "./lib/server.js";
 
 if (!IS_PG) {
@@ -33,26 +34,6 @@ if (!IS_PG) {
   });
 } else {
   defineClusterTests();
-}
-
-// Polls fn until it returns something other than false/undefined (or stops throwing).
-async function waitUntil(fn, timeoutMs = 3000, what = "condition", everyMs = 25) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== false && v !== undefined) return v;
-      last = new Error(`${what} did not hold`);
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() >= deadline) {
-      last.message = `within ${timeoutMs} ms: ${last.message}`;
-      throw last;
-    }
-    await sleep(everyMs);
-  }
 }
 
 // Runs a command to its exit (not to the close of its pipes: pg_ctl leaves a server

@@ -23,6 +23,40 @@ export const BIN = process.env.ROWCAST_BIN || path.join(TOP_SRCDIR, "rowcast");
 const execFileP = promisify(execFile);
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// Polls fn every everyMs until it returns something other than false or undefined (the
+// value is returned) or stops throwing; after timeoutMs the last failure is thrown.
+export async function waitUntil(fn, timeoutMs = 3000, what = "condition", everyMs = 25) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== false && v !== undefined) return v;
+      last = new Error(`${what} did not hold`);
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() >= deadline) {
+      last.message = `within ${timeoutMs} ms: ${last.message}`;
+      throw last;
+    }
+    await sleep(everyMs);
+  }
+}
+
+// waitUntil for a check that asserts: it holds once check() no longer throws.
+export function eventually(check, timeoutMs = 3000, what = "assertion", everyMs = 25) {
+  return waitUntil(
+    async () => {
+      await check();
+      return true;
+    },
+    timeoutMs,
+    what,
+    everyMs
+  );
+}
+
 // ---- database mode ---------------------------------------------------------------------
 // ROWCAST_E2E_PG_URL=postgres://…/DB (a running PostgreSQL, as scripts/pg-test.sh prints):
 // every server start gets its own fresh database rc_<random> on that server, dropped when
