@@ -14,7 +14,6 @@
 #include "api.h"
 #include "config.h"
 #include "bus.h"
-#include "hub.h"
 #include "metrics.h"
 #include "jwt.h"
 #include "store.h"
@@ -339,7 +338,7 @@ out:
 
 /* POST /api/broadcast {topic, event, payload}: an ephemeral broadcast to a topic's
  * subscribers; event "disconnect" to "user_socket:<user>" closes that user's sockets. */
-static void post_broadcast(struct hub *hub, const struct api_request *req,
+static void post_broadcast(struct bus *bus, const struct api_request *req,
                            struct api_response *resp)
 {
     json_t *j = parse_object(req, resp);
@@ -360,11 +359,11 @@ static void post_broadcast(struct hub *hub, const struct api_request *req,
         goto out;
     }
     if (!strncmp(topic, "user_socket:", 12) && !strcmp(event, "disconnect")) {
-        hub_disconnect_user(hub, topic + 12);
+        bus_disconnect_user(bus, topic + 12);
     } else {
         char *text = payload && json_is_object(payload) ? json_dumps(payload, JSON_COMPACT)
                                                          : strdup("{}");
-        hub_broadcast(hub, topic, event, text, strlen(text), 0);
+        bus_broadcast(bus, topic, event, text, strlen(text), 0);
         free(text);
     }
     respond_json(resp, 200, json_pack("{s:s}", "status", "ok"));
@@ -440,7 +439,7 @@ static bool bad_method(struct api_response *resp)
     return false;
 }
 
-bool api_handle(const struct config *cfg, struct hub *hub, const struct api_request *req,
+bool api_handle(const struct config *cfg, struct bus *bus, const struct api_request *req,
                 struct api_response *resp, struct store_req **pending)
 {
     const char *m = req->method;
@@ -464,8 +463,7 @@ bool api_handle(const struct config *cfg, struct hub *hub, const struct api_requ
             return bad_method(resp);
         /* With the cluster bus down PostgreSQL is unreachable: answer at once (probes
          * time out long before a database request would give up). */
-        struct bus *bus = hub ? hub_bus(hub) : NULL;
-        if (bus && !bus_connected(bus)) {
+        if (bus && bus_state(bus) == BUS_DOWN) {
             respond_json(resp, 503, json_pack("{s:s,s:s,s:s}", "status", "unavailable",
                                               "database", "unreachable", "bus", "down"));
             return false;
@@ -492,7 +490,7 @@ bool api_handle(const struct config *cfg, struct hub *hub, const struct api_requ
         if (!post)
             return bad_method(resp);
         if (check_user(seg[2], resp)) {
-            hub_disconnect_user(hub, seg[2]);
+            bus_disconnect_user(bus, seg[2]);
             respond_json(resp, 200, json_pack("{s:s}", "status", "ok"));
         }
         return false;
@@ -502,7 +500,7 @@ bool api_handle(const struct config *cfg, struct hub *hub, const struct api_requ
     if (!strcmp(seg[1], "broadcast") && n == 2) {
         if (!post)
             return bad_method(resp);
-        post_broadcast(hub, req, resp);
+        post_broadcast(bus, req, resp);
         return false;
     }
     if (!strcmp(seg[1], "tokens") && n == 2) {
@@ -569,17 +567,16 @@ static json_t *room_json(const struct store_room *r)
                      (json_int_t)r->last_seq, "created_at", r->created_at);
 }
 
-void api_finish(struct hub *hub, const struct store_req *s, struct api_response *resp)
+void api_finish(struct bus *bus, const struct store_req *s, struct api_response *resp)
 {
     if (s->op == STORE_PING) {
         /* PostgreSQL mode: the LISTEN connection counts too; without it this node misses
          * other nodes' rows (its local sockets are still served). */
-        struct bus *bus = hub ? hub_bus(hub) : NULL;
-        const char *bus_state = !bus ? "none" : bus_connected(bus) ? "ok" : "down";
-        bool ok = !s->rc && strcmp(bus_state, "down");
+        enum bus_state st = bus ? bus_state(bus) : BUS_LOCAL;
+        bool ok = !s->rc && st != BUS_DOWN;
         respond_json(resp, ok ? 200 : 503,
                      json_pack("{s:s,s:s,s:s}", "status", ok ? "ok" : "unavailable", "database",
-                               s->rc ? rc_strerror(s->rc) : "ok", "bus", bus_state));
+                               s->rc ? rc_strerror(s->rc) : "ok", "bus", bus_state_name(st)));
         return;
     }
     switch (s->rc) {

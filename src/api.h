@@ -10,7 +10,7 @@
 
 struct store_req;
 struct config;
-struct hub;
+struct bus;
 
 struct api_response {
     int status;
@@ -32,11 +32,11 @@ struct api_request {
 /* Handles a request. Either fills *resp (returns false), or returns true with
  * *pending set to a store request that the caller submits; the response then comes
  * from api_finish. Never blocks. */
-bool api_handle(const struct config *cfg, struct hub *hub, const struct api_request *req,
+bool api_handle(const struct config *cfg, struct bus *bus, const struct api_request *req,
                 struct api_response *resp, struct store_req **pending);
 
 /* Builds the response for a completed store request made by api_handle. */
-void api_finish(struct hub *hub, const struct store_req *sreq, struct api_response *resp);
+void api_finish(struct bus *bus, const struct store_req *sreq, struct api_response *resp);
 
 /* Fills resp with the JSON error {"error":{"code","message"}}. */
 void api_error(struct api_response *resp, int status, const char *code, const char *message);

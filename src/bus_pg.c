@@ -1,4 +1,4 @@
-/* bus_pg.c - the PostgreSQL cluster bus (see bus.h): a listener thread that LISTENs and
+/* bus_pg.c - the PostgreSQL cluster bus (bus.h): a listener thread that LISTENs and
  * delivers committed rows by seq, and a sender thread for ephemeral NOTIFYs. */
 #include <errno.h>
 #include <jansson.h>
@@ -12,7 +12,7 @@
 #include <time.h>
 
 #include "bus.h"
-#include "hub.h"
+#include "bcast.h"
 #include "metrics.h"
 #include "presence.h"
 #include "store.h"
@@ -47,10 +47,11 @@ struct mark {
     int64_t v;
 };
 
-struct bus {
+struct pg_bus {
+    struct bus base; /* first: the bus_ops handle */
     char *url;
     char *node;
-    struct hub *hub;
+    struct presence *presence; /* this node's state; other nodes' changes go in */
     int reap_ms;
     atomic_bool stop;
     atomic_bool connected;
@@ -68,7 +69,7 @@ struct bus {
 };
 
 /* Sleeps ms milliseconds unless the bus is stopping. */
-static void nap(struct bus *b, int ms)
+static void nap(struct pg_bus *b, int ms)
 {
     for (int t = 0; t < ms && !atomic_load(&b->stop); t += 50) {
         struct timespec ts = {0, 50 * 1000000L};
@@ -141,25 +142,25 @@ static int64_t row_notif(PGresult *r, int i, void *slot)
     return n->id;
 }
 
-/* Hands built rows to the hub and frees them. */
-static void give_msgs(struct bus *b, void *rows, size_t n)
+/* Publishes built rows to this node and frees them. */
+static void give_msgs(struct pg_bus *b, void *rows, size_t n)
 {
     struct store_msg *m = rows;
-    hub_on_messages(m, n, b->hub);
+    bus_publish_msgs(&b->base, m, n);
     for (size_t i = 0; i < n; i++)
         store_msg_cleanup(&m[i]);
 }
-static void give_docops(struct bus *b, void *rows, size_t n)
+static void give_docops(struct pg_bus *b, void *rows, size_t n)
 {
     struct store_docop *op = rows;
-    hub_on_docops(op, n, b->hub);
+    bus_publish_docops(&b->base, op, n);
     for (size_t i = 0; i < n; i++)
         store_docop_cleanup(&op[i]);
 }
-static void give_notifs(struct bus *b, void *rows, size_t n)
+static void give_notifs(struct pg_bus *b, void *rows, size_t n)
 {
     struct store_notif *ns = rows;
-    hub_on_notifications(ns, n, b->hub);
+    bus_publish_notifs(&b->base, ns, n);
     for (size_t i = 0; i < n; i++)
         store_notif_cleanup(&ns[i]);
 }
@@ -171,7 +172,7 @@ struct feed {
     const char *sql;
     size_t size;
     int64_t (*row)(PGresult *r, int i, void *slot); /* returns the row's order value */
-    void (*give)(struct bus *b, void *rows, size_t n);
+    void (*give)(struct pg_bus *b, void *rows, size_t n);
 };
 
 static const struct feed feed_messages = {
@@ -212,7 +213,7 @@ static bool prepare_feeds(PGconn *c)
 /* Delivers the rows of key after its watermark (dflt when none yet), in order, in
  * chunks. A watermark is kept only for keys that had rows: a NOTIFY can name anything
  * (any client of the database may send one), and must not grow the table for nothing. */
-static void deliver(struct bus *b, const struct feed *f, struct hmap *marks, const char *key,
+static void deliver(struct pg_bus *b, const struct feed *f, struct hmap *marks, const char *key,
                     int64_t dflt)
 {
     struct mark *m = hmap_get(marks, key, strlen(key));
@@ -247,21 +248,21 @@ static void deliver(struct bus *b, const struct feed *f, struct hmap *marks, con
 }
 
 /* A room's messages, a document's operations, a user's notifications. */
-static void deliver_room(struct bus *b, const char *room)
+static void deliver_room(struct pg_bus *b, const char *room)
 {
     deliver(b, &feed_messages, &b->room_wm, room, 0);
 }
-static void deliver_doc(struct bus *b, const char *room)
+static void deliver_doc(struct pg_bus *b, const char *room)
 {
     deliver(b, &feed_docops, &b->doc_wm, room, 0);
 }
-static void deliver_notifs(struct bus *b, const char *user)
+static void deliver_notifs(struct pg_bus *b, const char *user)
 {
     deliver(b, &feed_notifs, &b->notif_wm, user, b->notif_floor);
 }
 
 /* Publishes a broadcast that arrived over the bus to this node's subscribers. */
-static void local_broadcast(struct bus *b, const char *text)
+static void local_broadcast(struct pg_bus *b, const char *text)
 {
     json_t *j = json_loads(text, 0, NULL);
     json_t *t = json_object_get(j, "t"), *e = json_object_get(j, "e"), *p = json_object_get(j, "p");
@@ -275,7 +276,7 @@ static void local_broadcast(struct bus *b, const char *text)
         uint64_t exclude = 0;
         if (json_is_string(n) && !strcmp(json_string_value(n), b->node) && json_is_integer(x))
             exclude = (uint64_t)json_integer_value(x);
-        hub_broadcast_local(b->hub, json_string_value(t), json_string_value(e), payload,
+        bus_publish_local(&b->base, json_string_value(t), json_string_value(e), payload,
                             strlen(payload), exclude);
         free(payload);
     }
@@ -283,7 +284,7 @@ static void local_broadcast(struct bus *b, const char *text)
 }
 
 /* Applies another node's presence change. */
-static void remote_presence(struct bus *b, const char *text)
+static void remote_presence(struct pg_bus *b, const char *text)
 {
     json_t *j = json_loads(text, 0, NULL);
     const char *node = json_string_value(json_object_get(j, "n"));
@@ -293,7 +294,7 @@ static void remote_presence(struct bus *b, const char *text)
     json_t *c = json_object_get(j, "c");
     json_t *meta = json_object_get(j, "m");
     if (node && op && topic && json_is_integer(c) && strcmp(node, b->node)) {
-        struct presence *p = hub_presence(b->hub);
+        struct presence *p = b->presence;
         uint64_t conn = (uint64_t)json_integer_value(c);
         char *mt = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
         int rc = 0;
@@ -311,7 +312,7 @@ static void remote_presence(struct bus *b, const char *text)
 }
 
 /* Handles one NOTIFY payload. */
-static void handle(struct bus *b, const char *p)
+static void handle(struct pg_bus *b, const char *p)
 {
     int64_t t0 = clock_mono_us();
     if (!strncmp(p, "room:", 5))
@@ -332,11 +333,11 @@ static void handle(struct bus *b, const char *p)
             local_broadcast(b, PQgetvalue(r, 0, 0));
         PQclear(r);
     } else if (!strncmp(p, "d:", 2))
-        hub_disconnect_local(b->hub, p + 2);
+        b->base.sink.disconnect(b->base.sink.arg, p + 2);
     else if (!strncmp(p, "P:", 2))
         remote_presence(b, p + 2);
     else if (!strncmp(p, "R:", 2) && strcmp(p + 2, b->node)) {
-        size_t n = presence_untrack_node(hub_presence(b->hub), p + 2);
+        size_t n = presence_untrack_node(b->presence, p + 2);
         log_info("node reaped", "node=%s presences=%zu", log_v(p + 2), n);
     }
     metrics_bus_notification(clock_mono_us() - t0);
@@ -344,7 +345,7 @@ static void handle(struct bus *b, const char *p)
 
 /* Loads every other node's presences (at start, and after a reconnect, when what was
  * missed cannot be known otherwise). */
-static void load_presences(struct bus *b)
+static void load_presences(struct pg_bus *b)
 {
     const char *params[] = {b->node};
     PGresult *r = q(b->lc,
@@ -353,7 +354,7 @@ static void load_presences(struct bus *b)
                     1, params);
     if (!r)
         return;
-    struct presence *p = hub_presence(b->hub);
+    struct presence *p = b->presence;
     for (int i = 0; i < PQntuples(r); i++) {
         int rc = presence_track_remote(p, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
                                        PQgetvalue(r, i, 2),
@@ -366,7 +367,7 @@ static void load_presences(struct bus *b)
 
 /* Sets the watermarks from the database (first connect) or fills every gap since the
  * last delivery (reconnect): no committed row is lost across an outage. */
-static void sync_marks(struct bus *b)
+static void sync_marks(struct pg_bus *b)
 {
     PGresult *r = q(b->lc, "SELECT id, last_seq, doc_last_seq FROM rooms", 0, NULL);
     if (r) {
@@ -404,7 +405,7 @@ static void sync_marks(struct bus *b)
 }
 
 /* (Re)connects the listener: LISTEN, register the node, catch up. */
-static bool listener_connect(struct bus *b)
+static bool listener_connect(struct pg_bus *b)
 {
     b->lc = PQconnectdb(b->url);
     if (PQstatus(b->lc) != CONNECTION_OK) {
@@ -435,7 +436,7 @@ static bool listener_connect(struct bus *b)
         /* What other nodes did meanwhile is unknown: forget and reload their presences. */
         r = q(b->lc, "SELECT id FROM nodes WHERE id <> $1", 1, params);
         for (int i = 0; r && i < PQntuples(r); i++)
-            presence_untrack_node(hub_presence(b->hub), PQgetvalue(r, i, 0));
+            presence_untrack_node(b->presence, PQgetvalue(r, i, 0));
         PQclear(r);
     }
     load_presences(b);
@@ -449,7 +450,7 @@ static bool listener_connect(struct bus *b)
 
 /* Heartbeat this node and reap the dead ones (each reaped node's id is NOTIFYed as
  * "R:<id>" so every node drops its presences and sends the leaves). */
-static void heartbeat(struct bus *b)
+static void heartbeat(struct pg_bus *b)
 {
     char reap[32];
     snprintf(reap, sizeof reap, "%d milliseconds", b->reap_ms);
@@ -467,7 +468,7 @@ static void heartbeat(struct bus *b)
  * a round first takes every wake-up libpq holds, so the one delivery of a room reads the
  * rows of all of them. Wake-ups that arrive while a round runs its queries make the next
  * round. */
-static void handle_pending(struct bus *b)
+static void handle_pending(struct pg_bus *b)
 {
     PGnotify **v = NULL;
     size_t n = 0, cap = 0;
@@ -499,7 +500,7 @@ static void handle_pending(struct bus *b)
 static void *listener_main(void *arg)
 {
     thread_name("rc-bus-listen");
-    struct bus *b = arg;
+    struct pg_bus *b = arg;
     int backoff = 100;
     int64_t next_beat = 0;
     while (!atomic_load(&b->stop)) {
@@ -559,7 +560,7 @@ static void out_free(struct out *o)
 
 /* Runs one outgoing message on the sender's connection; false when the connection
  * failed (the message is kept for after the reconnect). */
-static bool send_one(struct bus *b, PGconn *c, struct out *o)
+static bool send_one(struct pg_bus *b, PGconn *c, struct out *o)
 {
     PGresult *r = NULL;
     if (o->kind == OUT_NOTIFY) {
@@ -599,7 +600,7 @@ static bool send_one(struct bus *b, PGconn *c, struct out *o)
 static void *sender_main(void *arg)
 {
     thread_name("rc-bus-send");
-    struct bus *b = arg;
+    struct pg_bus *b = arg;
     PGconn *c = NULL;
     int backoff = 100;
     for (;;) {
@@ -639,7 +640,7 @@ static void *sender_main(void *arg)
 }
 
 /* Queues o for the sender, dropping the oldest when PostgreSQL has been away long. */
-static void enqueue(struct bus *b, struct out *o)
+static void enqueue(struct pg_bus *b, struct out *o)
 {
     o->next = NULL;
     pthread_mutex_lock(&b->mu);
@@ -666,9 +667,11 @@ static void enqueue(struct bus *b, struct out *o)
     }
 }
 
-void bus_broadcast(struct bus *b, const char *topic, const char *event, const char *payload,
-                   size_t payload_len, uint64_t exclude)
+/* bus_ops.broadcast */
+static void pg_broadcast(struct bus *base, const char *topic, const char *event,
+                         const char *payload, size_t payload_len, uint64_t exclude)
 {
+    struct pg_bus *b = (struct pg_bus *)base;
     struct sbuf s = SBUF_INIT;
     sbuf_adds(&s, "b:{\"e\":");
     sbuf_add_json_str(&s, event, strlen(event));
@@ -693,8 +696,10 @@ void bus_broadcast(struct bus *b, const char *topic, const char *event, const ch
     enqueue(b, o);
 }
 
-void bus_disconnect_user(struct bus *b, const char *user)
+/* bus_ops.disconnect_user */
+static void pg_disconnect_user(struct bus *base, const char *user)
 {
+    struct pg_bus *b = (struct pg_bus *)base;
     struct out *o = xcalloc(1, sizeof *o);
     o->kind = OUT_NOTIFY;
     size_t n = strlen(user) + 3;
@@ -703,9 +708,11 @@ void bus_disconnect_user(struct bus *b, const char *user)
     enqueue(b, o);
 }
 
-void bus_presence(struct bus *b, enum bus_presence_op op, const char *topic, const char *key,
-                  uint64_t conn_id, const char *meta_json)
+/* bus_ops.presence */
+static void pg_presence(struct bus *base, enum bus_presence_op op, const char *topic,
+                        const char *key, uint64_t conn_id, const char *meta_json)
 {
+    struct pg_bus *b = (struct pg_bus *)base;
     json_t *j = json_pack("{s:s,s:s,s:s,s:I}", "n", b->node, "o",
                           op == BUS_TRACK ? "t" : op == BUS_UPDATE ? "u" : "x", "t", topic, "c",
                           (json_int_t)conn_id);
@@ -736,24 +743,38 @@ void bus_presence(struct bus *b, enum bus_presence_op op, const char *topic, con
     enqueue(b, o);
 }
 
-bool bus_connected(struct bus *b)
+/* bus_ops.state */
+static enum bus_state pg_state(struct bus *base)
 {
-    return atomic_load(&b->connected);
+    return atomic_load(&((struct pg_bus *)base)->connected) ? BUS_UP : BUS_DOWN;
 }
 
-int bus_start(const char *url, struct hub *hub, const char *node_id, int reap_after_ms,
-              struct bus **out, char *err, size_t errlen)
+static void pg_stop(struct bus *base);
+
+static const struct bus_ops pg_ops = {
+    .broadcast = pg_broadcast,
+    .disconnect_user = pg_disconnect_user,
+    .presence = pg_presence,
+    .state = pg_state,
+    .stop = pg_stop,
+};
+
+int bus_pg_start(const char *url, const struct bus_sink *sink, struct presence *presence,
+                 const char *node_id, int reap_after_ms, struct bus **out, char *err,
+                 size_t errlen)
 {
-    struct bus *b = xcalloc(1, sizeof *b);
+    struct pg_bus *b = xcalloc(1, sizeof *b);
+    b->base.ops = &pg_ops;
+    b->base.sink = *sink;
     b->url = xstrdup(url);
     b->node = xstrdup(node_id);
-    b->hub = hub;
+    b->presence = presence;
     b->reap_ms = reap_after_ms;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
     if (!listener_connect(b)) {
         snprintf(err, errlen, "cannot connect the bus to PostgreSQL");
-        bus_stop(b);
+        pg_stop(&b->base);
         return RC_ESTORE;
     }
     if (pthread_create(&b->listener, NULL, listener_main, b) ||
@@ -761,7 +782,7 @@ int bus_start(const char *url, struct hub *hub, const char *node_id, int reap_af
         snprintf(err, errlen, "cannot start the bus threads");
         return RC_ESTORE;
     }
-    *out = b;
+    *out = &b->base;
     return 0;
 }
 
@@ -771,10 +792,10 @@ static void free_mark(const char *key, void *value, void *arg)
     free(value);
 }
 
-void bus_stop(struct bus *b)
+/* bus_ops.stop */
+static void pg_stop(struct bus *base)
 {
-    if (!b)
-        return;
+    struct pg_bus *b = (struct pg_bus *)base;
     atomic_store(&b->stop, true);
     pthread_mutex_lock(&b->mu);
     pthread_cond_broadcast(&b->cv);

@@ -5,7 +5,6 @@
 
 #include "channel.h"
 #include "conn.h"
-#include "hub.h"
 #include "store.h"
 #include "util/sbuf.h"
 #include "util/utf8.h"

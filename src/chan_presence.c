@@ -7,7 +7,6 @@
 #include "bus.h"
 #include "channel.h"
 #include "conn.h"
-#include "hub.h"
 #include "metrics.h"
 #include "presence.h"
 #include "store.h"
@@ -70,16 +69,15 @@ static void priv_free(struct presence_priv *pp)
 /* In a cluster, tells the other nodes about this connection's presence change. */
 static void tell_cluster(struct chan *ch, enum bus_presence_op op)
 {
-    struct hub *h = ch->conn->worker->hub;
-    struct bus *bus = hub_bus(h);
-    if (!bus)
+    const struct worker_env *env = chan_env(ch);
+    if (bus_state(env->bus) == BUS_LOCAL)
         return;
     struct sbuf meta = SBUF_INIT;
-    if (op != BUS_UNTRACK && presence_meta_of(hub_presence(h), ch->topic, ch->conn->id, &meta)) {
+    if (op != BUS_UNTRACK && presence_meta_of(env->presence, ch->topic, ch->conn->id, &meta)) {
         sbuf_cleanup(&meta);
         return;
     }
-    bus_presence(bus, op, ch->topic, ch->conn->user_id, ch->conn->id,
+    bus_presence(env->bus, op, ch->topic, ch->conn->user_id, ch->conn->id,
                  op == BUS_UNTRACK ? NULL : meta.data);
     sbuf_cleanup(&meta);
 }
@@ -96,7 +94,7 @@ static void join_done(struct chan *ch, struct store_req *req, const char *ref)
     struct presence_priv *pp = ch->priv;
     pp->username = xstrdup(req->member.name ? req->member.name : ch->conn->user_id);
     pp->avatar_url = req->member.avatar_url ? xstrdup(req->member.avatar_url) : NULL;
-    struct presence *p = hub_presence(ch->conn->worker->hub);
+    struct presence *p = chan_env(ch)->presence;
     struct sbuf b = SBUF_INIT;
     meta_json(pp, &b);
     /* Subscribed since the join began, so every diff from here on reaches this client;
@@ -163,7 +161,7 @@ static void add_user(const char *key, size_t n_metas, const char *newest, void *
 static void presence_handle_in(struct chan *ch, const char *event, const struct phx_in *m,
                                const char *ref)
 {
-    struct presence *p = hub_presence(ch->conn->worker->hub);
+    struct presence *p = chan_env(ch)->presence;
     struct presence_priv *pp = ch->priv;
     if (!m->binary && !strcmp(event, "update_status")) {
         json_t *st = json_is_object(m->payload) ? json_object_get(m->payload, "status") : NULL;
@@ -200,7 +198,7 @@ static void presence_handle_in(struct chan *ch, const char *event, const struct 
 /* Leaving or disconnecting: the meta leaves. */
 static void presence_terminate(struct chan *ch)
 {
-    if (presence_untrack(hub_presence(ch->conn->worker->hub), ch->topic, ch->conn->id) == 0) {
+    if (presence_untrack(chan_env(ch)->presence, ch->topic, ch->conn->id) == 0) {
         metrics_presence_delta(-1);
         tell_cluster(ch, BUS_UNTRACK);
     }

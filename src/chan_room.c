@@ -5,7 +5,7 @@
 
 #include "channel.h"
 #include "conn.h"
-#include "hub.h"
+#include "bus.h"
 #include "store.h"
 #include "util/sbuf.h"
 #include "util/xmalloc.h"
@@ -71,7 +71,8 @@ static void room_join(struct chan *ch, json_t *params)
     chan_store(ch, req, NULL, join_done);
 }
 
-/* The message was committed (its broadcast went out first) or refused. */
+/* The message was committed or refused. Its broadcast reaches subscribers through the
+ * bus, which may be before or after this reply. */
 static void message_done(struct chan *ch, struct store_req *req, const char *ref)
 {
     if (!ch)
@@ -117,7 +118,7 @@ static void typing(struct chan *ch, const struct phx_in *m)
     sbuf_printf(&b, "{\"typing\":%s,\"user_id\":", json_is_false(t) ? "false" : "true");
     sbuf_add_json_str(&b, ch->conn->user_id, strlen(ch->conn->user_id));
     sbuf_addc(&b, '}');
-    hub_broadcast(ch->conn->worker->hub, ch->topic, "user_typing", b.data, b.len, ch->conn->id);
+    bus_broadcast(chan_env(ch)->bus, ch->topic, "user_typing", b.data, b.len, ch->conn->id);
     sbuf_cleanup(&b);
 }
 
@@ -141,7 +142,7 @@ static void room_terminate(struct chan *ch)
     sbuf_adds(&b, "{\"user_id\":");
     sbuf_add_json_str(&b, ch->conn->user_id, strlen(ch->conn->user_id));
     sbuf_addc(&b, '}');
-    hub_broadcast(ch->conn->worker->hub, ch->topic, "user_left", b.data, b.len, 0);
+    bus_broadcast(chan_env(ch)->bus, ch->topic, "user_left", b.data, b.len, 0);
     sbuf_cleanup(&b);
 }
 

@@ -12,6 +12,7 @@
 
 struct conn;
 struct bcast;
+struct worker_env;
 struct store_req;
 struct sbuf;
 
@@ -35,7 +36,8 @@ struct chan {
     char *join_ref;    /* the join push's ref as JSON text */
     uint32_t id;       /* unique on its worker, for store completions */
     enum chan_state state;
-    size_t sub_index;  /* position in the worker's subscriber array for the topic */
+    size_t sub_index;  /* position in the worker's subscriber array for the topic
+                        * (SIZE_MAX: not subscribed) */
     struct held_bcast *held, *held_tail;
     int64_t last_seq;  /* room channels: highest seq delivered to this client */
     char *role;        /* room channels: the member's role */
@@ -63,9 +65,9 @@ extern const struct channel_type notifications_channel;
 extern const struct channel_type document_channel;
 extern const struct channel_type presence_channel;
 
-/* Finishes a join: replies ok with response (JSON object text), then the channel is
- * joined and held broadcasts are delivered (after anything the type pushes from its
- * on_joined step). */
+/* Finishes a join: replies ok with response (JSON object text); the channel is joined.
+ * Broadcasts held during the join stay held until the type releases them
+ * (chan_release_held, or chan_push_history which pushes first and then releases). */
 void chan_join_ok(struct chan *ch, const char *response);
 /* Refuses a join: replies error {"reason": reason} and removes the chan. */
 void chan_join_error(struct chan *ch, const char *reason);
@@ -100,9 +102,40 @@ void chan_reply_error(struct chan *ch, const char *ref, const char *reason);
 /* Pushes an event to this client only, with the channel's join_ref. */
 void chan_push(struct chan *ch, const char *event, const char *payload, size_t payload_len);
 
+/* What the channel's worker shares with every worker: config, store, bus, presence. */
+const struct worker_env *chan_env(const struct chan *ch);
+
+/* Creates the chan of a join on c (state CHAN_JOINING), links it to c and subscribes it
+ * to its topic; jr and ref (JSON text or NULL) are copied. The type's join runs next. */
+struct chan *chan_create(struct conn *c, const struct channel_type *type, const char *topic,
+                         size_t topic_len, const char *jr, const char *ref);
+/* The chan of c on topic, or NULL. */
+struct chan *chan_find(struct conn *c, const char *topic, size_t len);
+/* The join_ref the channel's pushes and replies carry: the join's own, or, for a join
+ * sent with a null join_ref, the join's ref (Phoenix does the same). */
+const char *chan_jr(const struct chan *ch);
+/* Ends a channel: unsubscribes it first (so what terminate broadcasts, e.g. user_left,
+ * reaches only the others), runs terminate if it was joined, frees it. */
+void chan_end(struct chan *ch);
+/* Delivers (or holds, while joining) a broadcast to one subscribed chan. */
+void chan_deliver(struct chan *ch, struct bcast *b);
+
+/* The channels subscribed on one worker, by topic. Worker thread. */
+struct chan_index;
+struct chan_index *chan_index_create(void);
+/* Frees the index (every chan has ended by then). Accepts NULL. */
+void chan_index_destroy(struct chan_index *x);
+/* Delivers b to every chan subscribed to its topic, but those of b->exclude's conn and
+ * closed conns. */
+void chan_index_deliver(struct chan_index *x, struct bcast *b);
+/* Whether some chan is subscribed to topic, and how many topics have subscribers. */
+bool chan_index_has(struct chan_index *x, const char *topic);
+size_t chan_index_topics(struct chan_index *x);
+
 /* Submits a store request on behalf of ch; when it completes, cont runs on the worker
- * with ch (NULL if the channel has gone meanwhile) and the request, which cont must not
- * free. ref (JSON text, may be NULL) is kept for cont and freed after. */
+ * with ch (NULL if the channel has gone meanwhile, or the worker has stopped) and the
+ * request, which cont must not free. ref (JSON text, may be NULL) is kept for cont and
+ * freed after. The conn stays allocated (one reference) until then. */
 void chan_store(struct chan *ch, struct store_req *req, const char *ref,
                 void (*cont)(struct chan *ch, struct store_req *req, const char *ref));
 

@@ -1,10 +1,13 @@
-/* conn.h - a client session as channels see it, whatever the transport (WebSocket now,
- * long-poll later): a user, a serializer version, joined channels, and two transport
- * operations. Only the owning worker thread touches a conn. */
+/* conn.h - a client session as channels see it, whatever the transport (WebSocket,
+ * long-poll): a user, a serializer version, joined channels, and the transport's
+ * operations (struct conn_ops). A conn lives on one I/O worker, in that worker's
+ * struct conn_set; only the owning worker thread touches it. */
 #ifndef RC_CONN_H
 #define RC_CONN_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "codec.h"
@@ -13,6 +16,7 @@ struct conn;
 struct chan;
 struct obuf;
 struct worker;
+struct user_counter;
 
 /* Transport operations (function table per transport). */
 struct conn_ops {
@@ -32,49 +36,76 @@ struct conn_ops {
     void (*tick)(struct conn *c, int64_t now_ms);
 };
 
+/* The conns of one worker: every live one, those with output to write before the worker
+ * sleeps (in order), and those to free at the end of this loop turn. */
+struct conn_set {
+    struct conn *all;
+    struct conn *flush, *flush_tail;
+    struct conn *dead;
+    atomic_uint n; /* live conns; read by other threads to pick the least-loaded worker */
+};
+
 struct conn {
     const struct conn_ops *ops;
-    struct worker *worker;
-    uint64_t id;          /* process-wide unique */
+    struct worker *worker; /* the owner: its config, store, bus and clock */
+    uint64_t id;           /* process-wide unique */
     char *user_id;
     enum codec_vsn vsn;
-    uint8_t transport;    /* enum metric_transport */
-    bool closed;          /* transport closed: no more output, channels terminated */
-    int refs;             /* worker-local: the worker + each store request in flight */
+    uint8_t transport;     /* enum metric_transport */
+    bool closed;           /* transport closed: no more output, channels terminated */
+    int refs;              /* worker-local: the worker + each store request in flight */
     unsigned n_chans;
     unsigned joins_pending; /* while > 0, the transport holds back further input */
     struct chan *chans;
-    struct conn *_prev, *_next; /* the worker's list of live conns */
-    struct conn *_flush_next;   /* the worker's list of conns with output pending */
+    struct conn_set *_set;
+    struct user_counter *_uc;   /* holds one of the user's socket slots (may be NULL) */
+    struct conn *_prev, *_next; /* the set's list of live conns */
+    struct conn *_flush_next;   /* the set's list of conns with output pending */
     bool _in_flush;
-    bool _dead;                 /* on the worker's list of conns to release */
+    bool _dead;                 /* on the set's list of conns to release */
     struct conn *_dead_next;
 };
 
-/* Puts c on its worker's before-sleep flush list. Owning worker only. */
+/* Common initialization for transports: c belongs to worker w and its set, and holds one
+ * of user_id's slots in uc (released when the last reference goes; uc may be NULL).
+ * Takes ownership of user_id. refs = 1 (the worker's). */
+void conn_init(struct conn *c, const struct conn_ops *ops, struct worker *w,
+               struct conn_set *set, struct user_counter *uc, char *user_id, enum codec_vsn vsn);
+
+/* Registers c as live in its set, counted as a socket of transport (enum
+ * metric_transport). Owning worker only. */
+void conn_add(struct conn *c, uint8_t transport);
+
+/* Puts c on its set's before-sleep flush list. Owning worker only. */
 void conn_want_flush(struct conn *c);
 
-/* The session is over: no more output, every channel terminates (running their
- * terminate callbacks). Transports call it when they decide to close or see the peer
- * go; idempotent. */
-void conn_closed(struct conn *c);
-
-/* The transport has released its resources (socket closed): unregisters c from the
- * worker and drops the worker's reference at the end of this loop turn. Once. */
+/* The transport has released its resources (socket closed), after the session was
+ * closed (c->closed, see router_conn_closed): unregisters c and drops the worker's
+ * reference at the end of this loop turn. Once; later calls do nothing. */
 void conn_release(struct conn *c);
 
-/* Common initialization for transports. Takes ownership of user_id. */
-void conn_init(struct conn *c, const struct conn_ops *ops, struct worker *w, char *user_id,
-               enum codec_vsn vsn);
-
-/* Drops a reference; the last one calls ops->destroy. Owning worker only. */
+/* Drops a reference; the last one releases the user's slot and calls ops->destroy.
+ * Owning worker only. */
 void conn_unref(struct conn *c);
 
-/* Sends a message to this conn only. Owning worker only. */
+/* Sends a message to this conn only (no-op once closed). Owning worker only. */
 static inline void conn_send(struct conn *c, struct obuf *b)
 {
     if (!c->closed)
         c->ops->send(c, b);
 }
+
+/* Sends text as one text frame; out of memory closes c with 1011. */
+void conn_send_text(struct conn *c, const char *text, size_t len);
+/* Encodes and sends one message in c's serializer (jr/ref: JSON text or NULL). */
+void conn_push(struct conn *c, const char *jr, const char *ref, const char *topic,
+               size_t topic_len, const char *event, const char *payload, size_t payload_len);
+/* Encodes and sends a phx_reply: status "ok"/"error", response a JSON object text. */
+void conn_reply(struct conn *c, const char *jr, const char *ref, const char *topic,
+                size_t topic_len, const char *status, const char *response);
+
+/* The set's before-sleep pass: writes pending output in order, then frees the conns
+ * released during this turn. Owning worker only. */
+void conn_set_before_sleep(struct conn_set *s);
 
 #endif

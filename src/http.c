@@ -194,7 +194,7 @@ static enum MHD_Result dispatch(struct http_req *hr, const char *url, const char
         hr->state = REQ_RESPONDED;
         return send_response(hr->conn, &resp);
     }
-    if (!api_handle(hr->http->opts.cfg, hr->http->opts.hub, &req, &resp, &pending)) {
+    if (!api_handle(hr->http->opts.cfg, hr->http->opts.bus, &req, &resp, &pending)) {
         hr->state = REQ_RESPONDED;
         return send_response(hr->conn, &resp);
     }
@@ -212,7 +212,7 @@ static enum MHD_Result dispatch(struct http_req *hr, const char *url, const char
 static enum MHD_Result finish(struct http_req *hr)
 {
     struct api_response resp = {0};
-    api_finish(hr->http->opts.hub, hr->pending, &resp);
+    api_finish(hr->http->opts.bus, hr->pending, &resp);
     store_req_destroy(hr->pending);
     hr->pending = NULL;
     http_note_resumed();
@@ -309,7 +309,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     sbuf_cleanup(&hr->body);
     store_req_destroy(hr->pending);
     if (hr->sock_cls && hr->http->opts.socket_cls_free)
-        hr->http->opts.socket_cls_free(hr->sock_cls);
+        hr->http->opts.socket_cls_free(hr->http->opts.socket_arg, hr->sock_cls);
     else
         free(hr->sock_cls);
     free(hr);

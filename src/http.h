@@ -1,5 +1,5 @@
-/* http.h - the HTTP front (libmicrohttpd): REST API, health, and (later) the socket
- * transports. Runs libmicrohttpd's own threads; REST requests that need the database
+/* http.h - the HTTP front (libmicrohttpd): REST API, health, metrics, and the requests
+ * of the socket transports (handed to a socket handler: socket.h). Runs libmicrohttpd's own threads; REST requests that need the database
  * are suspended while the store works and resumed by its completion. */
 #ifndef RC_HTTP_H
 #define RC_HTTP_H
@@ -13,7 +13,7 @@
 struct http;
 struct store;
 struct config;
-struct hub;
+struct bus;
 struct MHD_Connection;
 
 /* A request to a socket transport, with its whole body. */
@@ -35,10 +35,11 @@ typedef int (*http_socket_handler)(void *arg, const struct http_socket_request *
 struct http_options {
     const struct config *cfg;
     struct store *store;
-    struct hub *hub; /* for REST broadcasts and disconnects */
+    struct bus *bus; /* for REST broadcasts and disconnects */
     http_socket_handler socket_handler;
     void *socket_arg;
-    void (*socket_cls_free)(void *sock_cls); /* frees what the handler left in sock_cls */
+    /* frees what the handler left in sock_cls (arg: socket_arg) */
+    void (*socket_cls_free)(void *arg, void *sock_cls);
 };
 
 /* Binds cfg->listen and starts serving. Returns 0 and sets *out, or RC_EIO (bind

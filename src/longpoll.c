@@ -15,6 +15,8 @@
 #include "metrics.h"
 #include "obuf.h"
 #include "router.h"
+#include "socket.h"
+#include "user_counter.h"
 #include "util/base64.h"
 #include "util/hmap.h"
 #include "util/log.h"
@@ -22,7 +24,6 @@
 #include "util/utf8.h"
 #include "util/xmalloc.h"
 #include "worker.h"
-#include "ws.h"
 
 #define TOKEN_PREFIX "lps."
 #define TOKEN_MAX 48
@@ -33,14 +34,48 @@
 
 /* State of one long-poll HTTP request while a worker handles it (sock_cls). */
 struct lp_http {
-    int kind; /* SOCK_KIND_LP: shares sock_cls with the WebSocket handshake */
+    struct socket_cls base;
     struct MHD_Connection *conn;
     atomic_bool ready;
     bool answered;
     char *response; /* JSON body once ready */
 };
 
-enum { SOCK_KIND_LP = 0x4c50 };
+/* What an inbox item asks of the session's worker. */
+enum lp_op {
+    LP_OPEN, /* create the session (token, user, vsn) */
+    LP_POLL, /* a GET: answer now or hold it */
+    LP_POST, /* a POST: feed its lines, then answer */
+};
+
+/* A long-poll request, or a session to open, on its way to the session's worker. */
+struct lp_item {
+    struct inbox_item it;
+    enum lp_op op;
+    char token[TOKEN_MAX];
+    struct lp_http *http;
+    const char *body; /* owned by the suspended HTTP request */
+    size_t body_len;
+    bool ndjson;
+    char *user_id;           /* LP_OPEN */
+    struct user_counter *uc; /* LP_OPEN: holds one of the user's socket slots */
+    enum codec_vsn vsn;      /* LP_OPEN */
+};
+
+static const struct socket_transport lp_transport_def;
+static void run_item(struct worker *w, struct inbox_item *it);
+static void drop_item(struct worker *w, struct inbox_item *it);
+
+/* A new inbox item for op on the session named token. */
+static struct lp_item *item_create(enum lp_op op, const char *token)
+{
+    struct lp_item *it = xcalloc(1, sizeof *it);
+    it->it.run = run_item;
+    it->it.drop = drop_item;
+    it->op = op;
+    snprintf(it->token, sizeof it->token, "%s", token);
+    return it;
+}
 
 bool lp_is_session_token(const char *s)
 {
@@ -85,89 +120,85 @@ static const char *session_token(struct MHD_Connection *conn)
     const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Phoenix-Longpoll-Token");
     if (h)
         return h;
-    struct ws_tokens t;
-    ws_query_tokens(conn, &t);
+    struct socket_tokens t;
+    socket_query_tokens(conn, &t);
     if (t.n && lp_is_session_token(t.v[t.n - 1]))
         return t.v[t.n - 1];
     return NULL;
 }
 
 /* Hands a request to the session's worker and suspends it until the answer. */
-static enum MHD_Result to_worker(struct ws_front *f, const struct http_socket_request *req,
+static enum MHD_Result to_worker(struct socket_front *f, const struct http_socket_request *req,
                                  void **sock_cls, int w, enum lp_op op, const char *token,
                                  bool ndjson)
 {
     struct lp_http *h = xcalloc(1, sizeof *h);
-    h->kind = SOCK_KIND_LP;
+    h->base.transport = &lp_transport_def;
     h->conn = req->conn;
     *sock_cls = h;
-    struct inbox_item *it = xcalloc(1, sizeof *it);
-    it->kind = IN_LP;
-    it->u.lp.op = op;
-    snprintf(it->u.lp.token, sizeof it->u.lp.token, "%s", token);
-    it->u.lp.http = h;
-    it->u.lp.body = req->body;
-    it->u.lp.body_len = req->body_len;
-    it->u.lp.ndjson = ndjson;
+    struct lp_item *it = item_create(op, token);
+    it->http = h;
+    it->body = req->body;
+    it->body_len = req->body_len;
+    it->ndjson = ndjson;
     http_note_suspend();
     MHD_suspend_connection(req->conn);
-    if (!hub_post_to_worker(f->hub, w, it)) { /* workers stopped */
-        lp_drop_item(NULL, it);
-        free(it);
-    }
+    if (!hub_post_to_worker(f->hub, w, &it->it)) /* workers stopped */
+        drop_item(NULL, &it->it);
     return MHD_YES;
 }
 
 /* GET without a (live) session: the connect step, then a new session, answered 410
  * with its token ("session opened" for phoenix.js). */
-static enum MHD_Result open_session(struct ws_front *f, const struct http_socket_request *req)
+static enum MHD_Result open_session(struct socket_front *f,
+                                   const struct http_socket_request *req)
 {
     enum codec_vsn vsn;
     const char *why = NULL;
-    char *user = ws_connect_step(f->cfg, req->conn, true, &vsn, &why);
+    char *user = socket_connect_step(
+        f->cfg, req->conn,
+        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "X-Phoenix-AuthToken"),
+        lp_is_session_token, &vsn, &why);
     if (!user) {
         log_info("connect refused", "transport=longpoll reason=%s", why);
         return answer(req->conn, 200, "{\"status\":403}");
     }
-    if (!hub_acquire_user(f->hub, user)) {
-        log_info("connect refused", "transport=longpoll reason=too_many_sockets user=%s", log_v(user));
+    if (!socket_acquire_user(f, user, "longpoll")) {
         free(user);
         return answer(req->conn, 200, "{\"status\":403}");
     }
     uint8_t rnd[16];
     if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd) {
-        hub_release_user(f->hub, user);
+        user_counter_release(f->uc, user);
         free(user);
         return answer(req->conn, 200, "{\"status\":500}");
     }
-    char r64[32];
+    char r64[32], token[TOKEN_MAX];
     b64url_encode(rnd, sizeof rnd, r64);
     int w = hub_pick_worker(f->hub);
-    struct inbox_item *it = xcalloc(1, sizeof *it);
-    it->kind = IN_LP;
-    it->u.lp.op = LP_OPEN;
-    snprintf(it->u.lp.token, sizeof it->u.lp.token, TOKEN_PREFIX "%d.%s", w, r64);
-    it->u.lp.user_id = user;
-    it->u.lp.vsn = vsn;
+    snprintf(token, sizeof token, TOKEN_PREFIX "%d.%s", w, r64);
+    struct lp_item *it = item_create(LP_OPEN, token);
+    it->user_id = user;
+    it->uc = f->uc;
+    it->vsn = vsn;
     char body[128];
-    snprintf(body, sizeof body, "{\"messages\":[],\"status\":410,\"token\":\"%s\"}",
-             it->u.lp.token);
+    snprintf(body, sizeof body, "{\"messages\":[],\"status\":410,\"token\":\"%s\"}", token);
     /* The worker creates the session before it sees any later request for it: its
      * inbox is processed in order. */
-    if (!hub_post_to_worker(f->hub, w, it)) {
-        hub_release_user(f->hub, it->u.lp.user_id);
-        free(it->u.lp.user_id);
-        free(it);
+    if (!hub_post_to_worker(f->hub, w, &it->it)) {
+        drop_item(NULL, &it->it);
         return answer(req->conn, 200, "{\"status\":410}");
     }
     return answer(req->conn, 200, body);
 }
 
-int lp_request(struct ws_front *f, const struct http_socket_request *req, void **sock_cls)
+/* socket_transport.request for /socket/longpoll. */
+static int lp_request(struct socket_front *f, const struct http_socket_request *req,
+                      void **sock_cls)
 {
     struct lp_http *h = *sock_cls;
     if (h) { /* resumed: the worker has answered */
-        if (h->kind != SOCK_KIND_LP || !atomic_load(&h->ready))
+        if (!atomic_load(&h->ready))
             return MHD_YES;
         if (!h->answered) {
             h->answered = true;
@@ -209,17 +240,20 @@ int lp_request(struct ws_front *f, const struct http_socket_request *req, void *
     return open_session(f, req);
 }
 
-void lp_http_free(void *cls)
+/* socket_transport.cls_free */
+static void lp_http_free(struct socket_front *f, void *cls)
 {
     struct lp_http *h = cls;
     free(h->response);
     free(h);
 }
 
-bool lp_http_is(void *cls)
-{
-    return cls && ((struct lp_http *)cls)->kind == SOCK_KIND_LP;
-}
+static const struct socket_transport lp_transport_def = {
+    .path = "/socket/longpoll",
+    .request = lp_request,
+    .cls_free = lp_http_free,
+};
+const struct socket_transport *const lp_transport = &lp_transport_def;
 
 /* Sets the answer of a suspended request and wakes it (any thread; once). */
 static void respond(struct lp_http *h, const char *json)
@@ -295,9 +329,9 @@ static const struct conn_ops lp_ops;
 /* The worker's session table. */
 static struct hmap *sessions(struct worker *w)
 {
-    if (!w->lp_sessions)
-        w->lp_sessions = xcalloc(1, sizeof(struct hmap));
-    return w->lp_sessions;
+    if (!w->sessions)
+        w->sessions = xcalloc(1, sizeof(struct hmap));
+    return w->sessions;
 }
 
 /* Answers the held poll with whatever is queued (200) or, when empty, 204. */
@@ -330,7 +364,7 @@ static void lp_send(struct conn *c, struct obuf *b)
         sbuf_addc(&s->out, ',');
     sbuf_add_json_str(&s->out, obuf_payload(b), obuf_payload_len(b));
     s->out_n++;
-    if (s->out.len > (size_t)c->worker->cfg->outbound_queue_bytes) {
+    if (s->out.len > (size_t)c->worker->env->cfg->outbound_queue_bytes) {
         log_warn("slow consumer", "conn=%llu user=%s transport=longpoll queued_bytes=%zu",
                  (unsigned long long)c->id, log_v(c->user_id), s->out.len);
         s->slow = true;
@@ -347,7 +381,7 @@ static void lp_end(struct lp_session *s, const char *why)
     log_info("disconnect", "conn=%llu user=%s transport=longpoll reason=\"%s\"",
              (unsigned long long)s->base.id, log_v(s->base.user_id), why);
     s->gone = true;
-    conn_closed(&s->base);
+    router_conn_closed(&s->base);
     char body[128];
     snprintf(body, sizeof body, "{\"messages\":[],\"status\":410,\"token\":\"%s\"}", s->token);
     if (s->poll) {
@@ -382,7 +416,7 @@ static void feed(void *arg, bool binary, const uint8_t *data, size_t len)
         rc = RC_EPROTO;
     else
         rc = codec_decode_text(s->base.vsn, (const char *)data, len,
-                               (size_t)s->base.worker->cfg->max_json_depth, &m);
+                               (size_t)s->base.worker->env->cfg->max_json_depth, &m);
     if (rc) {
         metrics_protocol_error();
         log_info("protocol error", "conn=%llu user=%s transport=longpoll",
@@ -479,41 +513,36 @@ static const struct conn_ops lp_ops = {
     .tick = lp_tick,
 };
 
-void lp_handle_item(struct worker *w, struct inbox_item *it)
+/* Handles a request or a session opening on the session's worker. */
+static void handle_item(struct worker *w, struct lp_item *it)
 {
     struct hmap *map = sessions(w);
-    struct lp_session *s = hmap_get(map, it->u.lp.token, strlen(it->u.lp.token));
-    switch (it->u.lp.op) {
+    struct lp_session *s = hmap_get(map, it->token, strlen(it->token));
+    switch (it->op) {
     case LP_OPEN: {
-        if (w->stopping) {
-            hub_release_user(w->hub, it->u.lp.user_id);
-            free(it->u.lp.user_id);
-            return;
-        }
         s = xcalloc(1, sizeof *s);
-        conn_init(&s->base, &lp_ops, w, it->u.lp.user_id, it->u.lp.vsn);
-        snprintf(s->token, sizeof s->token, "%s", it->u.lp.token);
+        conn_init(&s->base, &lp_ops, w, &w->conns, it->uc, it->user_id, it->vsn);
+        it->user_id = NULL; /* the session's now */
+        snprintf(s->token, sizeof s->token, "%s", it->token);
         s->last_poll_ms = w->now_ms;
         hmap_put(map, s->token, strlen(s->token), s);
-        worker_add_conn(w, &s->base);
-        s->base.transport = MT_LONGPOLL;
-        metrics_socket_opened(MT_LONGPOLL);
+        conn_add(&s->base, MT_LONGPOLL);
         log_info("connect", "conn=%llu user=%s transport=longpoll vsn=%d",
                  (unsigned long long)s->base.id, log_v(s->base.user_id),
-                 it->u.lp.vsn == CODEC_V2 ? 2 : 1);
+                 it->vsn == CODEC_V2 ? 2 : 1);
         return;
     }
     case LP_POLL: {
         if (!s || s->gone) {
             char body[128];
             snprintf(body, sizeof body, "{\"messages\":[],\"status\":410,\"token\":\"%s\"}",
-                     it->u.lp.token);
-            respond(it->u.lp.http, body);
+                     it->token);
+            respond(it->http, body);
             return;
         }
         if (s->poll) /* a newer poll replaces an older one */
             answer_poll(s);
-        s->poll = it->u.lp.http;
+        s->poll = it->http;
         s->poll_deadline = w->now_ms + LP_WINDOW_MS;
         s->last_poll_ms = w->now_ms;
         if (s->out_n)
@@ -522,25 +551,25 @@ void lp_handle_item(struct worker *w, struct inbox_item *it)
     }
     case LP_POST: {
         if (!s || s->gone || s->post) {
-            respond(it->u.lp.http, s && s->post ? "{\"status\":409}" : "{\"status\":410}");
+            respond(it->http, s && s->post ? "{\"status\":409}" : "{\"status\":410}");
             return;
         }
-        s->post = it->u.lp.http;
-        s->rest_ndjson = it->u.lp.ndjson;
+        s->post = it->http;
+        s->rest_ndjson = it->ndjson;
         /* Only the first LP_MAX_LINES lines count, as in Phoenix. */
-        size_t len = it->u.lp.body_len;
-        if (it->u.lp.ndjson) {
+        size_t len = it->body_len;
+        if (it->ndjson) {
             size_t lines = 0, i = 0;
             while (i < len && lines < LP_MAX_LINES) {
-                const char *nl = memchr(it->u.lp.body + i, '\n', len - i);
-                i = nl ? (size_t)(nl - it->u.lp.body) + 1 : len;
+                const char *nl = memchr(it->body + i, '\n', len - i);
+                i = nl ? (size_t)(nl - it->body) + 1 : len;
                 lines++;
             }
             len = i;
         }
         s->rest = len ? xmalloc(len) : NULL;
         if (len)
-            memcpy(s->rest, it->u.lp.body, len);
+            memcpy(s->rest, it->body, len);
         s->rest_len = len;
         process_post(s);
         return;
@@ -548,24 +577,28 @@ void lp_handle_item(struct worker *w, struct inbox_item *it)
     }
 }
 
-void lp_drop_item(struct worker *w, struct inbox_item *it)
+/* inbox_item.run */
+static void run_item(struct worker *w, struct inbox_item *it)
 {
-    if (it->u.lp.op == LP_OPEN) {
-        if (w)
-            hub_release_user(w->hub, it->u.lp.user_id);
-        free(it->u.lp.user_id);
+    if (w->stopping) {
+        drop_item(w, it);
         return;
     }
-    respond(it->u.lp.http, it->u.lp.op == LP_POST ? "{\"status\":410}"
-                                                  : "{\"messages\":[],\"status\":410}");
+    handle_item(w, (struct lp_item *)it);
+    free(it);
 }
 
-/* Frees the worker's session table (sessions are gone by now). */
-void lp_worker_cleanup(struct worker *w)
+/* inbox_item.drop: a request no worker will process (shutdown) is answered 410; a
+ * session that will not open gives its socket slot back. */
+static void drop_item(struct worker *w, struct inbox_item *item)
 {
-    if (w->lp_sessions) {
-        hmap_cleanup(w->lp_sessions);
-        free(w->lp_sessions);
-        w->lp_sessions = NULL;
+    struct lp_item *it = (struct lp_item *)item;
+    if (it->op == LP_OPEN) {
+        user_counter_release(it->uc, it->user_id);
+        free(it->user_id);
+    } else {
+        respond(it->http, it->op == LP_POST ? "{\"status\":410}"
+                                            : "{\"messages\":[],\"status\":410}");
     }
+    free(it);
 }

@@ -13,10 +13,7 @@
 #include "codec.h"
 #include "rc.h"
 
-struct ws_front;
-struct http_socket_request;
-struct worker;
-struct inbox_item;
+struct socket_transport;
 
 /* How long a poll is held without messages before it is answered 204. */
 #define LP_WINDOW_MS 10000
@@ -25,8 +22,8 @@ struct inbox_item;
 /* Lines of one POST that are processed (phoenix.js sends at most 100). */
 #define LP_MAX_LINES 100
 
-/* Handles a request to /socket/longpoll (libmicrohttpd thread); see http.h. */
-int lp_request(struct ws_front *f, const struct http_socket_request *req, void **sock_cls);
+/* The transport for the socket front (socket.h): /socket/longpoll. */
+extern const struct socket_transport *const lp_transport;
 
 /* True when s has the shape of a session token minted here. */
 bool lp_is_session_token(const char *s);
@@ -40,24 +37,5 @@ bool lp_is_session_token(const char *s);
 int lp_parse_body(bool ndjson, const char *body, size_t len, size_t max_lines,
                   void (*fn)(void *arg, bool binary, const uint8_t *data, size_t len),
                   void *arg);
-
-/* What an IN_LP inbox item asks of the session's worker. */
-enum lp_op {
-    LP_OPEN, /* create the session (token, user, vsn) */
-    LP_POLL, /* a GET: answer now or hold it */
-    LP_POST, /* a POST: feed its lines, then answer */
-};
-
-/* Worker side: handles an IN_LP item (worker thread). */
-void lp_handle_item(struct worker *w, struct inbox_item *it);
-/* Answers an IN_LP item that no worker will process (shutdown): 410 / no session. */
-void lp_drop_item(struct worker *w, struct inbox_item *it);
-/* Frees the worker's session table at the end. */
-void lp_worker_cleanup(struct worker *w);
-
-/* sock_cls helpers for http.c's completion: true if cls is a long-poll request's
- * state, and its destructor. */
-bool lp_http_is(void *cls);
-void lp_http_free(void *cls);
 
 #endif

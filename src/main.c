@@ -1,19 +1,25 @@
 /* main.c - the rowcast command line: serve (default), migrate, token. */
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
 #include "bus.h"
+#include "config.h"
 #include "http.h"
 #include "hub.h"
 #include "jwt.h"
+#include "longpoll.h"
+#include "presence.h"
+#include "presence_batch.h"
+#include "socket.h"
 #include "store.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "worker.h"
 #include "ws.h"
 
 
@@ -51,12 +57,23 @@ static void warn_defaults(const struct config *cfg)
                  NULL);
 }
 
+/* This node's id: host, pid and a random part (presence entries, the nodes table). */
+static void make_node_id(char *out, size_t len)
+{
+    char host[32] = "node";
+    gethostname(host, sizeof host - 1);
+    uint64_t rnd = (uint64_t)clock_mono_us() ^ ((uint64_t)getpid() << 32);
+    snprintf(out, len, "%s-%d-%llx", host, (int)getpid(), (unsigned long long)(rnd & 0xffffff));
+}
+
 /* rowcast serve */
 static int cmd_serve(struct config *cfg)
 {
     char err[512];
     struct store *store = NULL;
     struct http *http = NULL;
+    struct bus *bus = NULL;
+    struct presence_batch *pb = NULL;
     int status = 1;
     warn_defaults(cfg);
     /* Signals are taken by this thread only (sigwait below): every thread started from
@@ -68,47 +85,66 @@ static int cmd_serve(struct config *cfg)
     sigaddset(&signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
+    char node_id[96];
+    make_node_id(node_id, sizeof node_id);
     struct hub *hub = hub_create(cfg);
-    struct bus *bus = NULL;
+    struct worker_env *env = hub_env(hub);
+    struct bus_sink sink = hub_sink(hub);
+    if (presence_batch_create((int)cfg->presence_batch_ms, &sink, &pb)) {
+        fprintf(stderr, "rowcast: cannot start the presence thread\n");
+        goto out;
+    }
+    env->presence = presence_create(node_id, presence_batch_emit, pb);
     bool pg = !strncmp(cfg->db, "postgres://", 11) || !strncmp(cfg->db, "postgresql://", 13);
+    /* SQLite: the store delivers committed rows to the local bus; PostgreSQL: the cluster
+     * bus does, on every node alike. */
+    if (!pg)
+        bus = bus_local_create(&sink);
     struct store_options so = {
         .url = cfg->db,
         .batch_max = (int)cfg->batch_max,
         .data_poll_ms = (int)cfg->data_poll_ms,
         .sync_full = !strcmp(cfg->sqlite_sync, "full"),
-        /* SQLite: the store delivers committed rows; PostgreSQL: the bus does, on every
-         * node alike. */
-        .listener = pg ? NULL : hub_on_messages,
-        .listener_arg = hub,
-        .notif_listener = pg ? NULL : hub_on_notifications,
-        .docop_listener = pg ? NULL : hub_on_docops,
+        .listener = pg ? NULL : bus_local_on_msgs,
+        .listener_arg = bus,
+        .notif_listener = pg ? NULL : bus_local_on_notifs,
+        .docop_listener = pg ? NULL : bus_local_on_docops,
     };
     if (store_open(&so, &store, err, sizeof err)) {
         log_error("cannot open the database", "db=%s err=%s", log_v(cfg->db), log_v(err));
         fprintf(stderr, "rowcast: %s\n", err);
         goto out;
     }
-    if (hub_start(hub, store)) {
+    env->store = store;
+    env->bus = bus;
+    if (hub_start(hub)) {
         fprintf(stderr, "rowcast: cannot start the I/O workers\n");
         goto out;
     }
     if (pg) {
-        if (bus_start(cfg->db, hub, hub_node_id(hub), (int)cfg->reap_after_ms, &bus, err,
-                      sizeof err)) {
+        if (bus_pg_start(cfg->db, &sink, env->presence, node_id, (int)cfg->reap_after_ms, &bus,
+                         err, sizeof err)) {
             log_error("cannot start the cluster bus", "err=%s", log_v(err));
             fprintf(stderr, "rowcast: %s\n", err);
             goto out;
         }
-        hub_set_bus(hub, bus);
+        env->bus = bus; /* before any socket can connect: HTTP starts below */
     }
-    struct ws_front front = {.cfg = cfg, .hub = hub};
+    const struct socket_transport *const transports[] = {ws_transport, lp_transport};
+    struct socket_front front = {
+        .cfg = cfg,
+        .hub = hub,
+        .uc = env->uc,
+        .transports = transports,
+        .n_transports = sizeof transports / sizeof transports[0],
+    };
     struct http_options ho = {
         .cfg = cfg,
         .store = store,
-        .hub = hub,
-        .socket_handler = ws_socket_handler,
+        .bus = bus,
+        .socket_handler = socket_front_handler,
         .socket_arg = &front,
-        .socket_cls_free = ws_socket_cls_free,
+        .socket_cls_free = socket_front_cls_free,
     };
     if (http_start(&ho, &http, err, sizeof err)) {
         log_error("cannot start HTTP", "err=%s", log_v(err));
@@ -135,15 +171,19 @@ static int cmd_serve(struct config *cfg)
     log_info("shutting down", "signal=%d", sig);
     status = 0;
 out:
-    /* Close every socket with 1001 (phoenix.js reconnects) and end long-poll sessions,
-     * stop the HTTP front once no request waits, finish the store's queued writes, then
-     * release what is left. */
+    /* Stop merging presence diffs, close every socket with 1001 (phoenix.js reconnects)
+     * and end long-poll sessions, stop the HTTP front once no request waits, finish the
+     * store's queued writes, stop the bus (it sends what is queued, presence leaves, and
+     * leaves the cluster), then release what is left. */
+    presence_batch_stop(pb);
     hub_shutdown(hub);
     http_stop(http);
-    hub_set_bus(hub, NULL);
-    bus_stop(bus); /* sends what is queued (presence leaves), leaves the cluster */
     store_close(store);
+    bus_stop(bus); /* after the store: its listeners publish through the local bus */
+    struct presence *presence = env->presence;
     hub_free(hub);
+    presence_destroy(presence);
+    presence_batch_destroy(pb);
     if (status == 0)
         log_info("stopped", NULL);
     return status;

@@ -1,5 +1,4 @@
-/* ratelimit.c - token buckets per (user, topic) and counters per user, each set behind one
- * mutex. Keys are built outside the lock, so the critical section is a hash lookup and a
+/* ratelimit.c - token buckets per (user, topic), behind one mutex. Keys are built outside the lock, so the critical section is a hash lookup and a
  * few floating-point operations (plus two small allocations when a bucket is new). */
 #include <limits.h>
 #include <math.h>
@@ -33,10 +32,6 @@ struct ratelimit {
     struct hmap buckets; /* "<strlen(user)>:<user>|<topic>" -> struct bucket */
 };
 
-struct user_counter {
-    pthread_mutex_t mu;
-    struct hmap counts; /* user -> count, stored in the pointer (never 0: removed at 0) */
-};
 
 /* ---- ratelimit ------------------------------------------------------------------ */
 
@@ -199,67 +194,5 @@ size_t ratelimit_size(struct ratelimit *rl)
     pthread_mutex_lock(&rl->mu);
     size_t n = rl->buckets.count;
     pthread_mutex_unlock(&rl->mu);
-    return n;
-}
-
-/* ---- user_counter --------------------------------------------------------------- */
-
-struct user_counter *user_counter_create(void)
-{
-    struct user_counter *uc = xcalloc(1, sizeof *uc);
-    pthread_mutex_init(&uc->mu, NULL);
-    uc->counts = (struct hmap)HMAP_INIT;
-    return uc;
-}
-
-void user_counter_destroy(struct user_counter *uc)
-{
-    if (!uc)
-        return;
-    hmap_cleanup(&uc->counts); /* the values are counts, not allocations */
-    pthread_mutex_destroy(&uc->mu);
-    free(uc);
-}
-
-bool user_counter_acquire(struct user_counter *uc, const char *user, long max)
-{
-    size_t klen = strlen(user);
-    bool ok;
-
-    pthread_mutex_lock(&uc->mu);
-    long n = (long)(intptr_t)hmap_get(&uc->counts, user, klen);
-    ok = n < max;
-    if (ok)
-        hmap_put(&uc->counts, user, klen, (void *)(intptr_t)(n + 1));
-    pthread_mutex_unlock(&uc->mu);
-    return ok;
-}
-
-void user_counter_release(struct user_counter *uc, const char *user)
-{
-    size_t klen = strlen(user);
-
-    pthread_mutex_lock(&uc->mu);
-    long n = (long)(intptr_t)hmap_get(&uc->counts, user, klen);
-    if (n > 1)
-        hmap_put(&uc->counts, user, klen, (void *)(intptr_t)(n - 1));
-    else if (n == 1)
-        hmap_del(&uc->counts, user, klen);
-    pthread_mutex_unlock(&uc->mu);
-}
-
-long user_counter_get(struct user_counter *uc, const char *user)
-{
-    pthread_mutex_lock(&uc->mu);
-    long n = (long)(intptr_t)hmap_get(&uc->counts, user, strlen(user));
-    pthread_mutex_unlock(&uc->mu);
-    return n;
-}
-
-size_t user_counter_size(struct user_counter *uc)
-{
-    pthread_mutex_lock(&uc->mu);
-    size_t n = uc->counts.count;
-    pthread_mutex_unlock(&uc->mu);
     return n;
 }

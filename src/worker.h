@@ -1,100 +1,84 @@
-/* worker.h - one I/O worker: an epoll loop on its own thread that owns its conns, their
- * channels, timers and outbound queues, and a per-topic subscriber index. Other threads
- * talk to it only through its inbox (mutex-protected list + eventfd). */
+/* worker.h - one I/O worker: an epoll loop on its own thread that owns a set of conns
+ * (their channels, timers and outbound queues). Other threads talk to it only through
+ * its inbox (mutex-protected list + eventfd). An inbox item carries its own handler, so
+ * the loop knows no transport and no channel: a WebSocket to adopt, a long-poll request,
+ * a broadcast to fan out or a store completion are all just items. */
 #ifndef RC_WORKER_H
 #define RC_WORKER_H
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "codec.h"
+#include "conn.h"
 #include "rc.h"
 
-struct hub;
-struct conn;
-struct chan;
-struct bcast;
+struct worker;
 struct config;
 struct store;
-struct store_req;
-struct lp_http;
+struct bus;
+struct presence;
+struct ratelimit;
+struct user_counter;
+struct chan_index;
+struct hmap;
 
-enum inbox_kind {
-    IN_WS,         /* a new upgraded WebSocket */
-    IN_BCAST,      /* a broadcast to deliver to local subscribers */
-    IN_STORE,      /* a completed store request for one of our conns */
-    IN_DISCONNECT, /* close every socket of a user */
-    IN_SHUTDOWN,   /* close every socket with 1001 and stop */
-    IN_LP,         /* a long-poll request or session open (longpoll.c) */
+/* A unit of work posted to a worker. Owners embed it in a struct of their own. */
+struct inbox_item {
+    /* Runs it on the worker thread; frees it. */
+    void (*run)(struct worker *w, struct inbox_item *it);
+    /* Releases it without running it (the worker has stopped; on the thread that stops
+     * or frees the worker): answers or closes what it holds; frees it. */
+    void (*drop)(struct worker *w, struct inbox_item *it);
+    struct inbox_item *next;
 };
 
-struct inbox_item {
-    enum inbox_kind kind;
-    struct inbox_item *next;
-    union {
-        struct {
-            int fd;
-            uint8_t *extra;
-            size_t extra_len;
-            char *user_id;
-            enum codec_vsn vsn;
-        } ws;
-        struct bcast *bcast;
-        struct store_req *req;
-        char *user_id;
-        struct {
-            int op; /* enum lp_op */
-            char token[48];
-            struct lp_http *http;
-            const char *body; /* owned by the suspended HTTP request */
-            size_t body_len;
-            bool ndjson;
-            char *user_id;
-            enum codec_vsn vsn;
-        } lp;
-    } u;
+/* What every worker's conns and channels use, shared by all workers of a node. */
+struct worker_env {
+    const struct config *cfg;
+    struct store *store;
+    struct bus *bus;           /* broadcasts and disconnects, on every node */
+    struct presence *presence; /* this node's presence state */
+    struct ratelimit *rl;      /* channel events per user and topic; NULL: no limit */
+    struct user_counter *uc;   /* open sockets per user */
 };
 
 struct worker {
     int index;
-    struct hub *hub;
-    const struct config *cfg;
-    struct store *store;
+    const struct worker_env *env;
     int epfd;
     int evfd;
     pthread_t thread;
-    atomic_uint nconns; /* read by the hub to pick the least-loaded worker */
+    int64_t tick_ms; /* how often conns' timers run */
     /* inbox */
     pthread_mutex_t mu;
     struct inbox_item *in_head, *in_tail;
     /* owned by the worker thread */
-    struct conn *conns;   /* every live conn */
-    struct conn *flush;   /* conns with output to write before sleeping, in order */
-    struct conn *flush_tail;
-    struct conn *dead;    /* conns to destroy at the end of this loop turn */
-    void *topics;         /* struct hmap topic → subscriber array */
-    void *lp_sessions;    /* struct hmap token → long-poll session */
+    struct conn_set conns;
+    struct chan_index *topics; /* the channels subscribed here, by topic (set by the pool) */
+    struct hmap *sessions;     /* sessions addressed by token (long-poll); freed here */
     uint32_t next_chan_id;
     int64_t now_ms;
+    /* run every 10 s on the worker thread, when set */
+    void (*sweep)(void *arg, int64_t now_ms);
+    void *sweep_arg;
     bool stopping;
     bool started;
 };
 
-/* Creates a worker (not started). */
-struct worker *worker_create(int index, struct hub *hub, const struct config *cfg,
-                             struct store *store);
+/* Creates a worker (not started); its conns' timers run every tick_ms. */
+struct worker *worker_create(int index, const struct worker_env *env, int64_t tick_ms);
 /* Starts its thread. */
 int worker_start(struct worker *w) MUSTCHECK;
-/* Posts IN_SHUTDOWN (every socket gets a 1001 close) and joins the thread. Items
- * posted afterwards wait in the inbox for worker_free. */
+/* Closes every conn with 1001 and joins the thread. Items posted afterwards wait in the
+ * inbox for worker_drain. */
 void worker_shutdown(struct worker *w);
-/* After worker_shutdown: answers long-poll requests left in the inbox (main thread). */
-void worker_drain_requests(struct worker *w);
-/* Releases whatever is left in the inbox (store completions are finished) and frees
- * the worker. After worker_shutdown, and after the store has stopped. */
+/* After worker_shutdown (or for a worker never started): drops every item in the inbox
+ * (each item's drop: long-poll requests are answered, store completions finished). */
+void worker_drain(struct worker *w);
+/* Drains what is left and frees the worker. After worker_shutdown, and after the store
+ * has stopped. Accepts NULL. */
 void worker_free(struct worker *w);
 
 /* epoll registrations carry a pointer to one of these (NULL is the inbox). */
@@ -105,16 +89,11 @@ struct ep_handler {
 /* Appends items (a linked list head..tail) to the inbox and wakes the worker if it was
  * empty. Any thread. */
 void worker_post(struct worker *w, struct inbox_item *head, struct inbox_item *tail);
+/* Processes everything in the inbox now (the loop calls it when the eventfd fires;
+ * exported for code that turns a worker by hand). Worker thread. */
+void worker_drain_inbox(struct worker *w);
 /* The loop's before-sleep pass: writes pending output, releases closed conns (the loop
  * calls it; exported for code that turns a worker by hand). */
 void worker_before_sleep(struct worker *w);
-
-/* Subscribes ch to its topic / removes it. Worker thread. */
-void worker_subscribe(struct worker *w, struct chan *ch);
-void worker_unsubscribe(struct worker *w, struct chan *ch);
-
-/* Registers / unregisters a live conn. Worker thread. */
-void worker_add_conn(struct worker *w, struct conn *c);
-void worker_remove_conn(struct worker *w, struct conn *c);
 
 #endif

@@ -1,4 +1,4 @@
-/* ws.c - WebSocket transport: handshake on the HTTP front, sessions on the workers. */
+/* ws.c - WebSocket transport: the upgrade on the HTTP front, sessions on the workers. */
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -16,13 +17,14 @@
 
 #include "config.h"
 #include "conn.h"
-#include "hub.h"
 #include "http.h"
+#include "hub.h"
 #include "jwt.h"
-#include "longpoll.h"
 #include "metrics.h"
 #include "obuf.h"
 #include "router.h"
+#include "socket.h"
+#include "user_counter.h"
 #include "util/base64.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -43,39 +45,14 @@
  * Handshake (libmicrohttpd thread)
  * --------------------------------------------------------------------------------- */
 
-/* What the upgrade callback needs; freed by http.c when the request completes. */
+/* What the upgrade callback needs; freed by the front when the request completes. */
 struct upgrade_info {
-    int kind;        /* never SOCK_KIND_LP: sock_cls may also be a long-poll request's */
-    struct ws_front *front;
+    struct socket_cls base;
+    struct socket_front *front;
     enum codec_vsn vsn;
     bool counted;    /* holds one of the user's socket slots */
     char user_id[USER_ID_MAX + 1];
 };
-
-char *ws_authenticate(const struct config *cfg, const char *token)
-{
-    if (!token || !*token)
-        return NULL;
-    char sub[JWT_MAX_SUB + 1];
-    int rc = jwt_verify((const uint8_t *)cfg->jwt_secret, strlen(cfg->jwt_secret), token,
-                        strlen(token), clock_unix(), sub, sizeof sub, NULL);
-    if (rc || !validate_user_id(sub))
-        return NULL;
-    return xstrdup(sub);
-}
-
-/* Queues an empty-bodied response (or a short text body). */
-static enum MHD_Result plain(struct MHD_Connection *conn, unsigned status, const char *text)
-{
-    struct MHD_Response *r = MHD_create_response_from_buffer(text ? strlen(text) : 0,
-                                                             (void *)(text ? text : ""),
-                                                             MHD_RESPMEM_MUST_COPY);
-    if (text)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain");
-    enum MHD_Result ret = MHD_queue_response(conn, status, r);
-    MHD_destroy_response(r);
-    return ret;
-}
 
 /* Header value contains token (comma-separated, case-insensitive). */
 static bool header_has_token(const char *value, const char *token)
@@ -100,9 +77,8 @@ static bool header_has_token(const char *value, const char *token)
 }
 
 /* Finds the phoenix.js authToken entry in Sec-WebSocket-Protocol and decodes it. */
-static char *subprotocol_token(const char *protocols, bool *offered_phoenix)
+static char *subprotocol_token(const char *protocols)
 {
-    *offered_phoenix = header_has_token(protocols, "phoenix");
     if (!protocols)
         return NULL;
     const char *p = strstr(protocols, AUTH_PROTOCOL_PREFIX);
@@ -123,67 +99,56 @@ static char *subprotocol_token(const char *protocols, bool *offered_phoenix)
     return tok;
 }
 
-/* Counts query arguments whose key starts with "vsn[" (a non-string vsn). */
-static enum MHD_Result find_vsn_array(void *cls, enum MHD_ValueKind kind, const char *key,
-                                      const char *value)
+/* An upgraded socket on its way to a worker. */
+struct ws_open {
+    struct inbox_item it;
+    int fd;
+    char *user_id;
+    struct user_counter *uc;
+    enum codec_vsn vsn;
+    size_t extra_len;
+    uint8_t extra[]; /* what libmicrohttpd read past the handshake */
+};
+
+/* inbox_item.run: the worker adopts the socket. */
+static void run_open(struct worker *w, struct inbox_item *it)
 {
-    if (!strncmp(key, "vsn[", 4))
-        (*(int *)cls)++;
-    return MHD_YES;
+    struct ws_open *o = (struct ws_open *)it;
+    if (w->stopping) {
+        it->drop(w, it);
+        return;
+    }
+    ws_conn_create(w, o->fd, o->extra, o->extra_len, o->user_id, o->vsn);
+    free(o);
 }
 
-/* Checks the Origin header against --check-origin (comma-separated hosts or
- * scheme://host[:port] entries; "*.example.com" matches subdomains). No Origin header
- * (non-browser clients) is allowed. In prod with no list, the Origin host must equal
- * the Host header's host. */
-static bool origin_allowed(const struct config *cfg, struct MHD_Connection *conn)
+/* inbox_item.drop: the socket closes, its slot goes back. */
+static void drop_open(struct worker *w, struct inbox_item *it)
 {
-    const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
-    if (!origin)
-        return true;
-    const char *h = strstr(origin, "://");
-    h = h ? h + 3 : origin;
-    size_t hl = strcspn(h, ":/");
-    const char *list = cfg->check_origin;
-    if (!list || !*list) {
-        if (strcmp(cfg->env, "prod"))
-            return true;
-        const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
-        return host && strcspn(host, ":") == hl && !strncasecmp(host, h, hl);
-    }
-    const char *p = list;
-    while (*p) {
-        while (*p == ',' || *p == ' ')
-            p++;
-        size_t n = strcspn(p, ", ");
-        if (!n)
-            break;
-        const char *e = p;
-        const char *sep = NULL;
-        for (size_t i = 0; i + 2 < n; i++)
-            if (!strncmp(p + i, "://", 3)) {
-                sep = p + i + 3;
-                break;
-            }
-        if (!sep && n > 2 && p[0] == '/' && p[1] == '/')
-            sep = p + 2;
-        if (sep)
-            e = sep;
-        size_t el = strcspn(e, ":/, ");
-        if ((size_t)(e - p) + el > n)
-            el = n - (size_t)(e - p);
-        if (el > 2 && e[0] == '*' && e[1] == '.') {
-            const char *suffix = e + 2;
-            size_t sl = el - 2;
-            if ((hl == sl && !strncasecmp(h, suffix, sl)) ||
-                (hl > sl && h[hl - sl - 1] == '.' && !strncasecmp(h + hl - sl, suffix, sl)))
-                return true;
-        } else if (el == hl && !strncasecmp(e, h, hl)) {
-            return true;
-        }
-        p += n;
-    }
-    return false;
+    struct ws_open *o = (struct ws_open *)it;
+    close(o->fd);
+    user_counter_release(o->uc, o->user_id);
+    free(o->user_id);
+    free(o);
+}
+
+/* Hands an upgraded socket (fd, owned from now on) to the least-loaded worker with the
+ * authenticated user (ownership passes) and the bytes read past the handshake. */
+static void hand_over(struct socket_front *f, int fd, const uint8_t *extra, size_t extra_len,
+                      char *user_id, enum codec_vsn vsn)
+{
+    struct ws_open *o = xcalloc(1, sizeof *o + extra_len);
+    o->it.run = run_open;
+    o->it.drop = drop_open;
+    o->fd = fd;
+    o->user_id = user_id;
+    o->uc = f->uc;
+    o->vsn = vsn;
+    o->extra_len = extra_len;
+    if (extra_len)
+        memcpy(o->extra, extra, extra_len);
+    if (!hub_post_to_worker(f->hub, hub_pick_worker(f->hub), &o->it))
+        drop_open(NULL, &o->it);
 }
 
 /* libmicrohttpd hands over the upgraded socket: take a duplicate, let libmicrohttpd
@@ -196,12 +161,12 @@ static void on_upgraded(void *cls, struct MHD_Connection *connection, void *req_
     int fd = fcntl(sock, F_DUPFD_CLOEXEC, 0);
     char *user = xstrdup(ui->user_id);
     enum codec_vsn vsn = ui->vsn;
-    struct hub *hub = ui->front->hub;
+    struct socket_front *f = ui->front;
     ui->counted = false; /* the socket slot goes with the session from here */
     MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE); /* may free ui */
     if (fd < 0) {
         log_warn("cannot take over an upgraded socket", "errno=%d", errno);
-        hub_release_user(hub, user);
+        user_counter_release(f->uc, user);
         free(user);
         return;
     }
@@ -211,81 +176,32 @@ static void on_upgraded(void *cls, struct MHD_Connection *connection, void *req_
      * peer's delayed-ACK time to every reply that follows a broadcast. */
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    hub_accept_ws(hub, fd, (const uint8_t *)extra_in, extra_in_size, user, vsn);
+    hand_over(f, fd, (const uint8_t *)extra_in, extra_in_size, user, vsn);
 }
 
-/* MHD iterator for ws_query_tokens. */
-static enum MHD_Result collect_tokens(void *cls, enum MHD_ValueKind kind, const char *key,
-                                      const char *value)
-{
-    struct ws_tokens *t = cls;
-    if (!strcmp(key, "token") && value && t->n < 4)
-        t->v[t->n++] = value;
-    return MHD_YES;
-}
+static const struct socket_transport ws_transport_def;
 
-void ws_query_tokens(struct MHD_Connection *conn, struct ws_tokens *t)
+/* GET /socket/websocket: the connect step, the upgrade's own checks, then upgrade. */
+static int websocket_request(struct socket_front *f, const struct http_socket_request *req,
+                             void **sock_cls)
 {
-    t->n = 0;
-    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_tokens, t);
-}
-
-char *ws_connect_step(const struct config *cfg, struct MHD_Connection *conn, bool longpoll,
-                      enum codec_vsn *vsn, const char **why)
-{
-    int vsn_arrays = 0;
-    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, find_vsn_array, &vsn_arrays);
-    const char *vsn_s = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "vsn");
-    if (vsn_arrays || codec_parse_vsn(vsn_s, vsn)) {
-        *why = "bad_vsn";
-        return NULL;
-    }
-    if (!origin_allowed(cfg, conn)) {
-        *why = "origin";
-        return NULL;
-    }
-    char *decoded = NULL;
-    const char *token = NULL;
-    if (longpoll) {
-        token = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Phoenix-AuthToken");
-    } else {
-        bool offered;
-        decoded = subprotocol_token(
-            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Protocol"),
-            &offered);
-        token = decoded;
-    }
-    if (!token) {
-        /* The app's token is the first "token" argument (long-poll appends its session
-         * token as a later one). */
-        struct ws_tokens t;
-        ws_query_tokens(conn, &t);
-        if (t.n && !(longpoll && lp_is_session_token(t.v[0])))
-            token = t.v[0];
-    }
-    char *user = ws_authenticate(cfg, token);
-    free(decoded);
-    if (!user)
-        *why = token ? "bad_token" : "no_token";
-    return user;
-}
-
-/* GET /socket/websocket: authenticate, check vsn and origin, then upgrade. */
-static enum MHD_Result websocket_request(struct ws_front *f, struct MHD_Connection *conn,
-                                         const char *method, void **sock_cls)
-{
-    if (strcmp(method, "GET"))
-        return plain(conn, 400, NULL);
-    const struct config *cfg = f->cfg;
+    if (*sock_cls)
+        return MHD_YES; /* upgrade already queued */
+    struct MHD_Connection *conn = req->conn;
+    if (strcmp(req->method, "GET"))
+        return socket_plain(conn, 400, NULL);
     enum codec_vsn vsn;
     const char *why = NULL;
-    char *user = ws_connect_step(cfg, conn, false, &vsn, &why);
+    const char *protocols =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Protocol");
+    char *sub_token = subprotocol_token(protocols);
+    char *user = socket_connect_step(f->cfg, conn, sub_token, NULL, &vsn, &why);
+    free(sub_token);
     if (!user) {
         log_info("connect refused", "transport=websocket reason=%s", why);
-        return plain(conn, 403, NULL);
+        return socket_plain(conn, 403, NULL);
     }
-    bool offered_phoenix = header_has_token(
-        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Protocol"), "phoenix");
+    bool offered_phoenix = header_has_token(protocols, "phoenix");
     const char *upgrade = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Upgrade");
     const char *connection = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Connection");
     const char *key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Key");
@@ -293,24 +209,24 @@ static enum MHD_Result websocket_request(struct ws_front *f, struct MHD_Connecti
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Version");
     if (!header_has_token(connection, "upgrade") || !header_has_token(upgrade, "websocket")) {
         free(user);
-        return plain(conn, 400, "'connection' header must contain 'upgrade'");
+        return socket_plain(conn, 400, "'connection' header must contain 'upgrade'");
     }
     if (!version || strcmp(version, "13") || !key || strlen(key) != 24) {
         free(user);
-        return plain(conn, 400, "unsupported WebSocket version or missing key");
+        return socket_plain(conn, 400, "unsupported WebSocket version or missing key");
     }
-    if (!hub_acquire_user(f->hub, user)) {
-        log_info("connect refused", "reason=too_many_sockets user=%s", log_v(user));
+    if (!socket_acquire_user(f, user, "websocket")) {
         free(user);
-        return plain(conn, 429, "too many sockets for this user");
+        return socket_plain(conn, 429, "too many sockets for this user");
     }
     struct upgrade_info *ui = xcalloc(1, sizeof *ui);
+    ui->base.transport = &ws_transport_def;
     ui->front = f;
     ui->vsn = vsn;
     ui->counted = true;
     snprintf(ui->user_id, sizeof ui->user_id, "%s", user);
     free(user);
-    *sock_cls = ui; /* freed by ws_socket_cls_free when the request completes */
+    *sock_cls = ui; /* freed by ws_cls_free when the request completes */
 
     char concat[64];
     snprintf(concat, sizeof concat, "%s%s", key, WS_GUID);
@@ -329,32 +245,21 @@ static enum MHD_Result websocket_request(struct ws_front *f, struct MHD_Connecti
     return ret;
 }
 
-void ws_socket_cls_free(void *cls)
+/* socket_transport.cls_free */
+static void ws_cls_free(struct socket_front *f, void *cls)
 {
-    if (lp_http_is(cls)) {
-        lp_http_free(cls);
-        return;
-    }
     struct upgrade_info *ui = cls;
-    if (!ui)
-        return;
     if (ui->counted) /* the upgrade never happened */
-        hub_release_user(ui->front->hub, ui->user_id);
+        user_counter_release(f->uc, ui->user_id);
     free(ui);
 }
 
-int ws_socket_handler(void *arg, const struct http_socket_request *req, void **sock_cls)
-{
-    struct ws_front *f = arg;
-    if (!strcmp(req->url, "/socket/websocket")) {
-        if (*sock_cls)
-            return MHD_YES; /* upgrade already queued */
-        return websocket_request(f, req->conn, req->method, sock_cls);
-    }
-    if (!strcmp(req->url, "/socket/longpoll"))
-        return lp_request(f, req, sock_cls);
-    return plain(req->conn, 404, NULL);
-}
+static const struct socket_transport ws_transport_def = {
+    .path = "/socket/websocket",
+    .request = websocket_request,
+    .cls_free = ws_cls_free,
+};
+const struct socket_transport *const ws_transport = &ws_transport_def;
 
 /* ---------------------------------------------------------------------------------
  * Sessions (worker thread)
@@ -479,7 +384,7 @@ static void ws_start_close(struct ws_conn *c, uint16_t code, const char *why)
         return;
     log_info("disconnect", "conn=%llu user=%s code=%u reason=\"%s\"",
              (unsigned long long)c->base.id, log_v(c->base.user_id), code, why);
-    conn_closed(&c->base);
+    router_conn_closed(&c->base);
     c->state = WS_CLOSING;
     struct obuf *b = obuf_create_close(code);
     if (b) {
@@ -510,7 +415,7 @@ static void ws_finish(struct ws_conn *c)
 void ws_conn_abort(struct conn *base)
 {
     struct ws_conn *c = (struct ws_conn *)base;
-    conn_closed(base);
+    router_conn_closed(base);
     ws_finish(c);
 }
 
@@ -521,7 +426,7 @@ static void ws_send(struct conn *base, struct obuf *b)
     if (c->state != WS_OPEN || c->slow)
         return;
     queue_frame(c, b);
-    if (c->q_bytes > (size_t)base->worker->cfg->outbound_queue_bytes) {
+    if (c->q_bytes > (size_t)base->worker->env->cfg->outbound_queue_bytes) {
         /* Closing here could unsubscribe chans while a broadcast is being fanned out:
          * the flush pass closes it. */
         log_warn("slow consumer", "conn=%llu user=%s queued_bytes=%zu",
@@ -553,7 +458,7 @@ static void protocol_error(struct ws_conn *c, uint16_t code, const char *why)
 static void handle_message(struct ws_conn *c, uint8_t op, const uint8_t *data, size_t len)
 {
     struct phx_in m;
-    const struct config *cfg = c->base.worker->cfg;
+    const struct config *cfg = c->base.worker->env->cfg;
     if (op == WS_OP_TEXT) {
         if (!utf8_valid((const char *)data, len)) {
             protocol_error(c, 1007, "invalid UTF-8");
@@ -642,7 +547,7 @@ static bool frame_start(struct ws_conn *c, const struct wslay_frame_iocb *io)
     } else {
         return protocol_error(c, 1002, "unknown opcode"), false;
     }
-    size_t max = (size_t)c->base.worker->cfg->max_frame_bytes;
+    size_t max = (size_t)c->base.worker->env->cfg->max_frame_bytes;
     if (io->payload_length > max || c->msg_len + io->payload_length > max)
         return protocol_error(c, 1009, "message too big"), false;
     return true;
@@ -836,7 +741,7 @@ static void ws_tick(struct conn *base, int64_t now)
             ws_finish(c);
         return;
     }
-    if (now - c->last_rx_ms >= base->worker->cfg->idle_timeout * 1000)
+    if (now - c->last_rx_ms >= base->worker->env->cfg->idle_timeout * 1000)
         ws_start_close(c, 1002, "idle timeout");
 }
 
@@ -865,15 +770,13 @@ void ws_conn_create(struct worker *w, int fd, const uint8_t *extra, size_t extra
                     char *user_id, enum codec_vsn vsn)
 {
     struct ws_conn *c = xcalloc(1, sizeof *c);
-    conn_init(&c->base, &ws_ops, w, user_id, vsn);
+    conn_init(&c->base, &ws_ops, w, &w->conns, w->env->uc, user_id, vsn);
     c->fd = fd;
     c->ep.on_event = ws_on_event;
     c->last_rx_ms = w->now_ms;
     if (wslay_frame_context_init(&c->wf, &frame_callbacks, c)) {
         close(fd);
-        hub_release_user(w->hub, user_id);
-        free(user_id);
-        free(c);
+        conn_unref(&c->base); /* before ops->destroy has anything to free */
         return;
     }
     if (extra_len) {
@@ -881,9 +784,7 @@ void ws_conn_create(struct worker *w, int fd, const uint8_t *extra, size_t extra
         memcpy(c->extra, extra, extra_len);
         c->extra_len = extra_len;
     }
-    worker_add_conn(w, &c->base);
-    c->base.transport = MT_WEBSOCKET;
-    metrics_socket_opened(MT_WEBSOCKET);
+    conn_add(&c->base, MT_WEBSOCKET);
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = &c->ep};
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev)) {
         log_error("epoll_ctl failed", "errno=%d", errno);

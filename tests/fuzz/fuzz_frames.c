@@ -4,10 +4,11 @@
  *
  * Input: one control byte, then the bytes that arrived with the handshake (`extra`).
  *   bit 0     vsn: 0 = V1, 1 = V2
- *   bit 1     store: 0 = every request fails with RC_ENOTFOUND and the worker has no
- *             hub (worker_create(0, NULL, …)); 1 = the store grants joins and writes, and
- *             a real hub, never started, serves presence and broadcasts (which go to its
- *             own idle worker: this session never receives one)
+ *   bit 1     store: 0 = every request fails with RC_ENOTFOUND and the worker's
+ *             environment has no bus, presence or limits; 1 = the store grants joins
+ *             and writes, and a real hub, never started, is the sink of a local bus and
+ *             serves presence and limits (broadcasts go to its own idle workers: this
+ *             session never receives one)
  *   bits 2-3  the member's role when granted: member, owner, viewer, editor
  *   bits 4-5  the end of the session: 0 abort at once (ws_conn_create, ws_conn_abort,
  *             worker_free: the loop never turns, so input stops at the first join and
@@ -47,10 +48,14 @@
 
 #include "codec.h"
 #include "config.h"
+#include "bus.h"
+#include "channel.h"
 #include "conn.h"
 #include "hub.h"
+#include "presence.h"
 #include "router.h"
 #include "store.h"
+#include "user_counter.h"
 #include "util/log.h"
 #include "util/utf8.h"
 #include "worker.h"
@@ -203,23 +208,6 @@ struct peer {
     size_t out_len;
 };
 
-/* Runs the inbox: only store completions can reach this private worker. */
-static void drain_inbox(struct worker *w)
-{
-    uint64_t v;
-    ssize_t r = read(w->evfd, &v, sizeof v);
-    (void)r;
-    struct inbox_item *it = w->in_head;
-    w->in_head = w->in_tail = NULL;
-    while (it) {
-        struct inbox_item *next = it->next;
-        CHECK(it->kind == IN_STORE);
-        router_store_done(it->u.req);
-        free(it);
-        it = next;
-    }
-}
-
 /* Reads what the server wrote, keeping it for the checks; returns the bytes read. */
 static size_t peer_read(struct peer *p)
 {
@@ -259,11 +247,11 @@ static void run(struct worker *w, struct peer *p)
         for (int i = 0; i < n; i++) {
             struct ep_handler *h = evs[i].data.ptr;
             if (!h)
-                drain_inbox(w);
+                worker_drain_inbox(w);
             else
                 h->on_event(h, evs[i].events);
         }
-        bool busy = n > 0 || w->flush || w->dead || w->in_head;
+        bool busy = n > 0 || w->conns.flush || w->conns.dead || w->in_head;
         worker_before_sleep(w);
         if (!p->lazy)
             peer_read(p);
@@ -390,8 +378,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cfg.presence_batch_ms = 0;
 
     struct fake_store fs = {.base.ops = &fake_ops, .grant = grant, .role = roles[(ctl >> 2) & 3]};
-    struct hub *hub = grant ? hub_create(&cfg) : NULL;
-    struct worker *w = worker_create(0, hub, &cfg, &fs.base);
+    struct hub *hub = NULL;
+    struct worker_env bare = {.cfg = &cfg};
+    struct worker_env *env = &bare;
+    if (grant) {
+        hub = hub_create(&cfg);
+        env = hub_env(hub);
+        struct bus_sink sink = hub_sink(hub);
+        env->bus = bus_local_create(&sink);
+        env->presence = presence_create("fuzz-node", NULL, NULL);
+    }
+    env->store = &fs.base;
+    struct worker *w = worker_create(0, env, 50);
+    w->topics = chan_index_create();
     w->now_ms = START_MS;
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
     w->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -421,8 +420,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     /* The handshake took one of the user's socket slots; the session gives it back. */
-    if (hub)
-        CHECK(hub_acquire_user(hub, USER));
+    if (env->uc)
+        CHECK(user_counter_acquire(env->uc, USER, cfg.max_conns_per_user));
     char *user = strdup(USER);
     CHECK(user);
     ws_conn_create(w, sv[0], extra, extra_len, user, vsn);
@@ -433,9 +432,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case END_ABORT:
     case END_PEER_GONE: break;
     case END_SHUTDOWN:
-        /* What IN_SHUTDOWN does; then the client answers by going away. */
+        /* What the shutdown item does; then the client answers by going away. */
         w->stopping = true;
-        for (struct conn *c = w->conns; c; c = c->_next)
+        for (struct conn *c = w->conns.all; c; c = c->_next)
             c->ops->close(c, 1001, "server shutting down");
         run(w, &peer);
         if (peer.fd >= 0) {
@@ -446,13 +445,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     case END_IDLE:
         w->now_ms += cfg.idle_timeout * 1000;
-        for (struct conn *c = w->conns, *nx; c; c = nx) {
+        for (struct conn *c = w->conns.all, *nx; c; c = nx) {
             nx = c->_next;
             c->ops->tick(c, w->now_ms);
         }
         run(w, &peer);
         w->now_ms += 3000; /* past the close handshake's deadline */
-        for (struct conn *c = w->conns, *nx; c; c = nx) {
+        for (struct conn *c = w->conns.all, *nx; c; c = nx) {
             nx = c->_next;
             c->ops->tick(c, w->now_ms);
         }
@@ -461,8 +460,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     /* As worker_main ends: anything left is closed hard. */
-    while (w->conns) {
-        ws_conn_abort(w->conns);
+    while (w->conns.all) {
+        ws_conn_abort(w->conns.all);
         worker_before_sleep(w);
     }
     worker_before_sleep(w);
@@ -470,15 +469,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         run(w, &peer);
         CHECK(!w->in_head);
     }
-    CHECK(!w->conns && !w->flush && !w->dead);
-    CHECK(atomic_load(&w->nconns) == 0);
+    CHECK(!w->conns.all && !w->conns.flush && !w->conns.dead);
+    CHECK(atomic_load(&w->conns.n) == 0);
 
     if (peer.fd >= 0)
         close(peer.fd);
     check_output(&peer, vsn);
     free(peer.out);
 
-    worker_free(w); /* runs the store completions still in the inbox */
-    hub_free(hub);
+    struct chan_index *topics = w->topics;
+    worker_free(w); /* finishes the store completions still in the inbox */
+    chan_index_destroy(topics);
+    if (hub) {
+        bus_stop(env->bus);
+        presence_destroy(env->presence);
+        hub_free(hub);
+    }
     return 0;
 }

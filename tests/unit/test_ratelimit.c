@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "ratelimit.h"
+#include "user_counter.h"
 
 #define N_THREADS 4
 #define TAKES_PER_THREAD 1000

@@ -16,7 +16,7 @@
 #include "codec.h"
 #include "config.h"
 #include "conn.h"
-#include "hub.h"
+#include "bcast.h"
 #include "obuf.h"
 #include "router.h"
 #include "util/hmap.h"
@@ -162,6 +162,7 @@ static const struct channel_type test_channel = {
 
 struct fx {
     struct config cfg;
+    struct worker_env env;
     struct worker *w;
     struct fake *f;
     struct conn *c;
@@ -175,11 +176,13 @@ static int fx_setup(void **state, enum codec_vsn vsn)
     x->cfg.max_channels = 100;
     x->cfg.max_json_depth = DEPTH;
     x->cfg.idle_timeout = 60;
-    x->w = worker_create(0, NULL, &x->cfg, NULL);
+    x->env.cfg = &x->cfg;
+    x->w = worker_create(0, &x->env, 50);
     assert_non_null(x->w);
+    x->w->topics = chan_index_create();
     x->f = calloc(1, sizeof *x->f);
     assert_non_null(x->f);
-    conn_init(&x->f->base, &fake_ops, x->w, strdup("alice"), vsn);
+    conn_init(&x->f->base, &fake_ops, x->w, &x->w->conns, NULL, strdup("alice"), vsn);
     x->c = &x->f->base;
     n_join = n_handle_in = n_terminate = 0;
     n_destroyed = 0;
@@ -206,15 +209,16 @@ static int teardown(void **state)
 {
     struct fx *x = *state;
     struct worker *w = x->w;
-    conn_closed(x->c);
+    router_conn_closed(x->c);
     conn_release(x->c);
-    while (w->dead) {
-        struct conn *c = w->dead;
-        w->dead = c->_dead_next;
+    while (w->conns.dead) {
+        struct conn *c = w->conns.dead;
+        w->conns.dead = c->_dead_next;
         conn_unref(c);
     }
     assert_int_equal(n_destroyed, 1);
-    assert_int_equal(((struct hmap *)w->topics)->count, 0);
+    assert_int_equal(chan_index_topics(w->topics), 0);
+    chan_index_destroy(w->topics);
     worker_free(w);
     free(x);
     return 0;
@@ -280,7 +284,7 @@ static struct chan *chan_of(struct fx *x, const char *topic)
 /* Whether the worker's subscriber index has an entry for topic. */
 static bool subscribed(struct fx *x, const char *topic)
 {
-    return hmap_get(x->w->topics, topic, strlen(topic)) != NULL;
+    return chan_index_has(x->w->topics, topic);
 }
 
 /* Joins topic with jr = ref = r and checks the ok reply. */
@@ -300,7 +304,7 @@ static void deliver(struct chan *ch, const char *topic, const char *event, const
 {
     struct bcast *b = bcast_create(topic, event, payload, strlen(payload), 0, 0);
     assert_non_null(b);
-    router_deliver(ch, b);
+    chan_deliver(ch, b);
     bcast_unref(b);
 }
 
@@ -656,8 +660,8 @@ static void broadcast_held_while_joining(void **state)
     struct bcast *b2 = bcast_create("test:slow", "second", "{\"n\":2}", 7, 0, 0);
     assert_non_null(b1);
     assert_non_null(b2);
-    router_deliver(slow_chan, b1);
-    router_deliver(slow_chan, b2);
+    chan_deliver(slow_chan, b1);
+    chan_deliver(slow_chan, b2);
     expect_nothing(x);
     /* Held: each holds a reference of its own. */
     assert_int_equal(atomic_load(&b1->refs), 2);
@@ -669,7 +673,7 @@ static void broadcast_held_while_joining(void **state)
      * release queues behind the held ones. */
     struct bcast *b3 = bcast_create("test:slow", "third", "{\"n\":3}", 7, 0, 0);
     assert_non_null(b3);
-    router_deliver(ch, b3);
+    chan_deliver(ch, b3);
     chan_release_held(ch);
     expect_frames(x,
                   "[\"5\",\"5\",\"test:slow\",\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]",
@@ -697,7 +701,7 @@ static void slow_join_refused_drops_held(void **state)
     assert_non_null(slow_chan);
     struct bcast *b = bcast_create("test:slow", "ev", "{}", 2, 0, 0);
     assert_non_null(b);
-    router_deliver(slow_chan, b);
+    chan_deliver(slow_chan, b);
     struct chan *ch = slow_chan;
     slow_chan = NULL;
     chan_join_error(ch, "nope");
@@ -726,12 +730,12 @@ static void conn_closed_terminates_all(void **state)
     assert_non_null(slow_chan);
     struct bcast *b = bcast_create("test:slow", "ev", "{}", 2, 0, 0);
     assert_non_null(b);
-    router_deliver(slow_chan, b);
+    chan_deliver(slow_chan, b);
     slow_chan = NULL;
     assert_int_equal(x->c->n_chans, 4);
     assert_int_equal(x->c->joins_pending, 1);
 
-    conn_closed(x->c);
+    router_conn_closed(x->c);
     assert_true(x->c->closed);
     /* Joined channels terminate; the pending join just goes. No output after close. */
     assert_int_equal(n_terminate, 3);
@@ -749,7 +753,7 @@ static void conn_closed_terminates_all(void **state)
     /* A closed conn ignores input. */
     feed(x, "[null,\"9\",\"phoenix\",\"heartbeat\",{}]");
     expect_nothing(x);
-    conn_closed(x->c);
+    router_conn_closed(x->c);
     assert_int_equal(n_terminate, 3);
 }
 

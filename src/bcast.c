@@ -1,0 +1,91 @@
+/* bcast.c - broadcasts encoded once, and the broadcasts of committed rows. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bcast.h"
+#include "codec.h"
+#include "obuf.h"
+#include "store.h"
+#include "util/sbuf.h"
+#include "util/xmalloc.h"
+
+struct bcast *bcast_create(const char *topic, const char *event, const char *payload,
+                           size_t payload_len, uint64_t exclude, int64_t seq)
+{
+    struct bcast *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    atomic_init(&b->refs, 1);
+    b->topic_len = strlen(topic);
+    b->topic = xstrndup(topic, b->topic_len);
+    b->event = xstrdup(event);
+    b->exclude = exclude;
+    b->seq = seq;
+    struct sbuf s = SBUF_INIT;
+    codec_encode(CODEC_V2, &s, NULL, NULL, topic, b->topic_len, event, payload, payload_len);
+    b->v2 = obuf_create(WS_OP_TEXT, s.data, s.len);
+    sbuf_reset(&s);
+    codec_encode(CODEC_V1, &s, NULL, NULL, topic, b->topic_len, event, payload, payload_len);
+    b->v1 = obuf_create(WS_OP_TEXT, s.data, s.len);
+    sbuf_cleanup(&s);
+    if (!b->v1 || !b->v2) {
+        bcast_unref(b);
+        return NULL;
+    }
+    return b;
+}
+
+void bcast_unref(struct bcast *b)
+{
+    if (!b || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    obuf_unref(b->v1);
+    obuf_unref(b->v2);
+    free(b->topic);
+    free(b->event);
+    free(b);
+}
+
+/* Builds the broadcast of one row: topic prefix + key, the row's JSON as payload. */
+static struct bcast *of_row(const char *prefix, const char *key, const char *event,
+                            void (*append)(struct sbuf *out, const void *row), const void *row,
+                            int64_t seq)
+{
+    struct sbuf topic = SBUF_INIT, payload = SBUF_INIT;
+    sbuf_adds(&topic, prefix);
+    sbuf_adds(&topic, key);
+    append(&payload, row);
+    struct bcast *b = bcast_create(topic.data, event, payload.data, payload.len, 0, seq);
+    sbuf_cleanup(&topic);
+    sbuf_cleanup(&payload);
+    return b;
+}
+
+/* The store's JSON writers, with the row as an untyped pointer for of_row. */
+static void append_msg(struct sbuf *out, const void *row)
+{
+    store_msg_append_json(out, row);
+}
+static void append_notif(struct sbuf *out, const void *row)
+{
+    store_notif_append_json(out, row);
+}
+static void append_docop(struct sbuf *out, const void *row)
+{
+    store_docop_append_json(out, row);
+}
+
+struct bcast *bcast_of_msg(const struct store_msg *m)
+{
+    return of_row("room:", m->room_id, "new_message", append_msg, m, m->seq);
+}
+
+struct bcast *bcast_of_notif(const struct store_notif *n)
+{
+    return of_row("notifications:", n->user_id, "new_notification", append_notif, n, n->id);
+}
+
+struct bcast *bcast_of_docop(const struct store_docop *op)
+{
+    return of_row("document:", op->room_id, "document_updated", append_docop, op, op->seq);
+}

@@ -1,0 +1,49 @@
+/* bcast.h - a broadcast: one event to every subscriber of a topic, encoded once for each
+ * serializer (V2 and V1 text) into refcounted frames that every subscriber's outbound
+ * queue shares. Immutable once built; references are atomic (built on one thread,
+ * delivered by every I/O worker). */
+#ifndef RC_BCAST_H
+#define RC_BCAST_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct obuf;
+struct store_msg;
+struct store_notif;
+struct store_docop;
+
+struct bcast {
+    atomic_uint refs;
+    char *topic;
+    size_t topic_len;
+    char *event;
+    struct obuf *v2;  /* [null,null,topic,event,payload] */
+    struct obuf *v1;  /* {"event","payload","ref":null,"topic"} */
+    uint64_t exclude; /* conn id that must not receive it (0: none) */
+    int64_t seq;      /* rows: the row's seq (or notification id); 0 for ephemeral events */
+};
+
+/* Encodes a broadcast once for both serializers; refs = 1. payload is JSON text. NULL
+ * when out of memory. Any thread. */
+struct bcast *bcast_create(const char *topic, const char *event, const char *payload,
+                           size_t payload_len, uint64_t exclude, int64_t seq);
+
+/* The broadcast of a committed row: new_message to room:<id>, new_notification to
+ * notifications:<user>, document_updated to document:<id>, carrying the row's seq (the
+ * notification's id). NULL when out of memory. Any thread. */
+struct bcast *bcast_of_msg(const struct store_msg *m);
+struct bcast *bcast_of_notif(const struct store_notif *n);
+struct bcast *bcast_of_docop(const struct store_docop *op);
+
+/* Takes n more references (one per extra recipient). Any thread. */
+static inline void bcast_ref(struct bcast *b, unsigned n)
+{
+    atomic_fetch_add_explicit(&b->refs, n, memory_order_relaxed);
+}
+
+/* Drops a reference, freeing on the last. Accepts NULL. Any thread. */
+void bcast_unref(struct bcast *b);
+
+#endif
