@@ -260,6 +260,25 @@ static void steal(void **state)
     sbuf_cleanup(&b);
 }
 
+/* A buffer that has only been reserved holds the empty string, and steal of a
+ * never-used buffer gives an empty string, not NULL nor unwritten memory. */
+static void unused_buffer_is_empty_string(void **state)
+{
+    struct sbuf b = SBUF_INIT;
+    sbuf_reserve(&b, 100);
+    assert_non_null(b.data);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(b.data[0], '\0');
+    sbuf_cleanup(&b);
+
+    size_t len = 99;
+    char *p = sbuf_steal(&b, &len);
+    assert_non_null(p);
+    assert_int_equal(len, 0);
+    assert_string_equal(p, "");
+    free(p);
+}
+
 /* Quotes, backslashes and control characters, with the escapes written out. */
 static void json_escapes(void **state)
 {
@@ -432,6 +451,7 @@ int main(void)
         cmocka_unit_test(printf_appends),
         cmocka_unit_test(reset_vs_cleanup),
         cmocka_unit_test(steal),
+        cmocka_unit_test(unused_buffer_is_empty_string),
         cmocka_unit_test(json_escapes),
         cmocka_unit_test(json_every_byte),
         cmocka_unit_test(json_invalid_utf8),
