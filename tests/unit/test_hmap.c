@@ -190,6 +190,40 @@ static void keys_are_byte_strings(void **state)
     hmap_cleanup(&m);
 }
 
+/* Keys that share a hash are still told apart. Under the map's FNV-1a, "room:a" and
+ * "room:aumdh1xa" (a key and its extension) collide, and so do "user:lrnw" and
+ * "user:4pba"; with another hash this is just more distinct keys. */
+static void hash_collisions(void **state)
+{
+    int a, b, c, d;
+    for (int order = 0; order < 2; order++) {
+        struct hmap m = HMAP_INIT;
+        /* The longer key first, then the shorter, and the other way round. */
+        if (order == 0) {
+            assert_null(hmap_put(&m, "room:aumdh1xa", 13, &b));
+            assert_null(hmap_put(&m, "room:a", 6, &a));
+        } else {
+            assert_null(hmap_put(&m, "room:a", 6, &a));
+            assert_null(hmap_put(&m, "room:aumdh1xa", 13, &b));
+        }
+        assert_null(hmap_put(&m, "user:lrnw", 9, &c));
+        assert_null(hmap_put(&m, "user:4pba", 9, &d));
+        assert_int_equal(m.count, 4);
+        assert_ptr_equal(hmap_get(&m, "room:a", 6), &a);
+        assert_ptr_equal(hmap_get(&m, "room:aumdh1xa", 13), &b);
+        assert_ptr_equal(hmap_get(&m, "user:lrnw", 9), &c);
+        assert_ptr_equal(hmap_get(&m, "user:4pba", 9), &d);
+
+        assert_ptr_equal(hmap_del(&m, "room:a", 6), &a);
+        assert_null(hmap_get(&m, "room:a", 6));
+        assert_ptr_equal(hmap_get(&m, "room:aumdh1xa", 13), &b);
+        assert_ptr_equal(hmap_del(&m, "user:4pba", 9), &d);
+        assert_ptr_equal(hmap_get(&m, "user:lrnw", 9), &c);
+        assert_int_equal(m.count, 2);
+        hmap_cleanup(&m);
+    }
+}
+
 /* The map keeps its own copy of the key, NUL-terminated as hmap_each hands it out. */
 static void keys_are_copied(void **state)
 {
@@ -300,10 +334,15 @@ static void delete_all(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(empty_map),       cmocka_unit_test(put_get_del),
-        cmocka_unit_test(overwrite),       cmocka_unit_test(keys_are_byte_strings),
-        cmocka_unit_test(keys_are_copied), cmocka_unit_test(each_visits_all_once),
-        cmocka_unit_test(many_keys),       cmocka_unit_test(cleanup_and_reuse),
+        cmocka_unit_test(empty_map),
+        cmocka_unit_test(put_get_del),
+        cmocka_unit_test(overwrite),
+        cmocka_unit_test(keys_are_byte_strings),
+        cmocka_unit_test(hash_collisions),
+        cmocka_unit_test(keys_are_copied),
+        cmocka_unit_test(each_visits_all_once),
+        cmocka_unit_test(many_keys),
+        cmocka_unit_test(cleanup_and_reuse),
         cmocka_unit_test(delete_all),
     };
     return cmocka_run_group_tests_name("hmap", tests, NULL, NULL);
