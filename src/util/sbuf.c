@@ -13,6 +13,7 @@ void sbuf_reserve(struct sbuf *b, size_t n)
     while (cap < b->len + n + 1)
         cap *= 2;
     b->data = xrealloc(b->data, cap);
+    b->data[b->len] = '\0'; /* a first allocation holds no terminator yet */
     b->cap = cap;
 }
 
