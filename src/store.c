@@ -137,6 +137,25 @@ void store_complete(struct store_req *req)
     req->done(req);
 }
 
+bool store_op_is_write(enum store_op op)
+{
+    switch (op) {
+    case STORE_USER_PUT:
+    case STORE_ROOM_CREATE:
+    case STORE_ROOM_DELETE:
+    case STORE_MEMBER_PUT:
+    case STORE_MEMBER_DELETE:
+    case STORE_MESSAGE_ADD:
+    case STORE_NOTIFY_ADD:
+    case STORE_NOTIFY_READ:
+    case STORE_DOC_EDIT:
+    case STORE_DEV_SETUP:
+        return true;
+    default:
+        return false;
+    }
+}
+
 void store_close(struct store *s)
 {
     if (s)

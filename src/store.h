@@ -1,16 +1,18 @@
 /* store.h - durable rows: users, rooms, memberships, messages, notifications.
  *
- * One interface, one backend per database (store_sqlite.c; PostgreSQL later). All
- * database I/O runs on the store's own threads, never on the caller's. A caller fills a
- * struct store_req and submits it; writes are group-committed (the writer thread drains
- * its queue and commits the batch in one transaction), reads run on a reader thread.
+ * One interface, one backend per database: store_sqlite.c (sqlite:PATH) and store_pg.c
+ * (postgres://…). All database I/O runs on the store's own threads, never on the
+ * caller's. A caller fills a struct store_req and submits it; writes are group-committed
+ * (the writer thread drains its queue and commits the batch in one transaction), reads
+ * run on reader threads.
  * When the request is finished, req->done(req) is called ON A STORE THREAD: it must only
  * hand the request back to its owner (post to a worker inbox, resume an HTTP
  * connection), never block. A successful write's completion runs after its commit.
  *
- * After each commit, and whenever another process has written to the database, the
- * store reads the messages committed since the last ones it delivered, in commit order
- * (which is seq order within a room), and passes them to the message listener. */
+ * After each commit the store passes the rows it committed to the listeners, in commit
+ * order (which is seq order within a room). The SQLite store also delivers the rows that
+ * other processes commit to the same file; with PostgreSQL, rows written by other nodes
+ * reach subscribers through the bus (bus_pg.c) instead. */
 #ifndef RC_STORE_H
 #define RC_STORE_H
 
@@ -117,17 +119,19 @@ struct store_req {
     /* completion, called on a store thread */
     void (*done)(struct store_req *req);
     void *arg;
-    struct store_req *_next;
+    struct store_req *_next; /* the backend's queue or batch */
+    int64_t _queued_ms;      /* when it was queued (clock_mono_ms), store_queue.c */
 };
 
-/* Called on the writer thread with newly committed messages, in commit order. The
- * array and its strings are only valid during the call. */
+/* Called on a store thread (SQLite: the sync thread; PostgreSQL: the writer thread) with
+ * newly committed messages, in commit order. The array and its strings are only valid
+ * during the call. */
 typedef void (*store_msg_listener)(const struct store_msg *msgs, size_t n, void *arg);
 
 struct store_options {
-    const char *url;     /* sqlite:PATH */
+    const char *url;     /* sqlite:PATH, postgres://… or postgresql://… */
     int batch_max;       /* writes per transaction */
-    int data_poll_ms;    /* how often to look for writes by other processes */
+    int data_poll_ms;    /* SQLite: how often to look for writes by other processes */
     bool sync_full;      /* SQLite: fsync every commit (synchronous=FULL) */
     store_msg_listener listener; /* may be NULL */
     void *listener_arg;
@@ -168,11 +172,15 @@ void store_submit(struct store *s, struct store_req *req);
 /* Backends call this instead of req->done(req): it keeps the queue-depth metric. */
 void store_complete(struct store_req *req);
 
+/* True for the ops that change the database: backends run them on their writer thread
+ * (grouped into one transaction per batch), the others on reader threads. */
+bool store_op_is_write(enum store_op op);
+
 /* Stops the threads after finishing every queued request, closes the database and
  * frees s. Accepts NULL. Main thread. */
 void store_close(struct store *s);
 
-/* Backend function table (store_sqlite.c). */
+/* Backend function table (store_sqlite.c, store_pg.c); store.c picks one by URL scheme. */
 struct store_ops {
     const char *scheme; /* URL prefix, e.g. "sqlite:" */
     int (*open)(const struct store_options *opts, struct store **out, char *err, size_t errlen);

@@ -41,6 +41,7 @@
 #include "metrics.h"
 #include "migrations.h"
 #include "store.h"
+#include "store_queue.h"
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/thread.h"
@@ -61,19 +62,6 @@
 #define FAIL_LOG_MS 10000
 /* pg_advisory_lock key that serializes migrations across nodes ("rowcast" in ASCII). */
 #define MIGRATE_LOCK_KEY "32199642103180148"
-
-/* A request queue shared by submitters and the store threads that serve it. Alongside
- * the list, a ring holds each queued request's enqueue time (same FIFO order), for the
- * wait bound while the connection is down. */
-struct queue {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct store_req *head, *tail;
-    size_t len;
-    int64_t *since;
-    size_t since_cap, since_head;
-    bool stop;
-};
 
 /* Prepared statements; every connection prepares all of them. */
 enum stmt_id {
@@ -241,7 +229,7 @@ struct pg_store {
     char *url_safe; /* the URL without its password, for messages */
     int batch_max;
     struct link w, r[N_READERS];
-    struct queue wq, rq;
+    struct store_queue wq, rq;
     pthread_t writer, readers[N_READERS];
     int readers_started;
     bool writer_started;
@@ -280,106 +268,6 @@ static void arg_limit(struct args *a, int limit)
         arg_str(a, NULL);
     else
         arg_int(a, limit);
-}
-
-/* ---- the queue ---------------------------------------------------------------------- */
-
-/* Initializes a queue whose condition variable uses the monotonic clock. */
-static void queue_init(struct queue *q)
-{
-    memset(q, 0, sizeof *q);
-    pthread_mutex_init(&q->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&q->cv, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
-/* Frees what queue_init and queue_push allocated. */
-static void queue_cleanup(struct queue *q)
-{
-    pthread_mutex_destroy(&q->mu);
-    pthread_cond_destroy(&q->cv);
-    free(q->since);
-}
-
-/* Appends req to q and wakes its threads. */
-static void queue_push(struct queue *q, struct store_req *req)
-{
-    int64_t now = clock_mono_ms();
-    req->_next = NULL;
-    pthread_mutex_lock(&q->mu);
-    if (q->len == q->since_cap) {
-        size_t cap = q->since_cap ? q->since_cap * 2 : 256;
-        int64_t *v = xmalloc(cap * sizeof *v);
-        for (size_t i = 0; i < q->len; i++)
-            v[i] = q->since[(q->since_head + i) % q->since_cap];
-        free(q->since);
-        q->since = v;
-        q->since_cap = cap;
-        q->since_head = 0;
-    }
-    q->since[(q->since_head + q->len) % q->since_cap] = now;
-    if (q->tail)
-        q->tail->_next = req;
-    else
-        q->head = req;
-    q->tail = req;
-    q->len++;
-    /* Broadcast: a reader waiting out a reconnect must not absorb the wake-up that the
-     * other, connected reader needs. */
-    pthread_cond_broadcast(&q->cv);
-    pthread_mutex_unlock(&q->mu);
-}
-
-/* Unlinks up to max requests from the head of q (lock held). */
-static struct store_req *queue_pop_locked(struct queue *q, size_t max)
-{
-    struct store_req *head = q->head, *last = NULL;
-    size_t n = 0;
-    for (struct store_req *r = head; r && n < max; r = r->_next) {
-        last = r;
-        n++;
-    }
-    if (!last)
-        return NULL;
-    q->head = last->_next;
-    if (!q->head)
-        q->tail = NULL;
-    last->_next = NULL;
-    q->len -= n;
-    q->since_head = q->len ? (q->since_head + n) % q->since_cap : 0;
-    return head;
-}
-
-/* Takes up to max requests off q without waiting; NULL when it is empty. */
-static struct store_req *queue_take(struct queue *q, size_t max)
-{
-    pthread_mutex_lock(&q->mu);
-    struct store_req *head = queue_pop_locked(q, max);
-    pthread_mutex_unlock(&q->mu);
-    return head;
-}
-
-/* Waits until q holds a request or is stopped. Returns true when it holds one. */
-static bool queue_wait(struct queue *q)
-{
-    pthread_mutex_lock(&q->mu);
-    while (!q->head && !q->stop)
-        pthread_cond_wait(&q->cv, &q->mu);
-    bool any = q->head != NULL;
-    pthread_mutex_unlock(&q->mu);
-    return any;
-}
-
-/* Sets the stop flag and wakes every thread of q. */
-static void queue_stop(struct queue *q)
-{
-    pthread_mutex_lock(&q->mu);
-    q->stop = true;
-    pthread_cond_broadcast(&q->cv);
-    pthread_mutex_unlock(&q->mu);
 }
 
 /* Completes a list of requests with rc. */
@@ -694,41 +582,13 @@ static void link_check(struct link *l)
 }
 
 /* While the link is down (a reconnect attempt failed): fails the requests of q that
- * waited WAIT_CONNECT_MS, and every PING at once (a health probe must not wait for the
- * database to come back), or all of them with all. Returns the enqueue time of the oldest
- * request left, or -1 when q is empty. */
-static int64_t expire_waiting(struct queue *q, bool all)
+ * waited WAIT_CONNECT_MS, and every PING at once, or all of them with all. Returns the
+ * enqueue time of the oldest request left, or -1 when q is empty. */
+static int64_t expire_waiting(struct store_queue *q, bool all)
 {
-    int64_t cutoff = clock_mono_ms() - WAIT_CONNECT_MS;
-    struct store_req *expired = NULL, **expired_tail = &expired;
-    struct store_req *kept = NULL, *kept_tail = NULL;
-    size_t n_kept = 0, i = 0;
-    pthread_mutex_lock(&q->mu);
-    /* One pass, compacting the list and its ring of enqueue times in place (slot n_kept
-     * is written only after slot i >= n_kept was read). */
-    for (struct store_req *r = q->head, *next; r; r = next, i++) {
-        next = r->_next;
-        r->_next = NULL;
-        int64_t since = q->since[(q->since_head + i) % q->since_cap];
-        if (all || r->op == STORE_PING || since <= cutoff) {
-            *expired_tail = r;
-            expired_tail = &r->_next;
-            continue;
-        }
-        if (kept_tail)
-            kept_tail->_next = r;
-        else
-            kept = r;
-        kept_tail = r;
-        q->since[(q->since_head + n_kept++) % q->since_cap] = since;
-    }
-    q->head = kept;
-    q->tail = kept_tail;
-    q->len = n_kept;
-    if (!n_kept)
-        q->since_head = 0;
-    int64_t oldest = n_kept ? q->since[q->since_head] : -1;
-    pthread_mutex_unlock(&q->mu);
+    int64_t oldest;
+    struct store_req *expired =
+        store_queue_expire(q, all ? INT64_MAX : clock_mono_ms() - WAIT_CONNECT_MS, &oldest);
     complete_all(expired, RC_ESTORE);
     return oldest;
 }
@@ -736,7 +596,7 @@ static int64_t expire_waiting(struct queue *q, bool all)
 /* Makes sure the link is connected before its thread serves q: reconnects with backoff,
  * failing the requests that wait too long meanwhile. Returns true when connected, false
  * when q emptied (or the store is stopping) before a connection came up. */
-static bool link_up(struct pg_store *s, struct link *l, struct queue *q)
+static bool link_up(struct pg_store *s, struct link *l, struct store_queue *q)
 {
     link_check(l);
     while (!l->conn) {
@@ -761,11 +621,8 @@ static bool link_up(struct pg_store *s, struct link *l, struct queue *q)
             l->backoff_ms = BACKOFF_MAX_MS;
         int64_t retry_at = now + l->backoff_ms;
         for (;;) {
-            pthread_mutex_lock(&q->mu);
-            bool stopping = q->stop;
-            pthread_mutex_unlock(&q->mu);
             /* Stopping: that attempt was the last one. */
-            int64_t oldest = expire_waiting(q, stopping);
+            int64_t oldest = expire_waiting(q, store_queue_stopped(q));
             if (oldest < 0)
                 return false;
             now = clock_mono_ms();
@@ -773,14 +630,7 @@ static bool link_up(struct pg_store *s, struct link *l, struct queue *q)
                 break;
             int64_t until =
                 oldest + WAIT_CONNECT_MS < retry_at ? oldest + WAIT_CONNECT_MS : retry_at;
-            struct timespec ts = {.tv_sec = (time_t)(until / 1000),
-                                  .tv_nsec = (long)(until % 1000) * 1000000L};
-            pthread_mutex_lock(&q->mu);
-            if (!q->stop)
-                pthread_cond_timedwait(&q->cv, &q->mu, &ts);
-            stopping = q->stop;
-            pthread_mutex_unlock(&q->mu);
-            if (stopping)
+            if (store_queue_sleep(q, until))
                 break; /* one more attempt right away, then give up */
         }
     }
@@ -800,23 +650,6 @@ static bool send_stmt(struct link *l, enum stmt_id id, const struct args *a)
 }
 
 /* ---- reads ---------------------------------------------------------------------------- */
-
-/* True for requests that run on the writer thread. */
-static bool is_write(enum store_op op)
-{
-    switch (op) {
-    case STORE_USER_PUT:
-    case STORE_ROOM_CREATE:
-    case STORE_ROOM_DELETE:
-    case STORE_MEMBER_PUT:
-    case STORE_MEMBER_DELETE:
-    case STORE_MESSAGE_ADD:
-    case STORE_NOTIFY_ADD:
-    case STORE_NOTIFY_READ:
-    case STORE_DOC_EDIT: return true;
-    default: return false;
-    }
-}
 
 /* Chooses the statement of a read request and fills its arguments; ST_COUNT for an op
  * that is not a read. */
@@ -1645,11 +1478,11 @@ static void *writer_main(void *arg)
     thread_name("rc-pg-writer");
     struct pg_store *s = arg;
     for (;;) {
-        if (!queue_wait(&s->wq))
+        if (!store_queue_wait(&s->wq))
             break; /* stopped and drained */
         if (!link_up(s, &s->w, &s->wq))
             continue;
-        struct store_req *batch = queue_take(&s->wq, (size_t)s->batch_max);
+        struct store_req *batch = store_queue_take(&s->wq, (size_t)s->batch_max, 0, NULL);
         if (batch)
             run_batch(s, batch);
     }
@@ -1670,11 +1503,11 @@ static void *reader_main(void *arg)
     struct link *l = ((struct reader_arg *)arg)->l;
     free(arg);
     for (;;) {
-        if (!queue_wait(&s->rq))
+        if (!store_queue_wait(&s->rq))
             break;
         if (!link_up(s, l, &s->rq))
             continue;
-        struct store_req *batch = queue_take(&s->rq, READ_BATCH);
+        struct store_req *batch = store_queue_take(&s->rq, READ_BATCH, 0, NULL);
         if (batch)
             run_reads(l, batch);
     }
@@ -1781,8 +1614,8 @@ static int migrate_url(const char *url, const char *url_safe, int *applied, char
 /* Stops the threads (after the queues drain), closes the connections, frees s. */
 static void pg_destroy(struct pg_store *s)
 {
-    queue_stop(&s->wq);
-    queue_stop(&s->rq);
+    store_queue_stop(&s->wq);
+    store_queue_stop(&s->rq);
     if (s->writer_started)
         pthread_join(s->writer, NULL);
     for (int i = 0; i < s->readers_started; i++)
@@ -1794,8 +1627,8 @@ static void pg_destroy(struct pg_store *s)
             PQfinish(s->r[i].conn);
     /* Nothing can be queued any more: the threads drained the queues (or never ran, and
      * open failed before anyone could submit). */
-    queue_cleanup(&s->wq);
-    queue_cleanup(&s->rq);
+    store_queue_cleanup(&s->wq);
+    store_queue_cleanup(&s->rq);
     free(s->batch);
     free(s->url);
     free(s->url_safe);
@@ -1815,8 +1648,8 @@ static int pg_open(const struct store_options *opts, struct store **out, char *e
     s->listener_arg = opts->listener_arg;
     s->notif_listener = opts->notif_listener;
     s->docop_listener = opts->docop_listener;
-    queue_init(&s->wq);
-    queue_init(&s->rq);
+    store_queue_init(&s->wq);
+    store_queue_init(&s->rq);
     snprintf(s->w.name, sizeof s->w.name, "writer");
     s->w.report = true;
     for (int i = 0; i < N_READERS; i++)
@@ -1873,7 +1706,7 @@ static void pg_set_listener(struct store *base, store_msg_listener fn, void *arg
 static void pg_submit(struct store *base, struct store_req *req)
 {
     struct pg_store *s = (struct pg_store *)base;
-    queue_push(is_write(req->op) ? &s->wq : &s->rq, req);
+    store_queue_push(store_op_is_write(req->op) ? &s->wq : &s->rq, req);
 }
 
 static void pg_close(struct store *base)

@@ -22,6 +22,7 @@
 #include "migrations.h"
 #include "metrics.h"
 #include "store.h"
+#include "store_queue.h"
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/thread.h"
@@ -29,15 +30,6 @@
 
 /* Rows read per query when looking for newly committed messages. */
 #define SCAN_CHUNK 512
-
-/* A request queue shared by submitters and one store thread. */
-struct queue {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct store_req *head, *tail;
-    size_t len;
-    bool stop;
-};
 
 /* Prepared statements, one set per connection. */
 enum stmt_id {
@@ -151,7 +143,7 @@ struct sqlite_store {
     int data_poll_ms;
     bool sync_full;
     struct conn w, r, d; /* writer, reader, delivery (sync thread) */
-    struct queue wq, rq;
+    struct store_queue wq, rq;
     pthread_t writer, reader, syncer;
     bool threads_started;
     /* writer → sync thread */
@@ -832,26 +824,6 @@ static int run_write(struct conn *c, struct store_req *req)
     return rc;
 }
 
-/* True for requests that run on the writer thread. */
-static bool is_write(enum store_op op)
-{
-    switch (op) {
-    case STORE_USER_PUT:
-    case STORE_ROOM_CREATE:
-    case STORE_ROOM_DELETE:
-    case STORE_MEMBER_PUT:
-    case STORE_MEMBER_DELETE:
-    case STORE_MESSAGE_ADD:
-    case STORE_NOTIFY_ADD:
-    case STORE_NOTIFY_READ:
-    case STORE_DOC_EDIT:
-    case STORE_DEV_SETUP:
-        return true;
-    default:
-        return false;
-    }
-}
-
 /* Which tables delivery looks at. */
 enum {
     SCAN_MESSAGES = 1,
@@ -1112,78 +1084,6 @@ static void *syncer_main(void *arg)
     return NULL;
 }
 
-/* Takes up to max requests off q, waiting up to wait_ms for the first; NULL on
- * timeout or when stopped and empty. */
-static struct store_req *queue_take(struct queue *q, size_t max, int wait_ms, bool *stopped)
-{
-    pthread_mutex_lock(&q->mu);
-    if (!q->head && !q->stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += wait_ms / 1000;
-        ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        while (!q->head && !q->stop)
-            if (pthread_cond_timedwait(&q->cv, &q->mu, &ts) == ETIMEDOUT)
-                break;
-    }
-    struct store_req *head = q->head, *last = NULL;
-    size_t n = 0;
-    for (struct store_req *r = head; r && n < max; r = r->_next) {
-        last = r;
-        n++;
-    }
-    if (last) {
-        q->head = last->_next;
-        if (!q->head)
-            q->tail = NULL;
-        last->_next = NULL;
-        q->len -= n;
-    }
-    *stopped = q->stop && !q->head;
-    pthread_mutex_unlock(&q->mu);
-    return head;
-}
-
-/* Appends req to q and wakes its thread. */
-static void queue_push(struct queue *q, struct store_req *req)
-{
-    req->_next = NULL;
-    pthread_mutex_lock(&q->mu);
-    if (q->tail)
-        q->tail->_next = req;
-    else
-        q->head = req;
-    q->tail = req;
-    q->len++;
-    pthread_cond_signal(&q->cv);
-    pthread_mutex_unlock(&q->mu);
-}
-
-/* Initializes a queue whose condition variable uses the monotonic clock. */
-static void queue_init(struct queue *q)
-{
-    memset(q, 0, sizeof *q);
-    pthread_mutex_init(&q->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&q->cv, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
-/* Sets the stop flag and wakes the thread. */
-static void queue_stop(struct queue *q)
-{
-    pthread_mutex_lock(&q->mu);
-    q->stop = true;
-    pthread_cond_broadcast(&q->cv);
-    pthread_mutex_unlock(&q->mu);
-}
-
 /* The writer thread: group commit; the sync thread does the rest. */
 static void *writer_main(void *arg)
 {
@@ -1193,7 +1093,7 @@ static void *writer_main(void *arg)
     for (;;) {
         bool stopped;
         struct store_req *batch =
-            queue_take(&s->wq, (size_t)s->batch_max, s->data_poll_ms, &stopped);
+            store_queue_take(&s->wq, (size_t)s->batch_max, s->data_poll_ms, &stopped);
         if (batch)
             commit_batch(s, batch);
         /* Commits by other processes: looked for every data_poll_ms, busy or not. */
@@ -1236,7 +1136,7 @@ static void *reader_main(void *arg)
     int64_t next_checkpoint = clock_mono_ms() + CHECKPOINT_MS;
     for (;;) {
         bool stopped;
-        struct store_req *batch = queue_take(&s->rq, 64, CHECKPOINT_MS, &stopped);
+        struct store_req *batch = store_queue_take(&s->rq, 64, CHECKPOINT_MS, &stopped);
         if (clock_mono_ms() >= next_checkpoint) {
             checkpoint(s);
             next_checkpoint = clock_mono_ms() + CHECKPOINT_MS;
@@ -1283,8 +1183,8 @@ static int sq_open(const struct store_options *opts, struct store **out, char *e
     s->listener_arg = opts->listener_arg;
     s->notif_listener = opts->notif_listener;
     s->docop_listener = opts->docop_listener;
-    queue_init(&s->wq);
-    queue_init(&s->rq);
+    store_queue_init(&s->wq);
+    store_queue_init(&s->rq);
     pthread_mutex_init(&s->smu, NULL);
     pthread_cond_init(&s->scv, NULL);
     s->wal_fd = -1;
@@ -1333,7 +1233,7 @@ static int sq_open(const struct store_options *opts, struct store **out, char *e
         goto fail;
     }
     if (pthread_create(&s->reader, NULL, reader_main, s)) {
-        queue_stop(&s->wq);
+        store_queue_stop(&s->wq);
         pthread_join(s->writer, NULL);
         pthread_join(s->syncer, NULL);
         snprintf(err, errlen, "cannot start the store reader thread");
@@ -1351,10 +1251,8 @@ fail:
         close(s->wal_fd);
     pthread_mutex_destroy(&s->smu);
     pthread_cond_destroy(&s->scv);
-    pthread_mutex_destroy(&s->wq.mu);
-    pthread_cond_destroy(&s->wq.cv);
-    pthread_mutex_destroy(&s->rq.mu);
-    pthread_cond_destroy(&s->rq.cv);
+    store_queue_cleanup(&s->wq);
+    store_queue_cleanup(&s->rq);
     free(s->path);
     free(s);
     return rc;
@@ -1381,14 +1279,14 @@ static void sq_set_listener(struct store *base, store_msg_listener fn, void *arg
 static void sq_submit(struct store *base, struct store_req *req)
 {
     struct sqlite_store *s = (struct sqlite_store *)base;
-    queue_push(is_write(req->op) ? &s->wq : &s->rq, req);
+    store_queue_push(store_op_is_write(req->op) ? &s->wq : &s->rq, req);
 }
 
 static void sq_close(struct store *base)
 {
     struct sqlite_store *s = (struct sqlite_store *)base;
-    queue_stop(&s->wq);
-    queue_stop(&s->rq);
+    store_queue_stop(&s->wq);
+    store_queue_stop(&s->rq);
     if (s->threads_started) {
         pthread_join(s->writer, NULL);
         pthread_join(s->syncer, NULL); /* after the writer: it drains what was committed */
@@ -1401,10 +1299,8 @@ static void sq_close(struct store *base)
         close(s->wal_fd);
     pthread_mutex_destroy(&s->smu);
     pthread_cond_destroy(&s->scv);
-    pthread_mutex_destroy(&s->wq.mu);
-    pthread_cond_destroy(&s->wq.cv);
-    pthread_mutex_destroy(&s->rq.mu);
-    pthread_cond_destroy(&s->rq.cv);
+    store_queue_cleanup(&s->wq);
+    store_queue_cleanup(&s->rq);
     free(s->path);
     free(s);
 }
