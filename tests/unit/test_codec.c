@@ -1,5 +1,5 @@
 /* test_codec.c - the Phoenix wire format against the golden frames in tests/data and
- * the examples of docs/phoenix-protocol.md §1.3, §2, §3 and §12. */
+ * the examples of docs/phoenix-protocol.md §1.3, §2, §3 and §11. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -210,7 +210,7 @@ static void test_vsn_table(void **state)
         {"2.0.9", 0, CODEC_V2},
         {"2.0.10", 0, CODEC_V2},
         {"2.0.123456", 0, CODEC_V2},
-        /* §1.3: observed 403s */
+        /* §1.3: refused with 403 */
         {"2.1.0", RC_EINVAL, 0},
         {"3.0.0", RC_EINVAL, 0},
         {"2.0", RC_EINVAL, 0},
@@ -342,7 +342,7 @@ static void test_text_truncations(void **state)
 
 static void test_v2_numeric_ref_and_topic(void **state)
 {
-    /* §12.2: ["9",2,"phoenix","heartbeat",{}] → reply [null,2,"phoenix","phx_reply",…] */
+    /* §11.2: ["9",2,"phoenix","heartbeat",{}] → reply [null,2,"phoenix","phx_reply",…] */
     const char *in = "[\"9\",2,\"phoenix\",\"heartbeat\",{}]";
     struct phx_in m;
     assert_int_equal(codec_decode_text(CODEC_V2, in, strlen(in), DEPTH, &m), 0);
@@ -711,7 +711,7 @@ static void test_binary_utf8(void **state)
 
 static void test_binary_heartbeat_text_reply(void **state)
 {
-    /* §12.7: binary heartbeat, jr empty → reply [null,"8","phoenix","phx_reply",…] */
+    /* §11.7: binary heartbeat, jr empty → reply [null,"8","phoenix","phx_reply",…] */
     static const uint8_t hb[] = {0x00, 0x00, 0x01, 0x07, 0x09, 0x38, 0x70, 0x68, 0x6f, 0x65, 0x6e,
                                  0x69, 0x78, 0x68, 0x65, 0x61, 0x72, 0x74, 0x62, 0x65, 0x61, 0x74};
     struct phx_in m;

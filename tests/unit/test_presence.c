@@ -1,5 +1,5 @@
 /* test_presence.c - Presence state and diffs (docs/phoenix-protocol.md §7 and the
- * transcript of §12.6), through the public API. Outputs are parsed with jansson and
+ * transcript of §11.6), through the public API. Outputs are parsed with jansson and
  * checked for structure, since phx_refs are minted from the clock. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -299,7 +299,7 @@ static void update_joins_and_leaves(void **state)
     json_decref(s0);
 }
 
-/* A second update chains: its leaves carry the older phx_ref_prev (§12.6). */
+/* A second update chains: its leaves carry the older phx_ref_prev (§11.6). */
 static void update_chains(void **state)
 {
     struct fx *f = *state;

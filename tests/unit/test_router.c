@@ -1,5 +1,5 @@
 /* test_router.c - Phoenix channel semantics of the router (docs/phoenix-protocol.md §4
- * and the transcripts of §12.2-12.4), driven through its public API on a worker that is
+ * and the transcripts of §11.2-11.4), driven through its public API on a worker that is
  * never started and a fake transport that records what it is asked to send. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -321,7 +321,7 @@ static void heartbeat_ok(void **state)
 static void heartbeat_with_jr_and_numeric_ref(void **state)
 {
     struct fx *x = *state;
-    /* §12.2: jr given and a numeric ref: null jr, the ref echoed as a number. */
+    /* §11.2: jr given and a numeric ref: null jr, the ref echoed as a number. */
     feed(x, "[\"9\",2,\"phoenix\",\"heartbeat\",{}]");
     expect_frames(x, "[null,2,\"phoenix\",\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]",
                   NULL);
@@ -374,7 +374,7 @@ static void join_ok_reply(void **state)
 static void join_unmatched_prefix(void **state)
 {
     struct fx *x = *state;
-    /* §12.2: no route → null jr even though the join carried one. */
+    /* §11.2: no route → null jr even though the join carried one. */
     feed(x, "[\"2\",\"2\",\"nope:1\",\"phx_join\",{}]");
     expect_frames(x,
                   "[null,\"2\",\"nope:1\",\"phx_reply\",{\"response\":{\"reason\":\"unmatched "
@@ -449,7 +449,7 @@ static void join_null_jr_uses_ref(void **state)
 static void join_null_jr_reply_and_close(void **state)
 {
     struct fx *x = *state;
-    /* §4.2 (observed): join [null,"21",…] → reply [null,"21",…]; its phx_close carries
+    /* §4.2: join [null,"21",…] → reply [null,"21",…]; its phx_close carries
      * null/null. */
     feed(x, "[null,\"21\",\"test:ok\",\"phx_join\",{}]");
     expect_frames(x, "[null,\"21\",\"test:ok\",\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]",
@@ -582,7 +582,7 @@ static void leave_matching_jr(void **state)
     assert_int_equal(x->c->n_chans, 0);
     assert_null(x->c->chans);
     assert_false(subscribed(x, "test:ok"));
-    /* §12.3: use after leave → unmatched topic. */
+    /* §11.3: use after leave → unmatched topic. */
     feed(x, "[\"3\",\"20\",\"test:ok\",\"whatever\",{}]");
     expect_frames(x,
                   "[null,\"20\",\"test:ok\",\"phx_reply\",{\"response\":{\"reason\":"
@@ -801,7 +801,7 @@ static void v1_replies(void **state)
 static void v1_join_without_join_ref(void **state)
 {
     struct fx *x = *state;
-    /* §12.4: a join without join_ref, then a duplicate: the close's ref is the join_ref
+    /* §11.4: a join without join_ref, then a duplicate: the close's ref is the join_ref
      * as it arrived, null. */
     feed(x, "{\"topic\":\"test:ok\",\"event\":\"phx_join\",\"payload\":{},\"ref\":\"7\"}");
     expect_frames(x,
