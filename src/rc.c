@@ -15,6 +15,7 @@ const char *rc_strerror(int rc)
     case RC_EIO: return "i/o error";
     case RC_EEXPIRED: return "expired";
     case RC_EFORBIDDEN: return "forbidden";
+    case RC_EGONE: return "deleted";
     }
     return "unknown error";
 }

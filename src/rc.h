@@ -18,6 +18,7 @@ enum rc_code {
     RC_EIO = -9,      /* operating-system I/O error */
     RC_EEXPIRED = -10, /* credential expired */
     RC_EFORBIDDEN = -11, /* authenticated but not allowed */
+    RC_EGONE = -12,   /* the row was deleted (a tombstone remains) */
 };
 
 /* Human-readable name of an rc_code; never NULL. Any thread. */

@@ -14,6 +14,7 @@ struct store_req *store_req_create(enum store_op op)
     r->op = op;
     r->after_seq = -1;
     r->before_seq = -1;
+    r->since_version = -1;
     r->limit = 50;
     return r;
 }
@@ -23,7 +24,25 @@ void store_msg_cleanup(struct store_msg *m)
     free(m->room_id);
     free(m->user_id);
     free(m->body);
-    m->room_id = m->user_id = m->body = NULL;
+    free(m->reactions);
+    m->room_id = m->user_id = m->body = m->reactions = NULL;
+}
+
+void store_change_cleanup(struct store_change *c)
+{
+    free(c->room_id);
+    free(c->user_id);
+    free(c->event);
+    free(c->payload);
+    c->room_id = c->user_id = c->event = c->payload = NULL;
+}
+
+void store_user_room_cleanup(struct store_user_room *r)
+{
+    free(r->room_id);
+    free(r->name);
+    free(r->role);
+    r->room_id = r->name = r->role = NULL;
 }
 
 /* Frees a member's strings. */
@@ -84,6 +103,12 @@ void store_req_destroy(struct store_req *r)
     for (size_t i = 0; i < r->n_members; i++)
         member_cleanup(&r->members[i]);
     free(r->members);
+    for (size_t i = 0; i < r->n_changes; i++)
+        store_change_cleanup(&r->changes[i]);
+    free(r->changes);
+    for (size_t i = 0; i < r->n_user_rooms; i++)
+        store_user_room_cleanup(&r->user_rooms[i]);
+    free(r->user_rooms);
     free(r);
 }
 
@@ -120,7 +145,7 @@ int store_migrate(const char *url, int *applied, char *err, size_t errlen)
     return ops->migrate(url, applied, err, errlen);
 }
 
-void store_set_listener(struct store *s, store_msg_listener fn, void *arg)
+void store_set_listener(struct store *s, store_change_listener fn, void *arg)
 {
     s->ops->set_listener(s, fn, arg);
 }
@@ -150,6 +175,11 @@ bool store_op_is_write(enum store_op op)
     case STORE_NOTIFY_READ:
     case STORE_DOC_EDIT:
     case STORE_DEV_SETUP:
+    case STORE_MESSAGE_EDIT:
+    case STORE_MESSAGE_DELETE:
+    case STORE_REACTION_PUT:
+    case STORE_REACTION_DELETE:
+    case STORE_READ_MARK:
         return true;
     default:
         return false;
@@ -164,12 +194,36 @@ void store_close(struct store *s)
 
 void store_msg_append_json(struct sbuf *out, const struct store_msg *m)
 {
+    if (m->deleted_at[0]) {
+        sbuf_adds(out, "{\"deleted\":true,\"deleted_at\":");
+        sbuf_add_json_str(out, m->deleted_at, strlen(m->deleted_at));
+        sbuf_printf(out, ",\"seq\":%lld}", (long long)m->seq);
+        return;
+    }
     sbuf_adds(out, "{\"body\":");
     sbuf_add_json_str(out, m->body, strlen(m->body));
+    if (m->edited_at[0]) {
+        sbuf_adds(out, ",\"edited_at\":");
+        sbuf_add_json_str(out, m->edited_at, strlen(m->edited_at));
+    }
     sbuf_printf(out, ",\"id\":%lld,\"inserted_at\":", (long long)m->id);
     sbuf_add_json_str(out, m->inserted_at, strlen(m->inserted_at));
+    sbuf_adds(out, ",\"reactions\":");
+    sbuf_adds(out, m->reactions ? m->reactions : "[]");
+    sbuf_printf(out, ",\"reply_count\":%lld", (long long)m->reply_count);
+    if (m->reply_to > 0)
+        sbuf_printf(out, ",\"reply_to\":%lld", (long long)m->reply_to);
     sbuf_printf(out, ",\"seq\":%lld,\"user_id\":", (long long)m->seq);
     sbuf_add_json_str(out, m->user_id, strlen(m->user_id));
+    sbuf_addc(out, '}');
+}
+
+void store_change_append_json(struct sbuf *out, const struct store_change *c)
+{
+    sbuf_adds(out, "{\"event\":");
+    sbuf_add_json_str(out, c->event, strlen(c->event));
+    sbuf_adds(out, ",\"payload\":");
+    sbuf_adds(out, c->payload);
     sbuf_addc(out, '}');
 }
 
