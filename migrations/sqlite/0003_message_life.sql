@@ -100,6 +100,12 @@ BEGIN
     UPDATE messages SET body = '' WHERE id = NEW.id;
 END;
 
+CREATE TRIGGER messages_stay_deleted BEFORE UPDATE OF deleted_at ON messages
+WHEN OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NOT OLD.deleted_at
+BEGIN
+    SELECT RAISE(ABORT, 'rowcast: a deleted message stays deleted');
+END;
+
 -- A delete: deleted_at set on a message that was not deleted. The body is erased from the
 -- row and from the room's earlier changes of that message.
 CREATE TRIGGER messages_delete AFTER UPDATE OF deleted_at ON messages
