@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "presence.h"
 #include "store.h"
+#include "store_pg_int.h"
 #include "util/clock.h"
 #include "util/hmap.h"
 #include "util/log.h"
@@ -102,43 +103,24 @@ static PGresult *q(PGconn *c, const char *sql, int n, const char *const *params)
     return r;
 }
 
-/* Copies a text column (NULL stays NULL). */
-static char *col(PGresult *r, int row, int c)
-{
-    return PQgetisnull(r, row, c) ? NULL : xstrdup(PQgetvalue(r, row, c));
-}
-
-/* Row builders: one result row into a typed array slot. */
-static int64_t row_msg(PGresult *r, int i, void *slot)
+/* Row builders: one result row into a typed array slot, through the store's readers;
+ * key is the feed's key (the row's room or user). Each returns the row's order value. */
+static int64_t row_msg(const PGresult *r, int i, const char *key, void *slot)
 {
     struct store_msg *m = slot;
-    m->id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
-    m->room_id = col(r, i, 1);
-    m->seq = strtoll(PQgetvalue(r, i, 2), NULL, 10);
-    m->user_id = col(r, i, 3);
-    m->body = col(r, i, 4);
-    snprintf(m->inserted_at, sizeof m->inserted_at, "%s", PQgetvalue(r, i, 5));
+    store_pg_read_msg(r, i, 0, key, m);
     return m->seq;
 }
-static int64_t row_docop(PGresult *r, int i, void *slot)
+static int64_t row_docop(const PGresult *r, int i, const char *key, void *slot)
 {
     struct store_docop *op = slot;
-    op->id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
-    op->room_id = col(r, i, 1);
-    op->seq = strtoll(PQgetvalue(r, i, 2), NULL, 10);
-    op->user_id = col(r, i, 3);
-    op->operation = col(r, i, 4);
-    op->data = col(r, i, 5);
-    snprintf(op->inserted_at, sizeof op->inserted_at, "%s", PQgetvalue(r, i, 6));
+    store_pg_read_docop(r, i, 0, key, op);
     return op->seq;
 }
-static int64_t row_notif(PGresult *r, int i, void *slot)
+static int64_t row_notif(const PGresult *r, int i, const char *key, void *slot)
 {
     struct store_notif *n = slot;
-    n->id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
-    n->user_id = col(r, i, 1);
-    n->payload = col(r, i, 2);
-    snprintf(n->inserted_at, sizeof n->inserted_at, "%s", PQgetvalue(r, i, 3));
+    store_pg_read_notif(r, i, 0, key, n);
     return n->id;
 }
 
@@ -166,30 +148,31 @@ static void give_notifs(struct pg_bus *b, void *rows, size_t n)
 }
 
 /* A kind of row the bus delivers: its query (key, after, limit), prepared under name on
- * every (re)connect, row size, builder. */
+ * every (re)connect, row size, builder. The query selects the columns the builder's
+ * store reader reads (store_pg_int.h). */
 struct feed {
     const char *name;
     const char *sql;
     size_t size;
-    int64_t (*row)(PGresult *r, int i, void *slot); /* returns the row's order value */
+    int64_t (*row)(const PGresult *r, int i, const char *key, void *slot);
     void (*give)(struct pg_bus *b, void *rows, size_t n);
 };
 
 static const struct feed feed_messages = {
     "rc_feed_messages",
-    "SELECT id, room_id, seq, user_id, body, rowcast_iso(inserted_at) FROM messages "
+    "SELECT " STORE_PG_MSG_COLS("") " FROM messages "
     "WHERE room_id = $1 AND seq > $2::bigint ORDER BY seq LIMIT $3::int",
     sizeof(struct store_msg), row_msg, give_msgs};
 static const struct feed feed_docops = {
     "rc_feed_docops",
-    "SELECT id, room_id, seq, user_id, operation, data::text, rowcast_iso(inserted_at) "
-    "FROM document_ops WHERE room_id = $1 AND seq > $2::bigint ORDER BY seq LIMIT $3::int",
+    "SELECT " STORE_PG_DOCOP_COLS("") " FROM document_ops "
+    "WHERE room_id = $1 AND seq > $2::bigint ORDER BY seq LIMIT $3::int",
     sizeof(struct store_docop), row_docop, give_docops};
 /* Notification ids grow per user in commit order: the schema assigns them under a
  * per-user lock. */
 static const struct feed feed_notifs = {
     "rc_feed_notifs",
-    "SELECT id, user_id, payload::text, rowcast_iso(inserted_at) FROM notifications "
+    "SELECT " STORE_PG_NOTIF_COLS("") " FROM notifications "
     "WHERE user_id = $1 AND id > $2::bigint ORDER BY id LIMIT $3::int",
     sizeof(struct store_notif), row_notif, give_notifs};
 static const struct feed *const feeds[] = {&feed_messages, &feed_docops, &feed_notifs};
@@ -235,7 +218,7 @@ static void deliver(struct pg_bus *b, const struct feed *f, struct hmap *marks, 
         if (n) {
             char *rows = xcalloc((size_t)n, f->size);
             for (int i = 0; i < n; i++)
-                m->v = f->row(r, i, rows + (size_t)i * f->size);
+                m->v = f->row(r, i, key, rows + (size_t)i * f->size);
             f->give(b, rows, (size_t)n);
             free(rows);
             if (m == &first)

@@ -5,7 +5,9 @@
  * request in its own savepoint, then COMMIT. A request that fails is rolled back to its
  * savepoint and the requests after it are sent again, so it affects no other. Every
  * request is one prepared statement (CTEs where it needs several steps), so no request
- * needs a round trip of its own.
+ * needs a round trip of its own. This file is the connections, the threads and the
+ * round trips; the statements, their arguments and the rows they return are
+ * store_pg_sql.c's (store_pg_int.h).
  *
  * Two reader connections, each with its own thread, share the read queue and pipeline
  * the queries they take from it: one statement and one sync point per request, so each
@@ -29,7 +31,6 @@
  * NOTIFY wake-ups come from the triggers of sql/notify.sql. */
 #include <errno.h>
 #include <inttypes.h>
-#include <jansson.h>
 #include <libpq-fe.h>
 #include <poll.h>
 #include <pthread.h>
@@ -41,6 +42,7 @@
 #include "metrics.h"
 #include "migrations.h"
 #include "store.h"
+#include "store_pg_int.h"
 #include "store_queue.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -62,155 +64,6 @@
 #define FAIL_LOG_MS 10000
 /* pg_advisory_lock key that serializes migrations across nodes ("rowcast" in ASCII). */
 #define MIGRATE_LOCK_KEY "32199642103180148"
-
-/* Prepared statements; every connection prepares all of them. */
-enum stmt_id {
-    ST_BEGIN,
-    ST_COMMIT,
-    ST_ROLLBACK,
-    ST_SAVEPOINT,
-    ST_RELEASE,
-    ST_ROLLBACK_TO,
-    ST_LOCK_ROOMS,
-    ST_LOCK_USERS,
-    ST_USER_PUT,
-    ST_ROOM_CREATE,
-    ST_ROOM_DELETE,
-    ST_MEMBER_PUT,
-    ST_MEMBER_DELETE,
-    ST_MSG_ADD,
-    ST_MSG_ADD_MANY,
-    ST_NOTIF_ADD,
-    ST_NOTIF_READ,
-    ST_DOCOP_ADD,
-    ST_PING,
-    ST_ROOM_GET,
-    ST_MEMBERS_LIST,
-    ST_PAGE_ASC,
-    ST_PAGE_DESC,
-    ST_JOIN_ASC,
-    ST_JOIN_DESC,
-    ST_DOC_JOIN_ASC,
-    ST_DOC_JOIN_DESC,
-    ST_NOTIF_UNREAD,
-    ST_COUNT
-};
-
-/* Columns of a message row in the page and join queries. */
-#define MSG_COLS "g.id, g.seq, g.user_id, g.body, rowcast_iso(g.inserted_at)"
-#define DOCOP_COLS "g.id, g.seq, g.user_id, g.operation, g.data::text, rowcast_iso(g.inserted_at)"
-/* Room and membership columns of the join queries (8 columns). */
-#define JOIN_COLS                                                                                  \
-    "r.id, r.name, r.last_seq, rowcast_iso(r.created_at), r.doc_last_seq, m.role, "                \
-    "COALESCE(u.name, m.user_id), u.avatar_url, "
-#define JOIN_FROM                                                                                  \
-    "FROM rooms r LEFT JOIN memberships m ON m.room_id = r.id AND m.user_id = $2 "                 \
-    "LEFT JOIN users u ON u.id = m.user_id "
-
-/* The page and join reads are one statement each (one snapshot): the room's row, left
- * joined with the page, so no row means no room and a row with NULL message columns
- * means an empty page. Bounds absent from the request are passed as INT64_MAX; a
- * negative limit as NULL (no limit, as in SQLite). */
-static const char *const stmt_sql[ST_COUNT] = {
-    [ST_BEGIN] = "BEGIN",
-    [ST_COMMIT] = "COMMIT",
-    [ST_ROLLBACK] = "ROLLBACK",
-    [ST_SAVEPOINT] = "SAVEPOINT r",
-    [ST_RELEASE] = "RELEASE SAVEPOINT r",
-    [ST_ROLLBACK_TO] = "ROLLBACK TO SAVEPOINT r",
-    /* Row locks on the batch's rooms in one global order: two nodes whose batches touch
-     * the same rooms in different orders wait for each other instead of deadlocking. */
-    [ST_LOCK_ROOMS] = "SELECT 1 FROM rooms WHERE id = ANY($1::text[]) ORDER BY id COLLATE \"C\" "
-                      "FOR NO KEY UPDATE",
-    /* The same for the per-user locks that order notification ids (0001_init.sql). */
-    [ST_LOCK_USERS] = "SELECT rowcast_lock_notification_users($1::text[])",
-    [ST_USER_PUT] = "INSERT INTO users(id, name, avatar_url) VALUES ($1, $2, $3) "
-                    "ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
-                    "avatar_url = excluded.avatar_url "
-                    "RETURNING id, name, avatar_url, rowcast_iso(created_at)",
-    [ST_ROOM_CREATE] = "INSERT INTO rooms(id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING "
-                       "RETURNING id, name, last_seq, rowcast_iso(created_at), doc_last_seq",
-    [ST_ROOM_DELETE] = "DELETE FROM rooms WHERE id = $1",
-    /* Creates the user (named by its id) if needed, upserts the membership, returns the
-     * member's role, name and avatar. A missing room fails the memberships foreign key
-     * (RC_ENOTFOUND), a bad role its check (RC_EINVAL); the savepoint then drops the user
-     * row too. */
-    [ST_MEMBER_PUT] = "WITH u AS (INSERT INTO users(id, name) VALUES ($2, $2) "
-                      "ON CONFLICT (id) DO NOTHING RETURNING name, avatar_url), "
-                      "m AS (INSERT INTO memberships(room_id, user_id, role) VALUES ($1, $2, $3) "
-                      "ON CONFLICT (room_id, user_id) DO UPDATE SET role = excluded.role "
-                      "RETURNING role) "
-                      "SELECT m.role, COALESCE(u.name, x.name, $2), "
-                      "COALESCE(u.avatar_url, x.avatar_url) "
-                      "FROM m LEFT JOIN u ON true LEFT JOIN users x ON x.id = $2",
-    [ST_MEMBER_DELETE] = "DELETE FROM memberships WHERE room_id = $1 AND user_id = $2",
-    [ST_MSG_ADD] = "INSERT INTO messages(room_id, user_id, body) VALUES ($1, $2, $3) "
-                   "RETURNING id, seq, rowcast_iso(inserted_at)",
-    /* A run of messages in one statement, inserted in the arrays' order (the seq trigger
-     * numbers each room's rows in that order). */
-    [ST_MSG_ADD_MANY] = "INSERT INTO messages(room_id, user_id, body) "
-                        "SELECT r, u, b FROM unnest($1::text[], $2::text[], $3::text[]) "
-                        "WITH ORDINALITY AS t(r, u, b, o) ORDER BY o "
-                        "RETURNING id, room_id, seq, rowcast_iso(inserted_at)",
-    [ST_NOTIF_ADD] = "INSERT INTO notifications(user_id, payload) VALUES ($1, $2::jsonb) "
-                     "RETURNING id, payload::text, rowcast_iso(inserted_at)",
-    [ST_NOTIF_READ] = "UPDATE notifications SET read_at = now() WHERE id = $1 AND user_id = $2",
-    [ST_DOCOP_ADD] = "INSERT INTO document_ops(room_id, user_id, operation, data) "
-                     "VALUES ($1, $2, $3, $4::jsonb) "
-                     "RETURNING id, seq, data::text, rowcast_iso(inserted_at)",
-    [ST_PING] = "SELECT 1",
-    [ST_ROOM_GET] = "SELECT id, name, last_seq, rowcast_iso(created_at), doc_last_seq "
-                    "FROM rooms WHERE id = $1",
-    [ST_MEMBERS_LIST] = "SELECT m.user_id, m.role, COALESCE(u.name, m.user_id) FROM rooms r "
-                        "LEFT JOIN memberships m ON m.room_id = r.id "
-                        "LEFT JOIN users u ON u.id = m.user_id "
-                        "WHERE r.id = $1 ORDER BY m.user_id COLLATE \"C\"",
-    /* $1 room, $2 after, $3 before, $4 limit */
-    [ST_PAGE_ASC] = "SELECT " MSG_COLS " FROM rooms r LEFT JOIN LATERAL ("
-                    "SELECT id, seq, user_id, body, inserted_at FROM messages "
-                    "WHERE room_id = r.id AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4) g "
-                    "ON true WHERE r.id = $1 ORDER BY g.seq",
-    /* $1 room, $2 before, $3 limit: the last `limit` below before */
-    [ST_PAGE_DESC] = "SELECT " MSG_COLS " FROM rooms r LEFT JOIN LATERAL ("
-                     "SELECT id, seq, user_id, body, inserted_at FROM messages "
-                     "WHERE room_id = r.id AND seq < $2 ORDER BY seq DESC LIMIT $3) g "
-                     "ON true WHERE r.id = $1 ORDER BY g.seq",
-    /* $1 room, $2 user, $3 after, $4 before, $5 limit; no history for a non-member */
-    [ST_JOIN_ASC] = "SELECT " JOIN_COLS MSG_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
-                    "SELECT id, seq, user_id, body, inserted_at FROM messages "
-                    "WHERE m.role IS NOT NULL AND room_id = r.id AND seq > $3 AND seq < $4 "
-                    "ORDER BY seq LIMIT $5) g ON true WHERE r.id = $1 ORDER BY g.seq",
-    /* $1 room, $2 user, $3 before, $4 limit */
-    [ST_JOIN_DESC] = "SELECT " JOIN_COLS MSG_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
-                     "SELECT id, seq, user_id, body, inserted_at FROM messages "
-                     "WHERE m.role IS NOT NULL AND room_id = r.id AND seq < $3 "
-                     "ORDER BY seq DESC LIMIT $4) g ON true WHERE r.id = $1 ORDER BY g.seq",
-    /* $1 room, $2 user, $3 after, $4 limit */
-    [ST_DOC_JOIN_ASC] = "SELECT " JOIN_COLS DOCOP_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
-                        "SELECT id, seq, user_id, operation, data, inserted_at "
-                        "FROM document_ops WHERE m.role IS NOT NULL AND room_id = r.id "
-                        "AND seq > $3 ORDER BY seq LIMIT $4) g ON true "
-                        "WHERE r.id = $1 ORDER BY g.seq",
-    /* $1 room, $2 user, $3 limit */
-    [ST_DOC_JOIN_DESC] = "SELECT " JOIN_COLS DOCOP_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
-                         "SELECT id, seq, user_id, operation, data, inserted_at "
-                         "FROM document_ops WHERE m.role IS NOT NULL AND room_id = r.id "
-                         "ORDER BY seq DESC LIMIT $3) g ON true "
-                         "WHERE r.id = $1 ORDER BY g.seq",
-    /* $1 user, $2 limit: the newest id (read or not), then the unread, oldest first */
-    [ST_NOTIF_UNREAD] = "SELECT x.newest, n.id, n.payload::text, rowcast_iso(n.inserted_at) "
-                        "FROM (SELECT COALESCE(max(id), 0) AS newest FROM notifications "
-                        "WHERE user_id = $1) x LEFT JOIN LATERAL ("
-                        "SELECT id, payload, inserted_at FROM notifications "
-                        "WHERE user_id = $1 AND read_at IS NULL ORDER BY id LIMIT $2) n "
-                        "ON true ORDER BY n.id",
-};
-
-/* Prepared statement names: "s<id>". */
-static void stmt_name(enum stmt_id id, char out[8])
-{
-    snprintf(out, 8, "s%d", (int)id);
-}
 
 /* One connection and the state of its reconnects. Used by one thread only. */
 struct link {
@@ -240,36 +93,6 @@ struct pg_store {
     struct store_req **batch; /* batch_max slots, writer thread only */
 };
 
-/* Arguments of one statement, as text (NULL is SQL NULL). */
-struct args {
-    const char *v[6];
-    char num[4][24];
-    int n, nnum;
-};
-
-/* Appends a text argument. */
-static void arg_str(struct args *a, const char *s)
-{
-    a->v[a->n++] = s;
-}
-
-/* Appends an integer argument. */
-static void arg_int(struct args *a, int64_t x)
-{
-    char *b = a->num[a->nnum++];
-    snprintf(b, sizeof a->num[0], "%" PRId64, x);
-    a->v[a->n++] = b;
-}
-
-/* Appends a LIMIT argument: a negative limit means none (NULL), as in SQLite. */
-static void arg_limit(struct args *a, int limit)
-{
-    if (limit < 0)
-        arg_str(a, NULL);
-    else
-        arg_int(a, limit);
-}
-
 /* Completes a list of requests with rc. */
 static void complete_all(struct store_req *head, int rc)
 {
@@ -283,71 +106,6 @@ static void complete_all(struct store_req *head, int rc)
 }
 
 /* ---- results -------------------------------------------------------------------------- */
-
-/* Copies a column as a malloc'd string (NULL for SQL NULL). */
-static char *col_str(const PGresult *res, int row, int col)
-{
-    if (PQgetisnull(res, row, col))
-        return NULL;
-    return xstrndup(PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
-}
-
-/* Reads an integer column (0 for SQL NULL). */
-static int64_t col_i64(const PGresult *res, int row, int col)
-{
-    return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
-}
-
-/* Copies a timestamp column into a fixed buffer. */
-static void col_ts(const PGresult *res, int row, int col, char out[32])
-{
-    snprintf(out, 32, "%s", PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col));
-}
-
-/* Reads a room from columns col.. (id, name, last_seq, created_at, doc_last_seq). */
-static void read_room(const PGresult *res, int row, int col, struct store_room *r)
-{
-    r->id = col_str(res, row, col);
-    r->name = col_str(res, row, col + 1);
-    r->last_seq = col_i64(res, row, col + 2);
-    col_ts(res, row, col + 3, r->created_at);
-    r->doc_last_seq = col_i64(res, row, col + 4);
-}
-
-/* Reads a message from columns col.. (id, seq, user_id, body, inserted_at). */
-static void read_msg(const PGresult *res, int row, int col, const char *room_id,
-                     struct store_msg *m)
-{
-    m->id = col_i64(res, row, col);
-    m->seq = col_i64(res, row, col + 1);
-    m->room_id = xstrdup(room_id);
-    m->user_id = col_str(res, row, col + 2);
-    m->body = col_str(res, row, col + 3);
-    col_ts(res, row, col + 4, m->inserted_at);
-    if (!m->user_id)
-        m->user_id = xstrdup("");
-    if (!m->body)
-        m->body = xstrdup("");
-}
-
-/* Reads a document operation from columns col.. (id, seq, user_id, operation, data, at). */
-static void read_docop(const PGresult *res, int row, int col, const char *room_id,
-                       struct store_docop *op)
-{
-    op->id = col_i64(res, row, col);
-    op->seq = col_i64(res, row, col + 1);
-    op->room_id = xstrdup(room_id);
-    op->user_id = col_str(res, row, col + 2);
-    op->operation = col_str(res, row, col + 3);
-    op->data = col_str(res, row, col + 4);
-    col_ts(res, row, col + 5, op->inserted_at);
-    if (!op->user_id)
-        op->user_id = xstrdup("");
-    if (!op->operation)
-        op->operation = xstrdup("");
-    if (!op->data)
-        op->data = xstrdup("null");
-}
 
 /* True for a SQLSTATE that means the session is over (connection exception, shutdown). */
 static bool fatal_sqlstate(const char *code)
@@ -373,6 +131,26 @@ static int map_error(struct link *l, const PGresult *res)
     const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
     log_error("postgres statement failed", "conn=%s sqlstate=%s err=%s", l->name, log_v(code),
               log_v(msg ? msg : "?"));
+    return RC_ESTORE;
+}
+
+/* Checks a read's (write's) result before its rows are parsed: 0 when it has rows (or,
+ * for a write, completed without), else its rc; any other status means the pipeline is
+ * out of step and marks the link broken. */
+static int result_rc(struct link *l, const PGresult *res, bool write)
+{
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_FATAL_ERROR)
+        return map_error(l, res);
+    if (st == PGRES_TUPLES_OK || (write && st == PGRES_COMMAND_OK))
+        return 0;
+    if (write)
+        log_error("postgres write: unexpected result", "conn=%s status=%s", l->name,
+                  PQresStatus(st));
+    else
+        log_error("postgres read: unexpected result", "conn=%s status=%s", l->name,
+                  PQresStatus(st));
+    l->broken = true;
     return RC_ESTORE;
 }
 
@@ -407,13 +185,6 @@ static bool expect_result(struct link *l, ExecStatusType want)
         map_error(l, res);
     PQclear(res);
     return ok && !l->broken;
-}
-
-/* True when a command changed at least one row. */
-static bool affected(const PGresult *res)
-{
-    const char *n = PQcmdTuples((PGresult *)res);
-    return n && *n && strcmp(n, "0") != 0;
 }
 
 /* ---- connections ---------------------------------------------------------------------- */
@@ -535,10 +306,10 @@ static int link_open(struct pg_store *s, struct link *l, char *err, size_t errle
     l->conn = c;
     l->broken = false;
     bool ok = true;
-    for (int i = 0; i < ST_COUNT && ok; i++) {
+    for (enum store_pg_stmt i = 0; i < ST_COUNT && ok; i++) {
         char name[8];
-        stmt_name((enum stmt_id)i, name);
-        ok = PQsendPrepare(c, name, stmt_sql[i], 0, NULL) == 1;
+        store_pg_stmt_name(i, name);
+        ok = PQsendPrepare(c, name, store_pg_stmt_sql(i), 0, NULL) == 1;
     }
     ok = ok && PQpipelineSync(c) == 1;
     for (int i = 0; i < ST_COUNT && ok; i++) {
@@ -638,10 +409,10 @@ static bool link_up(struct pg_store *s, struct link *l, struct store_queue *q)
 }
 
 /* Sends a prepared statement into the pipeline. */
-static bool send_stmt(struct link *l, enum stmt_id id, const struct args *a)
+static bool send_stmt(struct link *l, enum store_pg_stmt id, const struct store_pg_args *a)
 {
     char name[8];
-    stmt_name(id, name);
+    store_pg_stmt_name(id, name);
     if (PQsendQueryPrepared(l->conn, name, a ? a->n : 0, a ? a->v : NULL, NULL, NULL, 0) != 1) {
         l->broken = true;
         return false;
@@ -650,168 +421,6 @@ static bool send_stmt(struct link *l, enum stmt_id id, const struct args *a)
 }
 
 /* ---- reads ---------------------------------------------------------------------------- */
-
-/* Chooses the statement of a read request and fills its arguments; ST_COUNT for an op
- * that is not a read. */
-static enum stmt_id read_stmt(const struct store_req *r, struct args *a)
-{
-    int64_t before = r->before_seq >= 0 ? r->before_seq : INT64_MAX;
-    switch (r->op) {
-    case STORE_PING: return ST_PING;
-    case STORE_ROOM_GET: arg_str(a, r->room_id); return ST_ROOM_GET;
-    case STORE_MEMBERS_LIST: arg_str(a, r->room_id); return ST_MEMBERS_LIST;
-    case STORE_MESSAGES_PAGE:
-        arg_str(a, r->room_id);
-        if (r->after_seq >= 0) {
-            arg_int(a, r->after_seq);
-            arg_int(a, before);
-            arg_limit(a, r->limit);
-            return ST_PAGE_ASC;
-        }
-        arg_int(a, before);
-        arg_limit(a, r->limit);
-        return ST_PAGE_DESC;
-    case STORE_JOIN_ROOM:
-        arg_str(a, r->room_id);
-        arg_str(a, r->user_id);
-        if (r->after_seq >= 0) {
-            arg_int(a, r->after_seq);
-            arg_int(a, before);
-            arg_limit(a, r->limit);
-            return ST_JOIN_ASC;
-        }
-        arg_int(a, before);
-        arg_limit(a, r->limit);
-        return ST_JOIN_DESC;
-    case STORE_DOC_JOIN: /* like SQLite: after_seq, or the latest; before_seq unused */
-        arg_str(a, r->room_id);
-        arg_str(a, r->user_id);
-        if (r->after_seq >= 0) {
-            arg_int(a, r->after_seq);
-            arg_limit(a, r->limit);
-            return ST_DOC_JOIN_ASC;
-        }
-        arg_limit(a, r->limit);
-        return ST_DOC_JOIN_DESC;
-    case STORE_NOTIFY_UNREAD:
-        arg_str(a, r->user_id);
-        arg_limit(a, r->limit);
-        return ST_NOTIF_UNREAD;
-    default: return ST_COUNT;
-    }
-}
-
-/* Fills req->msgs from the message columns (from col) of every row that has one. */
-static void read_msgs(const PGresult *res, int col, struct store_req *req)
-{
-    int rows = PQntuples(res);
-    for (int i = 0; i < rows; i++) {
-        if (PQgetisnull(res, i, col))
-            continue;
-        if (!req->msgs)
-            req->msgs = xcalloc((size_t)rows, sizeof *req->msgs);
-        read_msg(res, i, col, req->room_id, &req->msgs[req->n_msgs++]);
-    }
-}
-
-/* Fills req->room and req->member from a join row; RC_EFORBIDDEN for a non-member. */
-static int read_join_head(const PGresult *res, struct store_req *req)
-{
-    read_room(res, 0, 0, &req->room);
-    if (PQgetisnull(res, 0, 5))
-        return RC_EFORBIDDEN;
-    req->member.room_id = xstrdup(req->room_id);
-    req->member.user_id = xstrdup(req->user_id);
-    req->member.role = col_str(res, 0, 5);
-    req->member.name = col_str(res, 0, 6);
-    req->member.avatar_url = col_str(res, 0, 7);
-    return 0;
-}
-
-/* Turns a read's result into the request's fields and rc. */
-static int parse_read(struct link *l, struct store_req *req, const PGresult *res)
-{
-    ExecStatusType st = PQresultStatus(res);
-    if (st == PGRES_FATAL_ERROR)
-        return map_error(l, res);
-    if (st != PGRES_TUPLES_OK) {
-        log_error("postgres read: unexpected result", "conn=%s status=%s", l->name,
-                  PQresStatus(st));
-        l->broken = true; /* the pipeline is out of step */
-        return RC_ESTORE;
-    }
-    int rows = PQntuples(res);
-    switch (req->op) {
-    case STORE_PING: return 0;
-    case STORE_ROOM_GET:
-        if (!rows)
-            return RC_ENOTFOUND;
-        read_room(res, 0, 0, &req->room);
-        return 0;
-    case STORE_MEMBERS_LIST:
-        if (!rows)
-            return RC_ENOTFOUND;
-        for (int i = 0; i < rows; i++) {
-            if (PQgetisnull(res, i, 0))
-                continue;
-            if (!req->members)
-                req->members = xcalloc((size_t)rows, sizeof *req->members);
-            struct store_member *m = &req->members[req->n_members++];
-            m->room_id = xstrdup(req->room_id);
-            m->user_id = col_str(res, i, 0);
-            m->role = col_str(res, i, 1);
-            m->name = col_str(res, i, 2);
-        }
-        return 0;
-    case STORE_MESSAGES_PAGE:
-        if (!rows)
-            return RC_ENOTFOUND;
-        read_msgs(res, 0, req);
-        return 0;
-    case STORE_JOIN_ROOM: {
-        if (!rows)
-            return RC_ENOTFOUND;
-        int rc = read_join_head(res, req);
-        if (!rc)
-            read_msgs(res, 8, req);
-        return rc;
-    }
-    case STORE_DOC_JOIN: {
-        if (!rows)
-            return RC_ENOTFOUND;
-        int rc = read_join_head(res, req);
-        if (rc)
-            return rc;
-        for (int i = 0; i < rows; i++) {
-            if (PQgetisnull(res, i, 8))
-                continue;
-            if (!req->docops)
-                req->docops = xcalloc((size_t)rows, sizeof *req->docops);
-            read_docop(res, i, 8, req->room_id, &req->docops[req->n_docops++]);
-        }
-        return 0;
-    }
-    case STORE_NOTIFY_UNREAD:
-        if (!rows)
-            return RC_ESTORE;
-        req->id = col_i64(res, 0, 0);
-        for (int i = 0; i < rows; i++) {
-            if (PQgetisnull(res, i, 1))
-                continue;
-            if (!req->notifs)
-                req->notifs = xcalloc((size_t)rows, sizeof *req->notifs);
-            struct store_notif *n = &req->notifs[req->n_notifs++];
-            n->id = col_i64(res, i, 1);
-            n->user_id = xstrdup(req->user_id);
-            n->payload = col_str(res, i, 2);
-            col_ts(res, i, 3, n->inserted_at);
-            if (!n->payload)
-                n->payload = xstrdup("{}");
-        }
-        return 0;
-    default: return RC_EINVAL;
-    }
-}
 
 /* Runs a list of reads as one pipeline (one statement and one sync point each) and
  * completes each as soon as its result is in. */
@@ -827,8 +436,8 @@ static void run_reads(struct link *l, struct store_req *head)
     }
     complete_all(head, RC_ESTORE); /* cannot happen: callers take at most READ_BATCH */
     for (size_t i = 0; i < n; i++) {
-        struct args a = {0};
-        enum stmt_id id = read_stmt(v[i], &a);
+        struct store_pg_args a = {0};
+        enum store_pg_stmt id = store_pg_read_stmt(v[i], &a);
         sent[i] = id != ST_COUNT && !l->broken;
         if (sent[i] && (!send_stmt(l, id, &a) || PQpipelineSync(l->conn) != 1)) {
             l->broken = true;
@@ -843,7 +452,8 @@ static void run_reads(struct link *l, struct store_req *head)
             req->rc = RC_ESTORE;
         } else {
             PGresult *res = next_result(l);
-            req->rc = res ? parse_read(l, req, res) : RC_ESTORE;
+            int rc = res ? result_rc(l, res, false) : RC_ESTORE;
+            req->rc = rc ? rc : store_pg_parse_read(req, res);
             PQclear(res);
             if (!l->broken && !expect_result(l, PGRES_PIPELINE_SYNC))
                 l->broken = true;
@@ -857,226 +467,6 @@ static void run_reads(struct link *l, struct store_req *head)
 }
 
 /* ---- writes --------------------------------------------------------------------------- */
-
-/* Builds a notification's payload {"message":…,"data":…}; NULL without a message. */
-static char *notif_payload(const struct store_req *req)
-{
-    json_t *msg = req->body ? json_string(req->body) : NULL; /* NULL: not UTF-8 */
-    if (!msg)
-        return NULL;
-    json_t *p = json_object();
-    json_object_set_new(p, "message", msg);
-    json_t *d = req->data ? json_loads(req->data, JSON_DECODE_ANY, NULL) : NULL;
-    json_object_set_new(p, "data", d ? d : json_null());
-    char *payload = json_dumps(p, JSON_COMPACT);
-    json_decref(p);
-    return payload;
-}
-
-/* Chooses the statement of a write and fills its arguments (*payload: memory to free
- * after sending); ST_COUNT when the request is invalid. */
-static enum stmt_id write_stmt(const struct store_req *r, struct args *a, char **payload)
-{
-    switch (r->op) {
-    case STORE_USER_PUT:
-        arg_str(a, r->user_id);
-        arg_str(a, r->name);
-        arg_str(a, r->avatar_url);
-        return ST_USER_PUT;
-    case STORE_ROOM_CREATE:
-        arg_str(a, r->room_id);
-        arg_str(a, r->name);
-        return ST_ROOM_CREATE;
-    case STORE_ROOM_DELETE: arg_str(a, r->room_id); return ST_ROOM_DELETE;
-    case STORE_MEMBER_PUT:
-        arg_str(a, r->room_id);
-        arg_str(a, r->user_id);
-        arg_str(a, r->role);
-        return ST_MEMBER_PUT;
-    case STORE_MEMBER_DELETE:
-        arg_str(a, r->room_id);
-        arg_str(a, r->user_id);
-        return ST_MEMBER_DELETE;
-    case STORE_MESSAGE_ADD:
-        arg_str(a, r->room_id);
-        arg_str(a, r->user_id);
-        arg_str(a, r->body);
-        return ST_MSG_ADD;
-    case STORE_NOTIFY_ADD:
-        if (!(*payload = notif_payload(r)))
-            return ST_COUNT;
-        arg_str(a, r->user_id);
-        arg_str(a, *payload);
-        return ST_NOTIF_ADD;
-    case STORE_NOTIFY_READ:
-        arg_int(a, r->id);
-        arg_str(a, r->user_id);
-        return ST_NOTIF_READ;
-    case STORE_DOC_EDIT:
-        arg_str(a, r->room_id);
-        arg_str(a, r->user_id);
-        arg_str(a, r->name);
-        arg_str(a, r->data ? r->data : "null");
-        return ST_DOCOP_ADD;
-    default: return ST_COUNT;
-    }
-}
-
-/* Frees and clears what a write put in its request (its transaction rolled back). */
-static void clear_write_result(struct store_req *r)
-{
-    free(r->user.id);
-    free(r->user.name);
-    free(r->user.avatar_url);
-    memset(&r->user, 0, sizeof r->user);
-    free(r->room.id);
-    free(r->room.name);
-    memset(&r->room, 0, sizeof r->room);
-    free(r->member.room_id);
-    free(r->member.user_id);
-    free(r->member.role);
-    free(r->member.name);
-    free(r->member.avatar_url);
-    memset(&r->member, 0, sizeof r->member);
-    store_msg_cleanup(&r->msg);
-    memset(&r->msg, 0, sizeof r->msg);
-    store_notif_cleanup(&r->notif);
-    memset(&r->notif, 0, sizeof r->notif);
-    store_docop_cleanup(&r->docop);
-    memset(&r->docop, 0, sizeof r->docop);
-}
-
-/* Turns a write's result into the request's fields and rc. */
-static int parse_write(struct link *l, struct store_req *req, const PGresult *res)
-{
-    ExecStatusType st = PQresultStatus(res);
-    if (st == PGRES_FATAL_ERROR)
-        return map_error(l, res);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        log_error("postgres write: unexpected result", "conn=%s status=%s", l->name,
-                  PQresStatus(st));
-        l->broken = true;
-        return RC_ESTORE;
-    }
-    int rows = PQntuples(res);
-    switch (req->op) {
-    case STORE_USER_PUT:
-        if (rows != 1)
-            return RC_ESTORE;
-        req->user.id = col_str(res, 0, 0);
-        req->user.name = col_str(res, 0, 1);
-        req->user.avatar_url = col_str(res, 0, 2);
-        col_ts(res, 0, 3, req->user.created_at);
-        return 0;
-    case STORE_ROOM_CREATE:
-        if (rows != 1)
-            return RC_ECONFLICT; /* ON CONFLICT DO NOTHING returned no row */
-        read_room(res, 0, 0, &req->room);
-        return 0;
-    case STORE_ROOM_DELETE:
-    case STORE_MEMBER_DELETE:
-    case STORE_NOTIFY_READ: return affected(res) ? 0 : RC_ENOTFOUND;
-    case STORE_MEMBER_PUT:
-        if (rows != 1)
-            return RC_ESTORE;
-        req->member.room_id = xstrdup(req->room_id);
-        req->member.user_id = xstrdup(req->user_id);
-        req->member.role = col_str(res, 0, 0);
-        req->member.name = col_str(res, 0, 1);
-        req->member.avatar_url = col_str(res, 0, 2);
-        return 0;
-    case STORE_MESSAGE_ADD:
-        if (rows != 1)
-            return RC_ESTORE;
-        req->msg.id = col_i64(res, 0, 0);
-        req->msg.seq = col_i64(res, 0, 1);
-        col_ts(res, 0, 2, req->msg.inserted_at);
-        req->msg.room_id = xstrdup(req->room_id);
-        req->msg.user_id = xstrdup(req->user_id);
-        req->msg.body = xstrdup(req->body);
-        return 0;
-    case STORE_NOTIFY_ADD:
-        if (rows != 1)
-            return RC_ESTORE;
-        req->notif.id = col_i64(res, 0, 0);
-        req->notif.payload = col_str(res, 0, 1);
-        col_ts(res, 0, 2, req->notif.inserted_at);
-        req->notif.user_id = xstrdup(req->user_id);
-        if (!req->notif.payload)
-            req->notif.payload = xstrdup("{}");
-        return 0;
-    case STORE_DOC_EDIT:
-        if (rows != 1)
-            return RC_ESTORE;
-        req->docop.id = col_i64(res, 0, 0);
-        req->docop.seq = col_i64(res, 0, 1);
-        req->docop.data = col_str(res, 0, 2);
-        col_ts(res, 0, 3, req->docop.inserted_at);
-        req->docop.room_id = xstrdup(req->room_id);
-        req->docop.user_id = xstrdup(req->user_id);
-        req->docop.operation = xstrdup(req->name);
-        if (!req->docop.data)
-            req->docop.data = xstrdup("null");
-        return 0;
-    default: return RC_EINVAL;
-    }
-}
-
-/* Appends s to a PostgreSQL array literal element, quoted. */
-static void array_add(char **buf, size_t *len, size_t *cap, const char *s)
-{
-    size_t need = *len + 2 * strlen(s) + 6; /* , "…" } NUL */
-    if (need > *cap) {
-        *cap = need * 2;
-        *buf = xrealloc(*buf, *cap);
-    }
-    char *p = *buf + *len;
-    *p++ = *len > 1 ? ',' : '{';
-    *p++ = '"';
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            *p++ = '\\';
-        *p++ = *s;
-    }
-    *p++ = '"';
-    *len = (size_t)(p - *buf);
-}
-
-/* The key a batch pre-locks for request r: the room of a message or document operation,
- * the user of a notification (users when true); NULL for none. */
-static const char *lock_key(const struct store_req *r, bool users)
-{
-    if (users)
-        return r->op == STORE_NOTIFY_ADD ? r->user_id : NULL;
-    return r->op == STORE_MESSAGE_ADD || r->op == STORE_DOC_EDIT ? r->room_id : NULL;
-}
-
-/* The array literal of the batch's rooms (or notification users), or NULL when there are
- * fewer than two of them (one lock cannot be taken out of order). */
-static char *batch_keys(struct store_req **v, size_t n, bool users)
-{
-    const char *first = NULL;
-    bool several = false;
-    for (size_t i = 0; i < n && !several; i++) {
-        const char *k = lock_key(v[i], users);
-        if (!k)
-            continue;
-        if (!first)
-            first = k;
-        else if (strcmp(first, k))
-            several = true;
-    }
-    if (!several)
-        return NULL;
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (size_t i = 0; i < n; i++)
-        if (lock_key(v[i], users))
-            array_add(&buf, &len, &cap, lock_key(v[i], users));
-    buf[len++] = '}';
-    buf[len] = '\0';
-    return buf;
-}
 
 /* Copies of what a batch committed, for the listeners. */
 struct committed {
@@ -1153,7 +543,7 @@ struct batch_locks {
     char *keys[2];
 };
 
-static const enum stmt_id lock_stmt[2] = {ST_LOCK_ROOMS, ST_LOCK_USERS};
+static const enum store_pg_stmt lock_stmt[2] = {ST_LOCK_ROOMS, ST_LOCK_USERS};
 
 /* How many requests from v[i] go out as one statement: without savepoints, a run of two
  * or more messages is one multi-row INSERT (one statement instead of one per message);
@@ -1170,70 +560,10 @@ static size_t unit_len(struct store_req **v, size_t n, size_t i, bool savepoints
 /* Sends the multi-row INSERT of the k messages in v. */
 static bool send_messages(struct link *l, struct store_req **v, size_t k)
 {
-    char *arr[3] = {NULL, NULL, NULL};
-    size_t len[3] = {0, 0, 0}, cap[3] = {0, 0, 0};
-    for (size_t j = 0; j < k; j++) {
-        array_add(&arr[0], &len[0], &cap[0], v[j]->room_id);
-        array_add(&arr[1], &len[1], &cap[1], v[j]->user_id);
-        array_add(&arr[2], &len[2], &cap[2], v[j]->body);
-    }
-    struct args a = {0};
-    for (int c = 0; c < 3; c++) {
-        arr[c][len[c]++] = '}';
-        arr[c][len[c]] = '\0';
-        arg_str(&a, arr[c]);
-    }
+    struct store_pg_args a = {0};
+    store_pg_messages_args(v, k, &a);
     bool ok = send_stmt(l, ST_MSG_ADD_MANY, &a);
-    for (int c = 0; c < 3; c++)
-        free(arr[c]);
-    return ok;
-}
-
-/* A room and an order within it, for matching inserted rows to their requests. */
-struct pick {
-    const char *room;
-    int64_t key;
-    size_t idx;
-};
-
-static int cmp_pick(const void *a, const void *b)
-{
-    const struct pick *x = a, *y = b;
-    int c = strcmp(x->room, y->room);
-    return c ? c : (x->key > y->key) - (x->key < y->key);
-}
-
-/* Fills the k message requests of v from the rows of their multi-row INSERT. Within a
- * room, seqs follow the insertion order, which is the requests' order: sorting rows by
- * (room, seq) and requests by (room, position) pairs them up, whatever order RETURNING
- * gives. False when the rows do not match the requests. */
-static bool parse_messages(struct store_req **v, size_t k, const PGresult *res)
-{
-    if ((size_t)PQntuples(res) != k || PQnfields(res) != 4)
-        return false;
-    struct pick *rows = xcalloc(k, sizeof *rows), *reqs = xcalloc(k, sizeof *reqs);
-    for (size_t j = 0; j < k; j++) {
-        rows[j] = (struct pick){PQgetvalue(res, (int)j, 1), col_i64(res, (int)j, 2), j};
-        reqs[j] = (struct pick){v[j]->room_id, (int64_t)j, j};
-    }
-    qsort(rows, k, sizeof *rows, cmp_pick);
-    qsort(reqs, k, sizeof *reqs, cmp_pick);
-    bool ok = true;
-    for (size_t j = 0; j < k && ok; j++)
-        ok = !strcmp(rows[j].room, reqs[j].room);
-    for (size_t j = 0; j < k && ok; j++) {
-        struct store_req *r = v[reqs[j].idx];
-        int row = (int)rows[j].idx;
-        r->msg.id = col_i64(res, row, 0);
-        r->msg.seq = col_i64(res, row, 2);
-        col_ts(res, row, 3, r->msg.inserted_at);
-        r->msg.room_id = xstrdup(r->room_id);
-        r->msg.user_id = xstrdup(r->user_id);
-        r->msg.body = xstrdup(r->body);
-        r->rc = 0;
-    }
-    free(rows);
-    free(reqs);
+    store_pg_args_cleanup(&a);
     return ok;
 }
 
@@ -1251,8 +581,7 @@ static bool send_round(struct link *l, struct store_req **v, size_t n, size_t st
         for (int k = 0; k < 2 && ok; k++) {
             if (!locks->keys[k])
                 continue;
-            struct args a = {0};
-            arg_str(&a, locks->keys[k]);
+            struct store_pg_args a = {.v = {locks->keys[k]}, .n = 1};
             ok = send_stmt(l, lock_stmt[k], &a);
         }
     } else {
@@ -1264,13 +593,12 @@ static bool send_round(struct link *l, struct store_req **v, size_t n, size_t st
             ok = send_messages(l, v + i, k);
             continue;
         }
-        struct args a = {0};
-        char *payload = NULL;
-        enum stmt_id id = write_stmt(v[i], &a, &payload);
+        struct store_pg_args a = {0};
+        enum store_pg_stmt id = store_pg_write_stmt(v[i], &a);
         ok = id != ST_COUNT && /* run_batch took the invalid ones out */
              (!savepoints || send_stmt(l, ST_SAVEPOINT, NULL)) && send_stmt(l, id, &a) &&
              (!savepoints || send_stmt(l, ST_RELEASE, NULL));
-        free(payload);
+        store_pg_args_cleanup(&a);
     }
     ok = ok && send_stmt(l, ST_COMMIT, NULL) && PQpipelineSync(l->conn) == 1;
     if (!ok)
@@ -1322,10 +650,11 @@ static enum round_outcome read_round(struct link *l, struct store_req **v, size_
                     out = ROUND_LOST; /* skipped without a failure of ours: lost */
             } else if (k == own && out == ROUND_COMMITTED) {
                 if (!many) {
-                    v[i]->rc = parse_write(l, v[i], res);
+                    int rc = result_rc(l, res, true);
+                    v[i]->rc = rc ? rc : store_pg_parse_write(v[i], res);
                 } else if (st == PGRES_FATAL_ERROR) {
                     map_error(l, res); /* the batch runs again, one request at a time */
-                } else if (st != PGRES_TUPLES_OK || !parse_messages(v + i, len, res)) {
+                } else if (st != PGRES_TUPLES_OK || !store_pg_parse_messages(v + i, len, res)) {
                     log_error("postgres write: rows of a multi-row INSERT do not match",
                               "conn=%s status=%s", l->name, PQresStatus(st));
                     out = ROUND_LOST;
@@ -1395,10 +724,9 @@ static void run_batch(struct pg_store *s, struct store_req *head)
     struct store_req *rejected = NULL;
     size_t valid = 0, n_rejected = n;
     for (size_t i = 0; i < n; i++) {
-        struct args a = {0};
-        char *payload = NULL;
-        bool ok = write_stmt(v[i], &a, &payload) != ST_COUNT;
-        free(payload);
+        struct store_pg_args a = {0};
+        bool ok = store_pg_write_stmt(v[i], &a) != ST_COUNT;
+        store_pg_args_cleanup(&a);
         v[i]->rc = ok ? 0 : RC_EINVAL;
         if (ok) {
             v[valid++] = v[i];
@@ -1409,7 +737,8 @@ static void run_batch(struct pg_store *s, struct store_req *head)
     }
     n_rejected -= valid;
     n = valid;
-    struct batch_locks locks = {{batch_keys(v, n, false), batch_keys(v, n, true)}};
+    struct batch_locks locks = {
+        {store_pg_batch_keys(v, n, false), store_pg_batch_keys(v, n, true)}};
     size_t start = 0;
     bool first = true, savepoints = false;
     enum round_outcome out = ROUND_COMMITTED;
@@ -1430,7 +759,7 @@ static void run_batch(struct pg_store *s, struct store_req *head)
                 break;
             }
             for (size_t i = 0; i < n; i++) {
-                clear_write_result(v[i]);
+                store_pg_clear_write(v[i]);
                 v[i]->rc = 0;
             }
             savepoints = true;
@@ -1439,7 +768,7 @@ static void run_batch(struct pg_store *s, struct store_req *head)
         /* The transaction is in the failed request's savepoint: the next round rolls it
          * back and sends the requests after it again. */
         for (size_t i = failed + 1; i < n; i++) {
-            clear_write_result(v[i]);
+            store_pg_clear_write(v[i]);
             v[i]->rc = 0;
         }
         start = failed + 1;
@@ -1450,7 +779,7 @@ static void run_batch(struct pg_store *s, struct store_req *head)
     if (out == ROUND_LOST) {
         /* Nothing of the batch is known to be committed. */
         for (size_t i = 0; i < n; i++) {
-            clear_write_result(v[i]);
+            store_pg_clear_write(v[i]);
             v[i]->rc = RC_ESTORE;
         }
         /* The connection may be fine while the transaction is not: roll it back. */

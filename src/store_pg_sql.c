@@ -1,0 +1,673 @@
+/* store_pg_sql.c - the SQL of the PostgreSQL store (store_pg_int.h): the text of every
+ * prepared statement, the arguments a request binds to its statement, and the readers
+ * that turn result rows into the request's fields (and into rows for the bus).
+ *
+ * store_pg.c sends the statements and checks each result's status; nothing here touches
+ * a connection. */
+#include <inttypes.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+#include "store_pg_int.h"
+#include "util/xmalloc.h"
+
+/* ---- statements ----------------------------------------------------------------------- */
+
+/* Columns of a message (document operation) row in the page and join queries. */
+#define MSG_COLS STORE_PG_MSG_COLS("g.")
+#define DOCOP_COLS STORE_PG_DOCOP_COLS("g.")
+/* Room and membership columns of the join queries (8 columns). */
+#define JOIN_COLS                                                                                  \
+    "r.id, r.name, r.last_seq, rowcast_iso(r.created_at), r.doc_last_seq, m.role, "                \
+    "COALESCE(u.name, m.user_id), u.avatar_url, "
+#define JOIN_FROM                                                                                  \
+    "FROM rooms r LEFT JOIN memberships m ON m.room_id = r.id AND m.user_id = $2 "                 \
+    "LEFT JOIN users u ON u.id = m.user_id "
+
+/* The page and join reads are one statement each (one snapshot): the room's row, left
+ * joined with the page, so no row means no room and a row with NULL message columns
+ * means an empty page. Bounds absent from the request are passed as INT64_MAX; a
+ * negative limit as NULL (no limit, as in SQLite). */
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_BEGIN] = "BEGIN",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_SAVEPOINT] = "SAVEPOINT r",
+    [ST_RELEASE] = "RELEASE SAVEPOINT r",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO SAVEPOINT r",
+    /* Row locks on the batch's rooms in one global order: two nodes whose batches touch
+     * the same rooms in different orders wait for each other instead of deadlocking. */
+    [ST_LOCK_ROOMS] = "SELECT 1 FROM rooms WHERE id = ANY($1::text[]) ORDER BY id COLLATE \"C\" "
+                      "FOR NO KEY UPDATE",
+    /* The same for the per-user locks that order notification ids (0001_init.sql). */
+    [ST_LOCK_USERS] = "SELECT rowcast_lock_notification_users($1::text[])",
+    [ST_USER_PUT] = "INSERT INTO users(id, name, avatar_url) VALUES ($1, $2, $3) "
+                    "ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+                    "avatar_url = excluded.avatar_url "
+                    "RETURNING id, name, avatar_url, rowcast_iso(created_at)",
+    [ST_ROOM_CREATE] = "INSERT INTO rooms(id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING "
+                       "RETURNING id, name, last_seq, rowcast_iso(created_at), doc_last_seq",
+    [ST_ROOM_DELETE] = "DELETE FROM rooms WHERE id = $1",
+    /* Creates the user (named by its id) if needed, upserts the membership, returns the
+     * member's role, name and avatar. A missing room fails the memberships foreign key
+     * (RC_ENOTFOUND), a bad role its check (RC_EINVAL); the savepoint then drops the user
+     * row too. */
+    [ST_MEMBER_PUT] = "WITH u AS (INSERT INTO users(id, name) VALUES ($2, $2) "
+                      "ON CONFLICT (id) DO NOTHING RETURNING name, avatar_url), "
+                      "m AS (INSERT INTO memberships(room_id, user_id, role) VALUES ($1, $2, $3) "
+                      "ON CONFLICT (room_id, user_id) DO UPDATE SET role = excluded.role "
+                      "RETURNING role) "
+                      "SELECT m.role, COALESCE(u.name, x.name, $2), "
+                      "COALESCE(u.avatar_url, x.avatar_url) "
+                      "FROM m LEFT JOIN u ON true LEFT JOIN users x ON x.id = $2",
+    [ST_MEMBER_DELETE] = "DELETE FROM memberships WHERE room_id = $1 AND user_id = $2",
+    [ST_MSG_ADD] = "INSERT INTO messages(room_id, user_id, body) VALUES ($1, $2, $3) "
+                   "RETURNING id, seq, rowcast_iso(inserted_at)",
+    /* A run of messages in one statement, inserted in the arrays' order (the seq trigger
+     * numbers each room's rows in that order). */
+    [ST_MSG_ADD_MANY] = "INSERT INTO messages(room_id, user_id, body) "
+                        "SELECT r, u, b FROM unnest($1::text[], $2::text[], $3::text[]) "
+                        "WITH ORDINALITY AS t(r, u, b, o) ORDER BY o "
+                        "RETURNING id, room_id, seq, rowcast_iso(inserted_at)",
+    [ST_NOTIF_ADD] = "INSERT INTO notifications(user_id, payload) VALUES ($1, $2::jsonb) "
+                     "RETURNING " STORE_PG_NOTIF_COLS(""),
+    [ST_NOTIF_READ] = "UPDATE notifications SET read_at = now() WHERE id = $1 AND user_id = $2",
+    [ST_DOCOP_ADD] = "INSERT INTO document_ops(room_id, user_id, operation, data) "
+                     "VALUES ($1, $2, $3, $4::jsonb) "
+                     "RETURNING id, seq, data::text, rowcast_iso(inserted_at)",
+    [ST_PING] = "SELECT 1",
+    [ST_ROOM_GET] = "SELECT id, name, last_seq, rowcast_iso(created_at), doc_last_seq "
+                    "FROM rooms WHERE id = $1",
+    [ST_MEMBERS_LIST] = "SELECT m.user_id, m.role, COALESCE(u.name, m.user_id) FROM rooms r "
+                        "LEFT JOIN memberships m ON m.room_id = r.id "
+                        "LEFT JOIN users u ON u.id = m.user_id "
+                        "WHERE r.id = $1 ORDER BY m.user_id COLLATE \"C\"",
+    /* $1 room, $2 after, $3 before, $4 limit */
+    [ST_PAGE_ASC] = "SELECT " MSG_COLS " FROM rooms r LEFT JOIN LATERAL ("
+                    "SELECT id, seq, user_id, body, inserted_at FROM messages "
+                    "WHERE room_id = r.id AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4) g "
+                    "ON true WHERE r.id = $1 ORDER BY g.seq",
+    /* $1 room, $2 before, $3 limit: the last `limit` below before */
+    [ST_PAGE_DESC] = "SELECT " MSG_COLS " FROM rooms r LEFT JOIN LATERAL ("
+                     "SELECT id, seq, user_id, body, inserted_at FROM messages "
+                     "WHERE room_id = r.id AND seq < $2 ORDER BY seq DESC LIMIT $3) g "
+                     "ON true WHERE r.id = $1 ORDER BY g.seq",
+    /* $1 room, $2 user, $3 after, $4 before, $5 limit; no history for a non-member */
+    [ST_JOIN_ASC] = "SELECT " JOIN_COLS MSG_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
+                    "SELECT id, seq, user_id, body, inserted_at FROM messages "
+                    "WHERE m.role IS NOT NULL AND room_id = r.id AND seq > $3 AND seq < $4 "
+                    "ORDER BY seq LIMIT $5) g ON true WHERE r.id = $1 ORDER BY g.seq",
+    /* $1 room, $2 user, $3 before, $4 limit */
+    [ST_JOIN_DESC] = "SELECT " JOIN_COLS MSG_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
+                     "SELECT id, seq, user_id, body, inserted_at FROM messages "
+                     "WHERE m.role IS NOT NULL AND room_id = r.id AND seq < $3 "
+                     "ORDER BY seq DESC LIMIT $4) g ON true WHERE r.id = $1 ORDER BY g.seq",
+    /* $1 room, $2 user, $3 after, $4 limit */
+    [ST_DOC_JOIN_ASC] = "SELECT " JOIN_COLS DOCOP_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
+                        "SELECT id, seq, user_id, operation, data, inserted_at "
+                        "FROM document_ops WHERE m.role IS NOT NULL AND room_id = r.id "
+                        "AND seq > $3 ORDER BY seq LIMIT $4) g ON true "
+                        "WHERE r.id = $1 ORDER BY g.seq",
+    /* $1 room, $2 user, $3 limit */
+    [ST_DOC_JOIN_DESC] = "SELECT " JOIN_COLS DOCOP_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
+                         "SELECT id, seq, user_id, operation, data, inserted_at "
+                         "FROM document_ops WHERE m.role IS NOT NULL AND room_id = r.id "
+                         "ORDER BY seq DESC LIMIT $3) g ON true "
+                         "WHERE r.id = $1 ORDER BY g.seq",
+    /* $1 user, $2 limit: the newest id (read or not), then the unread, oldest first */
+    [ST_NOTIF_UNREAD] = "SELECT x.newest, " STORE_PG_NOTIF_COLS("n.") " "
+                        "FROM (SELECT COALESCE(max(id), 0) AS newest FROM notifications "
+                        "WHERE user_id = $1) x LEFT JOIN LATERAL ("
+                        "SELECT id, payload, inserted_at FROM notifications "
+                        "WHERE user_id = $1 AND read_at IS NULL ORDER BY id LIMIT $2) n "
+                        "ON true ORDER BY n.id",
+};
+
+const char *store_pg_stmt_sql(enum store_pg_stmt id)
+{
+    return stmt_sql[id];
+}
+
+void store_pg_stmt_name(enum store_pg_stmt id, char out[8])
+{
+    snprintf(out, 8, "s%d", (int)id);
+}
+
+/* ---- arguments ------------------------------------------------------------------------ */
+
+/* Appends a text argument. */
+static void arg_str(struct store_pg_args *a, const char *s)
+{
+    a->v[a->n++] = s;
+}
+
+/* Appends an integer argument. */
+static void arg_int(struct store_pg_args *a, int64_t x)
+{
+    char *b = a->num[a->nnum++];
+    snprintf(b, sizeof a->num[0], "%" PRId64, x);
+    a->v[a->n++] = b;
+}
+
+/* Appends a LIMIT argument: a negative limit means none (NULL), as in SQLite. */
+static void arg_limit(struct store_pg_args *a, int limit)
+{
+    if (limit < 0)
+        arg_str(a, NULL);
+    else
+        arg_int(a, limit);
+}
+
+/* Appends a text argument that the arguments own (s malloc'd). */
+static void arg_owned(struct store_pg_args *a, char *s)
+{
+    a->owned[a->nowned++] = s;
+    arg_str(a, s);
+}
+
+void store_pg_args_cleanup(struct store_pg_args *a)
+{
+    for (int i = 0; i < a->nowned; i++)
+        free(a->owned[i]);
+    a->nowned = 0;
+}
+
+/* ---- rows ----------------------------------------------------------------------------- */
+
+/* Copies a column as a malloc'd string (NULL for SQL NULL). */
+static char *col_str(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col))
+        return NULL;
+    return xstrndup(PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
+}
+
+/* Copies a column as a malloc'd string (a copy of dflt for SQL NULL). */
+static char *col_str_or(const PGresult *res, int row, int col, const char *dflt)
+{
+    return PQgetisnull(res, row, col) ? xstrdup(dflt) : col_str(res, row, col);
+}
+
+/* Reads an integer column (0 for SQL NULL). */
+static int64_t col_i64(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+/* Copies a timestamp column into a fixed buffer. */
+static void col_ts(const PGresult *res, int row, int col, char out[32])
+{
+    snprintf(out, 32, "%s", PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col));
+}
+
+/* Reads a room from columns col.. (id, name, last_seq, created_at, doc_last_seq). */
+static void read_room(const PGresult *res, int row, int col, struct store_room *r)
+{
+    r->id = col_str(res, row, col);
+    r->name = col_str(res, row, col + 1);
+    r->last_seq = col_i64(res, row, col + 2);
+    col_ts(res, row, col + 3, r->created_at);
+    r->doc_last_seq = col_i64(res, row, col + 4);
+}
+
+void store_pg_read_msg(const PGresult *res, int row, int col, const char *room_id,
+                       struct store_msg *out)
+{
+    out->id = col_i64(res, row, col);
+    out->seq = col_i64(res, row, col + 1);
+    out->room_id = xstrdup(room_id);
+    out->user_id = col_str_or(res, row, col + 2, "");
+    out->body = col_str_or(res, row, col + 3, "");
+    col_ts(res, row, col + 4, out->inserted_at);
+}
+
+void store_pg_read_docop(const PGresult *res, int row, int col, const char *room_id,
+                         struct store_docop *out)
+{
+    out->id = col_i64(res, row, col);
+    out->seq = col_i64(res, row, col + 1);
+    out->room_id = xstrdup(room_id);
+    out->user_id = col_str_or(res, row, col + 2, "");
+    out->operation = col_str_or(res, row, col + 3, "");
+    out->data = col_str_or(res, row, col + 4, "null");
+    col_ts(res, row, col + 5, out->inserted_at);
+}
+
+void store_pg_read_notif(const PGresult *res, int row, int col, const char *user_id,
+                         struct store_notif *out)
+{
+    out->id = col_i64(res, row, col);
+    out->user_id = xstrdup(user_id);
+    out->payload = col_str_or(res, row, col + 1, "{}");
+    col_ts(res, row, col + 2, out->inserted_at);
+}
+
+/* Fills req->member from the first row's columns col.. (role, name, avatar_url) and the
+ * request. */
+static void read_member(const PGresult *res, int col, struct store_req *req)
+{
+    req->member.room_id = xstrdup(req->room_id);
+    req->member.user_id = xstrdup(req->user_id);
+    req->member.role = col_str(res, 0, col);
+    req->member.name = col_str(res, 0, col + 1);
+    req->member.avatar_url = col_str(res, 0, col + 2);
+}
+
+/* Fills req->msg from an inserted row (id in column 0, then seq and inserted_at from
+ * column seq) and the request. */
+static void read_added_msg(const PGresult *res, int row, int seq, struct store_req *req)
+{
+    req->msg.id = col_i64(res, row, 0);
+    req->msg.seq = col_i64(res, row, seq);
+    col_ts(res, row, seq + 1, req->msg.inserted_at);
+    req->msg.room_id = xstrdup(req->room_id);
+    req->msg.user_id = xstrdup(req->user_id);
+    req->msg.body = xstrdup(req->body);
+}
+
+/* True when a command changed at least one row. */
+static bool affected(const PGresult *res)
+{
+    const char *n = PQcmdTuples((PGresult *)res);
+    return n && *n && strcmp(n, "0") != 0;
+}
+
+/* ---- reads ---------------------------------------------------------------------------- */
+
+enum store_pg_stmt store_pg_read_stmt(const struct store_req *r, struct store_pg_args *a)
+{
+    int64_t before = r->before_seq >= 0 ? r->before_seq : INT64_MAX;
+    switch (r->op) {
+    case STORE_PING: return ST_PING;
+    case STORE_ROOM_GET: arg_str(a, r->room_id); return ST_ROOM_GET;
+    case STORE_MEMBERS_LIST: arg_str(a, r->room_id); return ST_MEMBERS_LIST;
+    case STORE_MESSAGES_PAGE:
+        arg_str(a, r->room_id);
+        if (r->after_seq >= 0) {
+            arg_int(a, r->after_seq);
+            arg_int(a, before);
+            arg_limit(a, r->limit);
+            return ST_PAGE_ASC;
+        }
+        arg_int(a, before);
+        arg_limit(a, r->limit);
+        return ST_PAGE_DESC;
+    case STORE_JOIN_ROOM:
+        arg_str(a, r->room_id);
+        arg_str(a, r->user_id);
+        if (r->after_seq >= 0) {
+            arg_int(a, r->after_seq);
+            arg_int(a, before);
+            arg_limit(a, r->limit);
+            return ST_JOIN_ASC;
+        }
+        arg_int(a, before);
+        arg_limit(a, r->limit);
+        return ST_JOIN_DESC;
+    case STORE_DOC_JOIN: /* like SQLite: after_seq, or the latest; before_seq unused */
+        arg_str(a, r->room_id);
+        arg_str(a, r->user_id);
+        if (r->after_seq >= 0) {
+            arg_int(a, r->after_seq);
+            arg_limit(a, r->limit);
+            return ST_DOC_JOIN_ASC;
+        }
+        arg_limit(a, r->limit);
+        return ST_DOC_JOIN_DESC;
+    case STORE_NOTIFY_UNREAD:
+        arg_str(a, r->user_id);
+        arg_limit(a, r->limit);
+        return ST_NOTIF_UNREAD;
+    default: return ST_COUNT;
+    }
+}
+
+/* Fills req->msgs from the message columns (from col) of every row that has one. */
+static void read_msgs(const PGresult *res, int col, struct store_req *req)
+{
+    int rows = PQntuples(res);
+    for (int i = 0; i < rows; i++) {
+        if (PQgetisnull(res, i, col))
+            continue;
+        if (!req->msgs)
+            req->msgs = xcalloc((size_t)rows, sizeof *req->msgs);
+        store_pg_read_msg(res, i, col, req->room_id, &req->msgs[req->n_msgs++]);
+    }
+}
+
+/* Fills req->room and req->member from a join row; RC_EFORBIDDEN for a non-member. */
+static int read_join_head(const PGresult *res, struct store_req *req)
+{
+    read_room(res, 0, 0, &req->room);
+    if (PQgetisnull(res, 0, 5))
+        return RC_EFORBIDDEN;
+    read_member(res, 5, req);
+    return 0;
+}
+
+int store_pg_parse_read(struct store_req *req, const PGresult *res)
+{
+    int rows = PQntuples(res);
+    switch (req->op) {
+    case STORE_PING: return 0;
+    case STORE_ROOM_GET:
+        if (!rows)
+            return RC_ENOTFOUND;
+        read_room(res, 0, 0, &req->room);
+        return 0;
+    case STORE_MEMBERS_LIST:
+        if (!rows)
+            return RC_ENOTFOUND;
+        for (int i = 0; i < rows; i++) {
+            if (PQgetisnull(res, i, 0))
+                continue;
+            if (!req->members)
+                req->members = xcalloc((size_t)rows, sizeof *req->members);
+            struct store_member *m = &req->members[req->n_members++];
+            m->room_id = xstrdup(req->room_id);
+            m->user_id = col_str(res, i, 0);
+            m->role = col_str(res, i, 1);
+            m->name = col_str(res, i, 2);
+        }
+        return 0;
+    case STORE_MESSAGES_PAGE:
+        if (!rows)
+            return RC_ENOTFOUND;
+        read_msgs(res, 0, req);
+        return 0;
+    case STORE_JOIN_ROOM: {
+        if (!rows)
+            return RC_ENOTFOUND;
+        int rc = read_join_head(res, req);
+        if (!rc)
+            read_msgs(res, 8, req);
+        return rc;
+    }
+    case STORE_DOC_JOIN: {
+        if (!rows)
+            return RC_ENOTFOUND;
+        int rc = read_join_head(res, req);
+        if (rc)
+            return rc;
+        for (int i = 0; i < rows; i++) {
+            if (PQgetisnull(res, i, 8))
+                continue;
+            if (!req->docops)
+                req->docops = xcalloc((size_t)rows, sizeof *req->docops);
+            store_pg_read_docop(res, i, 8, req->room_id, &req->docops[req->n_docops++]);
+        }
+        return 0;
+    }
+    case STORE_NOTIFY_UNREAD:
+        if (!rows)
+            return RC_ESTORE;
+        req->id = col_i64(res, 0, 0);
+        for (int i = 0; i < rows; i++) {
+            if (PQgetisnull(res, i, 1))
+                continue;
+            if (!req->notifs)
+                req->notifs = xcalloc((size_t)rows, sizeof *req->notifs);
+            store_pg_read_notif(res, i, 1, req->user_id, &req->notifs[req->n_notifs++]);
+        }
+        return 0;
+    default: return RC_EINVAL;
+    }
+}
+
+/* ---- writes --------------------------------------------------------------------------- */
+
+/* Builds a notification's payload {"message":…,"data":…}; NULL without a message. */
+static char *notif_payload(const struct store_req *req)
+{
+    json_t *msg = req->body ? json_string(req->body) : NULL; /* NULL: not UTF-8 */
+    if (!msg)
+        return NULL;
+    json_t *p = json_object();
+    json_object_set_new(p, "message", msg);
+    json_t *d = req->data ? json_loads(req->data, JSON_DECODE_ANY, NULL) : NULL;
+    json_object_set_new(p, "data", d ? d : json_null());
+    char *payload = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    return payload;
+}
+
+enum store_pg_stmt store_pg_write_stmt(const struct store_req *r, struct store_pg_args *a)
+{
+    switch (r->op) {
+    case STORE_USER_PUT:
+        arg_str(a, r->user_id);
+        arg_str(a, r->name);
+        arg_str(a, r->avatar_url);
+        return ST_USER_PUT;
+    case STORE_ROOM_CREATE:
+        arg_str(a, r->room_id);
+        arg_str(a, r->name);
+        return ST_ROOM_CREATE;
+    case STORE_ROOM_DELETE: arg_str(a, r->room_id); return ST_ROOM_DELETE;
+    case STORE_MEMBER_PUT:
+        arg_str(a, r->room_id);
+        arg_str(a, r->user_id);
+        arg_str(a, r->role);
+        return ST_MEMBER_PUT;
+    case STORE_MEMBER_DELETE:
+        arg_str(a, r->room_id);
+        arg_str(a, r->user_id);
+        return ST_MEMBER_DELETE;
+    case STORE_MESSAGE_ADD:
+        arg_str(a, r->room_id);
+        arg_str(a, r->user_id);
+        arg_str(a, r->body);
+        return ST_MSG_ADD;
+    case STORE_NOTIFY_ADD: {
+        char *payload = notif_payload(r);
+        if (!payload)
+            return ST_COUNT;
+        arg_str(a, r->user_id);
+        arg_owned(a, payload);
+        return ST_NOTIF_ADD;
+    }
+    case STORE_NOTIFY_READ:
+        arg_int(a, r->id);
+        arg_str(a, r->user_id);
+        return ST_NOTIF_READ;
+    case STORE_DOC_EDIT:
+        arg_str(a, r->room_id);
+        arg_str(a, r->user_id);
+        arg_str(a, r->name);
+        arg_str(a, r->data ? r->data : "null");
+        return ST_DOCOP_ADD;
+    default: return ST_COUNT;
+    }
+}
+
+void store_pg_clear_write(struct store_req *r)
+{
+    free(r->user.id);
+    free(r->user.name);
+    free(r->user.avatar_url);
+    memset(&r->user, 0, sizeof r->user);
+    free(r->room.id);
+    free(r->room.name);
+    memset(&r->room, 0, sizeof r->room);
+    free(r->member.room_id);
+    free(r->member.user_id);
+    free(r->member.role);
+    free(r->member.name);
+    free(r->member.avatar_url);
+    memset(&r->member, 0, sizeof r->member);
+    store_msg_cleanup(&r->msg);
+    memset(&r->msg, 0, sizeof r->msg);
+    store_notif_cleanup(&r->notif);
+    memset(&r->notif, 0, sizeof r->notif);
+    store_docop_cleanup(&r->docop);
+    memset(&r->docop, 0, sizeof r->docop);
+}
+
+int store_pg_parse_write(struct store_req *req, const PGresult *res)
+{
+    int rows = PQntuples(res);
+    switch (req->op) {
+    case STORE_USER_PUT:
+        if (rows != 1)
+            return RC_ESTORE;
+        req->user.id = col_str(res, 0, 0);
+        req->user.name = col_str(res, 0, 1);
+        req->user.avatar_url = col_str(res, 0, 2);
+        col_ts(res, 0, 3, req->user.created_at);
+        return 0;
+    case STORE_ROOM_CREATE:
+        if (rows != 1)
+            return RC_ECONFLICT; /* ON CONFLICT DO NOTHING returned no row */
+        read_room(res, 0, 0, &req->room);
+        return 0;
+    case STORE_ROOM_DELETE:
+    case STORE_MEMBER_DELETE:
+    case STORE_NOTIFY_READ: return affected(res) ? 0 : RC_ENOTFOUND;
+    case STORE_MEMBER_PUT:
+        if (rows != 1)
+            return RC_ESTORE;
+        read_member(res, 0, req);
+        return 0;
+    case STORE_MESSAGE_ADD:
+        if (rows != 1)
+            return RC_ESTORE;
+        read_added_msg(res, 0, 1, req);
+        return 0;
+    case STORE_NOTIFY_ADD:
+        if (rows != 1)
+            return RC_ESTORE;
+        store_pg_read_notif(res, 0, 0, req->user_id, &req->notif);
+        return 0;
+    case STORE_DOC_EDIT:
+        if (rows != 1)
+            return RC_ESTORE;
+        req->docop.id = col_i64(res, 0, 0);
+        req->docop.seq = col_i64(res, 0, 1);
+        req->docop.data = col_str_or(res, 0, 2, "null");
+        col_ts(res, 0, 3, req->docop.inserted_at);
+        req->docop.room_id = xstrdup(req->room_id);
+        req->docop.user_id = xstrdup(req->user_id);
+        req->docop.operation = xstrdup(req->name);
+        return 0;
+    default: return RC_EINVAL;
+    }
+}
+
+/* Appends s to a PostgreSQL array literal element, quoted. */
+static void array_add(char **buf, size_t *len, size_t *cap, const char *s)
+{
+    size_t need = *len + 2 * strlen(s) + 6; /* , "…" } NUL */
+    if (need > *cap) {
+        *cap = need * 2;
+        *buf = xrealloc(*buf, *cap);
+    }
+    char *p = *buf + *len;
+    *p++ = *len > 1 ? ',' : '{';
+    *p++ = '"';
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            *p++ = '\\';
+        *p++ = *s;
+    }
+    *p++ = '"';
+    *len = (size_t)(p - *buf);
+}
+
+/* Ends an array literal of len bytes that array_add built (it left room for this). */
+static char *array_close(char *buf, size_t len)
+{
+    buf[len++] = '}';
+    buf[len] = '\0';
+    return buf;
+}
+
+/* The key a batch pre-locks for request r: the room of a message or document operation,
+ * the user of a notification (users when true); NULL for none. */
+static const char *lock_key(const struct store_req *r, bool users)
+{
+    if (users)
+        return r->op == STORE_NOTIFY_ADD ? r->user_id : NULL;
+    return r->op == STORE_MESSAGE_ADD || r->op == STORE_DOC_EDIT ? r->room_id : NULL;
+}
+
+char *store_pg_batch_keys(struct store_req **v, size_t n, bool users)
+{
+    const char *first = NULL;
+    bool several = false;
+    for (size_t i = 0; i < n && !several; i++) {
+        const char *k = lock_key(v[i], users);
+        if (!k)
+            continue;
+        if (!first)
+            first = k;
+        else if (strcmp(first, k))
+            several = true;
+    }
+    if (!several)
+        return NULL;
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (size_t i = 0; i < n; i++)
+        if (lock_key(v[i], users))
+            array_add(&buf, &len, &cap, lock_key(v[i], users));
+    return array_close(buf, len);
+}
+
+void store_pg_messages_args(struct store_req **v, size_t k, struct store_pg_args *a)
+{
+    char *arr[3] = {NULL, NULL, NULL};
+    size_t len[3] = {0, 0, 0}, cap[3] = {0, 0, 0};
+    for (size_t j = 0; j < k; j++) {
+        array_add(&arr[0], &len[0], &cap[0], v[j]->room_id);
+        array_add(&arr[1], &len[1], &cap[1], v[j]->user_id);
+        array_add(&arr[2], &len[2], &cap[2], v[j]->body);
+    }
+    for (int c = 0; c < 3; c++)
+        arg_owned(a, array_close(arr[c], len[c]));
+}
+
+/* A room and an order within it, for matching inserted rows to their requests. */
+struct pick {
+    const char *room;
+    int64_t key;
+    size_t idx;
+};
+
+/* Orders picks by room, then key. */
+static int cmp_pick(const void *a, const void *b)
+{
+    const struct pick *x = a, *y = b;
+    int c = strcmp(x->room, y->room);
+    return c ? c : (x->key > y->key) - (x->key < y->key);
+}
+
+/* Within a room, seqs follow the insertion order, which is the requests' order: sorting
+ * rows by (room, seq) and requests by (room, position) pairs them up, whatever order
+ * RETURNING gives. */
+bool store_pg_parse_messages(struct store_req **v, size_t k, const PGresult *res)
+{
+    if ((size_t)PQntuples(res) != k || PQnfields(res) != 4)
+        return false;
+    struct pick *rows = xcalloc(k, sizeof *rows), *reqs = xcalloc(k, sizeof *reqs);
+    for (size_t j = 0; j < k; j++) {
+        rows[j] = (struct pick){PQgetvalue(res, (int)j, 1), col_i64(res, (int)j, 2), j};
+        reqs[j] = (struct pick){v[j]->room_id, (int64_t)j, j};
+    }
+    qsort(rows, k, sizeof *rows, cmp_pick);
+    qsort(reqs, k, sizeof *reqs, cmp_pick);
+    bool ok = true;
+    for (size_t j = 0; j < k && ok; j++)
+        ok = !strcmp(rows[j].room, reqs[j].room);
+    for (size_t j = 0; j < k && ok; j++) {
+        struct store_req *r = v[reqs[j].idx];
+        read_added_msg(res, (int)rows[j].idx, 2, r);
+        r->rc = 0;
+    }
+    free(rows);
+    free(reqs);
+    return ok;
+}
