@@ -46,19 +46,23 @@ void bcast_unref(struct bcast *b)
     free(b);
 }
 
-/* Builds the broadcast of one row: topic prefix + key, the row's JSON as payload. */
-static struct bcast *of_row(const char *prefix, const char *key, const char *event,
-                            void (*append)(struct sbuf *out, const void *row), const void *row,
-                            int64_t seq)
+void bcast_scratch_cleanup(struct bcast_scratch *s)
 {
-    struct sbuf topic = SBUF_INIT, payload = SBUF_INIT;
-    sbuf_adds(&topic, prefix);
-    sbuf_adds(&topic, key);
-    append(&payload, row);
-    struct bcast *b = bcast_create(topic.data, event, payload.data, payload.len, 0, seq);
-    sbuf_cleanup(&topic);
-    sbuf_cleanup(&payload);
-    return b;
+    sbuf_cleanup(&s->topic);
+    sbuf_cleanup(&s->payload);
+}
+
+/* Builds the broadcast of one row in s: topic prefix + key, the row's JSON as payload. */
+static struct bcast *of_row(struct bcast_scratch *s, const char *prefix, const char *key,
+                            const char *event, void (*append)(struct sbuf *out, const void *row),
+                            const void *row, int64_t seq)
+{
+    sbuf_reset(&s->topic);
+    sbuf_reset(&s->payload);
+    sbuf_adds(&s->topic, prefix);
+    sbuf_adds(&s->topic, key);
+    append(&s->payload, row);
+    return bcast_create(s->topic.data, event, s->payload.data, s->payload.len, 0, seq);
 }
 
 /* The store's JSON writers, with the row as an untyped pointer for of_row. */
@@ -75,17 +79,17 @@ static void append_docop(struct sbuf *out, const void *row)
     store_docop_append_json(out, row);
 }
 
-struct bcast *bcast_of_msg(const struct store_msg *m)
+struct bcast *bcast_of_msg(const struct store_msg *m, struct bcast_scratch *s)
 {
-    return of_row("room:", m->room_id, "new_message", append_msg, m, m->seq);
+    return of_row(s, "room:", m->room_id, "new_message", append_msg, m, m->seq);
 }
 
-struct bcast *bcast_of_notif(const struct store_notif *n)
+struct bcast *bcast_of_notif(const struct store_notif *n, struct bcast_scratch *s)
 {
-    return of_row("notifications:", n->user_id, "new_notification", append_notif, n, n->id);
+    return of_row(s, "notifications:", n->user_id, "new_notification", append_notif, n, n->id);
 }
 
-struct bcast *bcast_of_docop(const struct store_docop *op)
+struct bcast *bcast_of_docop(const struct store_docop *op, struct bcast_scratch *s)
 {
-    return of_row("document:", op->room_id, "document_updated", append_docop, op, op->seq);
+    return of_row(s, "document:", op->room_id, "document_updated", append_docop, op, op->seq);
 }

@@ -35,16 +35,18 @@ void bus_publish_local(struct bus *b, const char *topic, const char *event,
     bus_sink_publish_event(&b->sink, topic, event, payload, payload_len, exclude);
 }
 
-/* Builds the broadcasts of n rows (size bytes each) with of and publishes them at once. */
+/* Builds the broadcasts of n rows (size bytes each) with of, all in one scratch, and
+ * publishes them at once. */
 static void publish_rows(struct bus *b, const void *rows, size_t n, size_t size,
-                         struct bcast *(*of)(const void *row))
+                         struct bcast *(*of)(const void *row, struct bcast_scratch *s))
 {
     if (!n)
         return;
     struct bcast **list = xmalloc(n * sizeof *list);
+    struct bcast_scratch scratch = BCAST_SCRATCH_INIT;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        struct bcast *bc = of((const char *)rows + i * size);
+        struct bcast *bc = of((const char *)rows + i * size, &scratch);
         if (!bc) {
             log_error("out of memory building a broadcast", NULL);
             continue;
@@ -52,23 +54,24 @@ static void publish_rows(struct bus *b, const void *rows, size_t n, size_t size,
         metrics_broadcast();
         list[k++] = bc;
     }
+    bcast_scratch_cleanup(&scratch);
     if (k)
         b->sink.publish(b->sink.arg, list, k);
     free(list);
 }
 
 /* The row builders of bcast.h, with the row as an untyped pointer for publish_rows. */
-static struct bcast *of_msg(const void *row)
+static struct bcast *of_msg(const void *row, struct bcast_scratch *s)
 {
-    return bcast_of_msg(row);
+    return bcast_of_msg(row, s);
 }
-static struct bcast *of_notif(const void *row)
+static struct bcast *of_notif(const void *row, struct bcast_scratch *s)
 {
-    return bcast_of_notif(row);
+    return bcast_of_notif(row, s);
 }
-static struct bcast *of_docop(const void *row)
+static struct bcast *of_docop(const void *row, struct bcast_scratch *s)
 {
-    return bcast_of_docop(row);
+    return bcast_of_docop(row, s);
 }
 
 void bus_publish_msgs(struct bus *b, const struct store_msg *msgs, size_t n)
