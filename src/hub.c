@@ -63,12 +63,6 @@ static void run_disconnect(struct worker *w, struct inbox_item *it)
     free(it);
 }
 
-/* inbox_item.drop for disconnects. */
-static void drop_item(struct worker *w, struct inbox_item *it)
-{
-    free(it);
-}
-
 void hub_publish(struct hub *h, struct bcast **list, size_t n)
 {
     if (!n)
@@ -101,7 +95,7 @@ void hub_disconnect_local(struct hub *h, const char *user_id)
     for (int w = 0; w < h->nworkers; w++) {
         struct disconnect_item *it = xcalloc(1, sizeof *it + len);
         it->it.run = run_disconnect;
-        it->it.drop = drop_item;
+        it->it.drop = worker_item_free;
         memcpy(it->user_id, user_id, len);
         worker_post(h->workers[w], &it->it, &it->it);
     }

@@ -49,6 +49,11 @@ void worker_post(struct worker *w, struct inbox_item *head, struct inbox_item *t
     }
 }
 
+void worker_item_free(struct worker *w, struct inbox_item *it)
+{
+    free(it);
+}
+
 /* Takes the whole inbox. */
 static struct inbox_item *take_inbox(struct worker *w)
 {
@@ -168,19 +173,13 @@ static void run_shutdown(struct worker *w, struct inbox_item *it)
     free(it);
 }
 
-/* A shutdown item that never ran. */
-static void drop_shutdown(struct worker *w, struct inbox_item *it)
-{
-    free(it);
-}
-
 void worker_shutdown(struct worker *w)
 {
     if (!w->started)
         return;
     struct inbox_item *it = xcalloc(1, sizeof *it);
     it->run = run_shutdown;
-    it->drop = drop_shutdown;
+    it->drop = worker_item_free;
     worker_post(w, it, it);
     pthread_join(w->thread, NULL);
 }
