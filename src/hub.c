@@ -55,11 +55,14 @@ struct disconnect_item {
 static void run_disconnect(struct worker *w, struct inbox_item *it)
 {
     const char *user = ((struct disconnect_item *)it)->user_id;
-    for (struct conn *c = w->conns.all; c; c = c->_next)
+    /* A close may release its conn at once (a long-poll session), which unlinks it. */
+    for (struct conn *c = w->conns.all, *nx; c; c = nx) {
+        nx = c->_next;
         if (!c->closed && !strcmp(c->user_id, user)) {
             log_info("disconnect", "conn=%llu user=%s", (unsigned long long)c->id, log_v(user));
             c->ops->close(c, 1001, "disconnected");
         }
+    }
     free(it);
 }
 

@@ -168,8 +168,11 @@ int worker_start(struct worker *w)
 static void run_shutdown(struct worker *w, struct inbox_item *it)
 {
     w->stopping = true;
-    for (struct conn *c = w->conns.all; c; c = c->_next)
+    /* A close may release its conn at once (a long-poll session), which unlinks it. */
+    for (struct conn *c = w->conns.all, *nx; c; c = nx) {
+        nx = c->_next;
         c->ops->close(c, 1001, "server shutting down");
+    }
     free(it);
 }
 
