@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/sbuf.h"
+
 struct obuf;
 struct store_msg;
 struct store_notif;
@@ -30,12 +32,25 @@ struct bcast {
 struct bcast *bcast_create(const char *topic, const char *event, const char *payload,
                            size_t payload_len, uint64_t exclude, int64_t seq);
 
+/* Scratch buffers for building the broadcasts of committed rows: a batch of rows shares
+ * one, emptied for each row, so its memory is allocated once per batch. Single owner. */
+struct bcast_scratch {
+    struct sbuf topic;
+    struct sbuf payload;
+};
+
+#define BCAST_SCRATCH_INIT {SBUF_INIT, SBUF_INIT}
+
+/* Frees the scratch's memory. */
+void bcast_scratch_cleanup(struct bcast_scratch *s);
+
 /* The broadcast of a committed row: new_message to room:<id>, new_notification to
  * notifications:<user>, document_updated to document:<id>, carrying the row's seq (the
- * notification's id). NULL when out of memory. Any thread. */
-struct bcast *bcast_of_msg(const struct store_msg *m);
-struct bcast *bcast_of_notif(const struct store_notif *n);
-struct bcast *bcast_of_docop(const struct store_docop *op);
+ * notification's id). Built in s, whose contents it replaces (the broadcast keeps
+ * nothing of s). NULL when out of memory. Any thread (s: the caller's own). */
+struct bcast *bcast_of_msg(const struct store_msg *m, struct bcast_scratch *s);
+struct bcast *bcast_of_notif(const struct store_notif *n, struct bcast_scratch *s);
+struct bcast *bcast_of_docop(const struct store_docop *op, struct bcast_scratch *s);
 
 /* Takes n more references (one per extra recipient). Any thread. */
 static inline void bcast_ref(struct bcast *b, unsigned n)

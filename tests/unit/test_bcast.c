@@ -43,7 +43,9 @@ static void of_msg(void **state)
 {
     struct store_msg m = {.id = 5, .seq = 3, .room_id = "lobby", .user_id = "alice",
                           .body = "hi", .inserted_at = "2026-01-02T03:04:05Z"};
-    struct bcast *b = bcast_of_msg(&m);
+    struct bcast_scratch sc = BCAST_SCRATCH_INIT;
+    struct bcast *b = bcast_of_msg(&m, &sc);
+    bcast_scratch_cleanup(&sc);
     assert_non_null(b);
     assert_string_equal(b->topic, "room:lobby");
     assert_string_equal(b->event, "new_message");
@@ -58,7 +60,8 @@ static void of_notif_and_docop(void **state)
 {
     struct store_notif n = {.id = 9, .user_id = "bob", .payload = "{\"message\":\"m\",\"data\":null}",
                             .inserted_at = "2026-01-02T03:04:05Z"};
-    struct bcast *b = bcast_of_notif(&n);
+    struct bcast_scratch sc = BCAST_SCRATCH_INIT;
+    struct bcast *b = bcast_of_notif(&n, &sc);
     assert_non_null(b);
     assert_string_equal(b->topic, "notifications:bob");
     assert_string_equal(b->event, "new_notification");
@@ -66,12 +69,51 @@ static void of_notif_and_docop(void **state)
     bcast_unref(b);
     struct store_docop op = {.id = 1, .seq = 4, .room_id = "d1", .user_id = "bob",
                              .operation = "insert", .data = "{}", .inserted_at = "x"};
-    b = bcast_of_docop(&op);
+    b = bcast_of_docop(&op, &sc);
     assert_non_null(b);
     assert_string_equal(b->topic, "document:d1");
     assert_string_equal(b->event, "document_updated");
     assert_int_equal(b->seq, 4);
     bcast_unref(b);
+    bcast_scratch_cleanup(&sc);
+}
+
+/* One scratch serves a batch: each row starts from empty buffers, a shorter row after a
+ * longer one carries nothing of it, and every broadcast keeps its own copy. */
+static void scratch_reused(void **state)
+{
+    struct bcast_scratch sc = BCAST_SCRATCH_INIT;
+    struct store_msg m1 = {.id = 1, .seq = 1, .room_id = "a-rather-long-room-id",
+                           .user_id = "alice", .body = "a much longer body than the next",
+                           .inserted_at = "2026-01-02T03:04:05Z"};
+    struct store_msg m2 = {.id = 2, .seq = 2, .room_id = "r", .user_id = "bo", .body = "x",
+                           .inserted_at = "2026-01-02T03:04:06Z"};
+    struct bcast *b1 = bcast_of_msg(&m1, &sc);
+    struct bcast *b2 = bcast_of_msg(&m2, &sc);
+    struct store_notif n = {.id = 3, .user_id = "bo", .payload = "{}", .inserted_at = "t"};
+    struct bcast *b3 = bcast_of_notif(&n, &sc);
+    assert_non_null(b1);
+    assert_non_null(b2);
+    assert_non_null(b3);
+    bcast_scratch_cleanup(&sc);
+    assert_string_equal(b1->topic, "room:a-rather-long-room-id");
+    expect_text(b1->v2, "[null,null,\"room:a-rather-long-room-id\",\"new_message\","
+                        "{\"body\":\"a much longer body than the next\",\"id\":1,"
+                        "\"inserted_at\":\"2026-01-02T03:04:05Z\",\"seq\":1,"
+                        "\"user_id\":\"alice\"}]");
+    assert_string_equal(b2->topic, "room:r");
+    assert_int_equal(b2->topic_len, 6);
+    expect_text(b2->v2, "[null,null,\"room:r\",\"new_message\",{\"body\":\"x\",\"id\":2,"
+                        "\"inserted_at\":\"2026-01-02T03:04:06Z\",\"seq\":2,\"user_id\":\"bo\"}]");
+    expect_text(b2->v1, "{\"event\":\"new_message\",\"payload\":{\"body\":\"x\",\"id\":2,"
+                        "\"inserted_at\":\"2026-01-02T03:04:06Z\",\"seq\":2,\"user_id\":\"bo\"},"
+                        "\"ref\":null,\"topic\":\"room:r\"}");
+    assert_string_equal(b3->topic, "notifications:bo");
+    assert_int_equal(b3->seq, 3);
+    bcast_unref(b1);
+    bcast_unref(b2);
+    bcast_unref(b3);
+    bcast_scratch_cleanup(&sc); /* twice is fine: it is empty */
 }
 
 /* References: bcast_ref adds n, the frames live until the last unref; NULL is fine. */
@@ -97,6 +139,7 @@ int main(void)
         cmocka_unit_test(create_encodes_both),
         cmocka_unit_test(of_msg),
         cmocka_unit_test(of_notif_and_docop),
+        cmocka_unit_test(scratch_reused),
         cmocka_unit_test(refcount),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
