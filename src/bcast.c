@@ -3,9 +3,12 @@
 #include <string.h>
 
 #include "bcast.h"
+#include <jansson.h>
+
 #include "codec.h"
 #include "obuf.h"
 #include "store.h"
+#include "util/log.h"
 #include "util/sbuf.h"
 #include "util/xmalloc.h"
 
@@ -43,6 +46,7 @@ void bcast_unref(struct bcast *b)
     obuf_unref(b->v2);
     free(b->topic);
     free(b->event);
+    free(b->user_id);
     free(b);
 }
 
@@ -69,10 +73,32 @@ static struct sbuf *row_payload(struct bcast_scratch *s)
     return &s->payload;
 }
 
-struct bcast *bcast_of_msg(const struct store_msg *m, struct bcast_scratch *s)
+/* Whether text (len bytes) is one JSON object. */
+static bool is_json_object(const char *text, size_t len)
 {
-    store_msg_append_json(row_payload(s), m);
-    return of_row(s, "room:", m->room_id, "new_message", m->seq);
+    json_t *j = json_loadb(text, len, 0, NULL);
+    bool ok = json_is_object(j);
+    json_decref(j);
+    return ok;
+}
+
+struct bcast *bcast_of_change(const struct store_change *c, struct bcast_scratch *s)
+{
+    size_t len = strlen(c->payload);
+    if (!is_json_object(c->payload, len)) {
+        log_warn("room change with a payload that is not a JSON object skipped",
+                 "room=%s version=%lld", log_v(c->room_id), (long long)c->version);
+        return NULL;
+    }
+    sbuf_reset(&s->topic);
+    sbuf_adds(&s->topic, "room:");
+    sbuf_adds(&s->topic, c->room_id);
+    struct bcast *b = bcast_create(s->topic.data, c->event, c->payload, len, 0, c->version);
+    if (b) {
+        b->msg_seq = c->seq;
+        b->user_id = xstrdup(c->user_id);
+    }
+    return b;
 }
 
 struct bcast *bcast_of_notif(const struct store_notif *n, struct bcast_scratch *s)

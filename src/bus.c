@@ -69,11 +69,14 @@ static void batch_publish(struct bus *b, struct batch *bt)
     free(bt->list);
 }
 
-void bus_publish_msgs(struct bus *b, const struct store_msg *msgs, size_t n)
+void bus_publish_changes(struct bus *b, const struct store_change *cs, size_t n)
 {
     struct batch bt = batch_start(n);
-    for (size_t i = 0; i < n; i++)
-        batch_add(&bt, bcast_of_msg(&msgs[i], &bt.scratch));
+    for (size_t i = 0; i < n; i++) {
+        struct bcast *bc = bcast_of_change(&cs[i], &bt.scratch);
+        if (bc) /* NULL: a bad stored payload, logged by bcast_of_change */
+            batch_add(&bt, bc);
+    }
     batch_publish(b, &bt);
 }
 
