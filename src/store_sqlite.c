@@ -28,7 +28,7 @@
 #include "util/thread.h"
 #include "util/xmalloc.h"
 
-/* Rows read per query when looking for newly committed messages. */
+/* Rows read per query when looking for newly committed rows. */
 #define SCAN_CHUNK 512
 
 /* Prepared statements, one set per connection. */
@@ -48,7 +48,7 @@ enum stmt_id {
     ST_MSGS_BEFORE,
     ST_MSGS_BETWEEN,
     ST_MSGS_LATEST,
-    ST_SCAN,
+    ST_CHANGE_SCAN,
     ST_PING,
     ST_NOTIF_ADD,
     ST_NOTIF_UNREAD,
@@ -61,6 +61,9 @@ enum stmt_id {
     ST_SNAPSHOT,
     ST_COUNT
 };
+
+/* A room_changes row as read_change() reads it. */
+#define CHANGE_COLS "id, room_id, version, seq, user_id, event, payload, inserted_at"
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_USER_PUT] = "INSERT INTO users(id, name, avatar_url) VALUES (?1, ?2, ?3) "
@@ -96,8 +99,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_MSGS_LATEST] = "SELECT * FROM (SELECT id, room_id, seq, user_id, body, inserted_at "
                        "FROM messages WHERE room_id = ?1 ORDER BY seq DESC LIMIT ?3) "
                        "ORDER BY seq",
-    [ST_SCAN] = "SELECT id, room_id, seq, user_id, body, inserted_at FROM messages "
-                "WHERE id > ?1 ORDER BY id LIMIT ?2",
+    [ST_CHANGE_SCAN] = "SELECT " CHANGE_COLS " FROM room_changes "
+                       "WHERE id > ?1 ORDER BY id LIMIT ?2",
     [ST_PING] = "SELECT 1",
     [ST_NOTIF_ADD] = "INSERT INTO notifications(user_id, payload, inserted_at) VALUES (?1, ?2, ?3) "
                      "RETURNING id",
@@ -159,9 +162,9 @@ struct sqlite_store {
      * frames; the sync thread, how many finished ones an fdatasync() has covered. */
     atomic_llong commits_begun, commits_done;
     long long commits_synced;
-    store_msg_listener listener;
+    store_change_listener listener;
     void *listener_arg;
-    int64_t delivered_id; /* highest message id handed to the listener */
+    int64_t delivered_change_id; /* highest room_changes id handed to the listener */
     int64_t delivered_notif_id, delivered_docop_id;
     void (*notif_listener)(const struct store_notif *n, size_t count, void *arg);
     void (*docop_listener)(const struct store_docop *ops, size_t count, void *arg);
@@ -341,6 +344,7 @@ static int step_error(struct conn *c, int rc)
 /* Reads a message row (id, room_id, seq, user_id, body, inserted_at). */
 static void read_msg(sqlite3_stmt *st, struct store_msg *m)
 {
+    memset(m, 0, sizeof *m); /* what the columns do not fill stays empty */
     m->id = sqlite3_column_int64(st, 0);
     m->room_id = col_str(st, 1);
     m->seq = sqlite3_column_int64(st, 2);
@@ -357,6 +361,19 @@ static void read_room(sqlite3_stmt *st, struct store_room *r)
     r->last_seq = sqlite3_column_int64(st, 2);
     col_ts(st, 3, r->created_at);
     r->doc_last_seq = sqlite3_column_int64(st, 4);
+}
+
+/* Reads a room_changes row (CHANGE_COLS). */
+static void read_change(sqlite3_stmt *st, struct store_change *ch)
+{
+    ch->id = sqlite3_column_int64(st, 0);
+    ch->room_id = col_str(st, 1);
+    ch->version = sqlite3_column_int64(st, 2);
+    ch->seq = sqlite3_column_int64(st, 3);
+    ch->user_id = col_str(st, 4);
+    ch->event = col_str(st, 5);
+    ch->payload = col_str(st, 6);
+    col_ts(st, 7, ch->inserted_at);
 }
 
 /* Reads a notification row (id, user_id, payload, inserted_at). */
@@ -826,7 +843,7 @@ static int run_write(struct conn *c, struct store_req *req)
 
 /* Which tables delivery looks at. */
 enum {
-    SCAN_MESSAGES = 1,
+    SCAN_CHANGES = 1,
     SCAN_NOTIFS = 2,
     SCAN_DOCOPS = 4,
     SCAN_ALL = 7,
@@ -844,9 +861,9 @@ struct scan {
 };
 
 /* Row adapters for struct scan. */
-static void scan_read_msg(sqlite3_stmt *st, void *row)
+static void scan_read_change(sqlite3_stmt *st, void *row)
 {
-    read_msg(st, row);
+    read_change(st, row);
 }
 static void scan_read_notif(sqlite3_stmt *st, void *row)
 {
@@ -856,9 +873,9 @@ static void scan_read_docop(sqlite3_stmt *st, void *row)
 {
     read_docop(st, row);
 }
-static int64_t scan_id_msg(const void *row)
+static int64_t scan_id_change(const void *row)
 {
-    return ((const struct store_msg *)row)->id;
+    return ((const struct store_change *)row)->id;
 }
 static int64_t scan_id_notif(const void *row)
 {
@@ -868,9 +885,9 @@ static int64_t scan_id_docop(const void *row)
 {
     return ((const struct store_docop *)row)->id;
 }
-static void scan_free_msg(void *row)
+static void scan_free_change(void *row)
 {
-    store_msg_cleanup(row);
+    store_change_cleanup(row);
 }
 static void scan_free_notif(void *row)
 {
@@ -881,7 +898,7 @@ static void scan_free_docop(void *row)
     store_docop_cleanup(row);
 }
 
-static void scan_to_msgs(struct sqlite_store *s, const void *rows, size_t n)
+static void scan_to_changes(struct sqlite_store *s, const void *rows, size_t n)
 {
     s->listener(rows, n, s->listener_arg);
 }
@@ -894,9 +911,9 @@ static void scan_to_docops(struct sqlite_store *s, const void *rows, size_t n)
     s->docop_listener(rows, n, s->listener_arg);
 }
 
-static const struct scan scan_messages = {ST_SCAN,       sizeof(struct store_msg),
-                                          scan_read_msg, scan_id_msg,
-                                          scan_free_msg, scan_to_msgs};
+static const struct scan scan_changes = {ST_CHANGE_SCAN,   sizeof(struct store_change),
+                                         scan_read_change, scan_id_change,
+                                         scan_free_change, scan_to_changes};
 static const struct scan scan_notifs = {ST_NOTIF_SCAN,   sizeof(struct store_notif),
                                         scan_read_notif, scan_id_notif,
                                         scan_free_notif, scan_to_notifs};
@@ -936,12 +953,27 @@ static void deliver_table(struct sqlite_store *s, const struct scan *sc, int64_t
 /* Delivers what was committed since the last delivery, for the tables in mask. */
 static void deliver_new(struct sqlite_store *s, int mask)
 {
-    if ((mask & SCAN_MESSAGES) && s->listener)
-        deliver_table(s, &scan_messages, &s->delivered_id);
+    if ((mask & SCAN_CHANGES) && s->listener)
+        deliver_table(s, &scan_changes, &s->delivered_change_id);
     if ((mask & SCAN_NOTIFS) && s->notif_listener)
         deliver_table(s, &scan_notifs, &s->delivered_notif_id);
     if ((mask & SCAN_DOCOPS) && s->docop_listener)
         deliver_table(s, &scan_docops, &s->delivered_docop_id);
+}
+
+/* The tables (SCAN_*) a write op adds rows to that delivery hands on. */
+static int write_scans(enum store_op op)
+{
+    switch (op) {
+    case STORE_MESSAGE_ADD:
+        return SCAN_CHANGES;
+    case STORE_NOTIFY_ADD:
+        return SCAN_NOTIFS;
+    case STORE_DOC_EDIT:
+        return SCAN_DOCOPS;
+    default:
+        return 0;
+    }
 }
 
 /* Commits a batch of writes in one transaction (into the WAL, not yet fsynced) and
@@ -955,10 +987,7 @@ static void commit_batch(struct sqlite_store *s, struct store_req *head)
     for (struct store_req *r = head; r; r = r->_next) {
         r->rc = began ? run_write(&s->w, r) : RC_ESTORE;
         c->n++;
-        c->mask |= r->op == STORE_MESSAGE_ADD  ? SCAN_MESSAGES
-                   : r->op == STORE_NOTIFY_ADD ? SCAN_NOTIFS
-                   : r->op == STORE_DOC_EDIT   ? SCAN_DOCOPS
-                                               : 0;
+        c->mask |= write_scans(r->op);
     }
     for (int i = 0; i < ST_COUNT; i++) /* else the snapshot outlives the COMMIT */
         sqlite3_reset(s->w.st[i]);
@@ -1214,7 +1243,7 @@ static int sq_open(const struct store_options *opts, struct store **out, char *e
     /* Checkpoints run on the reader thread, off the commit path (a checkpoint inside a
      * commit adds its writes and fsyncs to every client waiting on that batch). */
     exec_simple(s->w.db, "PRAGMA wal_autocheckpoint=0");
-    s->delivered_id = max_id(s->w.db, "SELECT COALESCE(MAX(id), 0) FROM messages");
+    s->delivered_change_id = max_id(s->w.db, "SELECT COALESCE(MAX(id), 0) FROM room_changes");
     s->delivered_notif_id = max_id(s->w.db, "SELECT COALESCE(MAX(id), 0) FROM notifications");
     s->delivered_docop_id = max_id(s->w.db, "SELECT COALESCE(MAX(id), 0) FROM document_ops");
     if (pthread_create(&s->syncer, NULL, syncer_main, s)) {
@@ -1269,7 +1298,7 @@ static int sq_migrate(const char *url, int *applied, char *err, size_t errlen)
     return rc;
 }
 
-static void sq_set_listener(struct store *base, store_msg_listener fn, void *arg)
+static void sq_set_listener(struct store *base, store_change_listener fn, void *arg)
 {
     struct sqlite_store *s = (struct sqlite_store *)base;
     s->listener = fn;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 #include <sqlite3.h>
 
 #include "metrics.h"
@@ -339,8 +340,9 @@ static int ext_insert_msg(sqlite3 *db, const char *room, const char *user, const
     return rc;
 }
 
-/* Listener: copies what it is given into the collector in its arg. */
-static void collect(const struct store_msg *msgs, size_t n, void *arg)
+/* Listener: copies the new messages it is given (their changes' payloads hold them)
+ * into the collector in its arg. */
+static void collect(const struct store_change *msgs, size_t n, void *arg)
 {
     struct collector *c = arg;
 
@@ -363,7 +365,11 @@ static void collect(const struct store_msg *msgs, size_t n, void *arg)
         e->seq = msgs[i].seq;
         snprintf(e->room_id, sizeof e->room_id, "%s", msgs[i].room_id ? msgs[i].room_id : "");
         snprintf(e->user_id, sizeof e->user_id, "%s", msgs[i].user_id ? msgs[i].user_id : "");
-        snprintf(e->body, sizeof e->body, "%s", msgs[i].body ? msgs[i].body : "");
+        json_t *p = json_loads(msgs[i].payload, 0, NULL);
+        const char *body = json_string_value(json_object_get(p, "body"));
+
+        snprintf(e->body, sizeof e->body, "%s", body ? body : "");
+        json_decref(p);
     }
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
