@@ -39,6 +39,7 @@ enum stmt_id {
     ST_ROOM_GET,
     ST_ROOM_DELETE,
     ST_ROOM_EXISTS,
+    ST_ROOM_VERSION,
     ST_USER_ENSURE,
     ST_MEMBER_PUT,
     ST_MEMBER_GET,
@@ -49,7 +50,13 @@ enum stmt_id {
     ST_MSGS_BEFORE,
     ST_MSGS_BETWEEN,
     ST_MSGS_LATEST,
+    ST_MSG_STATE,
     ST_MSG_EXISTS,
+    ST_MSG_EDIT,
+    ST_MSG_DELETE,
+    ST_REACTION_PUT,
+    ST_REACTION_DELETE,
+    ST_READ_MARK,
     ST_UNREAD,
     ST_REPLIES,
     ST_USER_ROOMS,
@@ -77,6 +84,7 @@ enum stmt_id {
     "(SELECT NULLIF(json_group_array(json_object('emoji', emoji, 'count', n)), '[]') "             \
     "FROM (SELECT emoji, count(*) AS n FROM reactions "                                            \
     "WHERE room_id = m.room_id AND seq = m.seq GROUP BY emoji ORDER BY emoji))"
+#define MSG_N_COLS 11
 
 /* A room_changes row as read_change() reads it. */
 #define CHANGE_COLS "id, room_id, version, seq, user_id, event, payload, inserted_at"
@@ -101,6 +109,7 @@ static const char *const stmt_sql[ST_COUNT] = {
                     "WHERE id = ?1",
     [ST_ROOM_DELETE] = "DELETE FROM rooms WHERE id = ?1",
     [ST_ROOM_EXISTS] = "SELECT 1 FROM rooms WHERE id = ?1",
+    [ST_ROOM_VERSION] = "SELECT version FROM rooms WHERE id = ?1",
     [ST_USER_ENSURE] = "INSERT INTO users(id, name) VALUES (?1, ?1) ON CONFLICT(id) DO NOTHING",
     [ST_MEMBER_PUT] = "INSERT INTO memberships(room_id, user_id, role) VALUES (?1, ?2, ?3) "
                       "ON CONFLICT(room_id, user_id) DO UPDATE SET role = excluded.role",
@@ -112,8 +121,9 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_MEMBERS_LIST] = "SELECT m.user_id, m.role, COALESCE(u.name, m.user_id) "
                         "FROM memberships m LEFT JOIN users u ON u.id = m.user_id "
                         "WHERE m.room_id = ?1 ORDER BY m.user_id",
-    [ST_MSG_INSERT] = "INSERT INTO messages(room_id, user_id, body, inserted_at, seq) "
-                      "VALUES (?1, ?2, ?3, ?4, (SELECT last_seq + 1 FROM rooms WHERE id = ?1)) "
+    [ST_MSG_INSERT] = "INSERT INTO messages(room_id, user_id, body, inserted_at, reply_to, seq) "
+                      "VALUES (?1, ?2, ?3, ?4, NULLIF(?5, 0), "
+                      "(SELECT last_seq + 1 FROM rooms WHERE id = ?1)) "
                       "RETURNING id, seq",
     [ST_MSGS_AFTER] = "SELECT " MSG_COLS " FROM messages m "
                       "WHERE m.room_id = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3",
@@ -124,7 +134,24 @@ static const char *const stmt_sql[ST_COUNT] = {
                         "AND m.seq > ?2 AND m.seq < ?4 ORDER BY m.seq LIMIT ?3",
     [ST_MSGS_LATEST] = "SELECT * FROM (SELECT " MSG_COLS " FROM messages m "
                        "WHERE m.room_id = ?1 ORDER BY m.seq DESC LIMIT ?3) ORDER BY seq",
+    /* a message with the room's version and the role of the user ?3: what an edit,
+     * delete or reaction checks before it writes, and reads back after */
+    [ST_MSG_STATE] = "SELECT " MSG_COLS ", r.version, "
+                     "(SELECT role FROM memberships WHERE room_id = ?1 AND user_id = ?3) "
+                     "FROM messages m JOIN rooms r ON r.id = m.room_id "
+                     "WHERE m.room_id = ?1 AND m.seq = ?2",
     [ST_MSG_EXISTS] = "SELECT 1 FROM messages WHERE room_id = ?1 AND seq = ?2",
+    /* the triggers of 0003_message_life.sql set edited_at, erase the body, log the change */
+    [ST_MSG_EDIT] = "UPDATE messages SET body = ?3 WHERE room_id = ?1 AND seq = ?2",
+    [ST_MSG_DELETE] = "UPDATE messages SET deleted_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                      "WHERE room_id = ?1 AND seq = ?2 AND deleted_at IS NULL",
+    [ST_REACTION_PUT] = "INSERT INTO reactions(room_id, seq, emoji, user_id) "
+                        "VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+    [ST_REACTION_DELETE] = "DELETE FROM reactions "
+                           "WHERE room_id = ?1 AND seq = ?2 AND emoji = ?3 AND user_id = ?4",
+    [ST_READ_MARK] = "UPDATE memberships SET last_read_seq = max(last_read_seq, "
+                     "min(?3, (SELECT last_seq FROM rooms WHERE id = ?1))) "
+                     "WHERE room_id = ?1 AND user_id = ?2 RETURNING last_read_seq, role",
     [ST_UNREAD] = "SELECT " READ_STATE " WHERE mb.room_id = ?1 AND mb.user_id = ?2",
     [ST_REPLIES] = "SELECT " MSG_COLS " FROM messages m WHERE m.room_id = ?1 "
                    "AND m.reply_to = ?2 AND m.seq > ?3 ORDER BY m.seq LIMIT ?4",
@@ -357,12 +384,18 @@ static const char *url_path(const char *url)
     return url + strlen("sqlite:");
 }
 
-/* Maps a failed step to an rc, logging unexpected errors. */
+/* Maps a failed step to an rc, logging unexpected errors. The schema's triggers name
+ * what they refuse in their messages. */
 static int step_error(struct conn *c, int rc)
 {
     if ((rc & 0xff) == SQLITE_CONSTRAINT) {
-        if (strstr(sqlite3_errmsg(c->db), "no such room"))
+        const char *msg = sqlite3_errmsg(c->db);
+        if (strstr(msg, "rowcast: no such room") || strstr(msg, "rowcast: no such message"))
             return RC_ENOTFOUND;
+        if (strstr(msg, "rowcast: a deleted message stays deleted"))
+            return RC_EGONE;
+        if (strstr(msg, "rowcast: invalid reply_to"))
+            return RC_EINVAL;
         if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
             return RC_ECONFLICT;
         if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
@@ -488,6 +521,16 @@ static int step_row(struct conn *c, sqlite3_stmt *st)
     if (rc == SQLITE_ROW)
         return 0;
     return rc == SQLITE_DONE ? RC_ENOTFOUND : step_error(c, rc);
+}
+
+/* Steps st (from bound()) to its end, a statement without rows or the rest of one:
+ * 0, RC_ESTORE when st is NULL, or the step's error. */
+static int step_done(struct conn *c, sqlite3_stmt *st)
+{
+    if (!st)
+        return RC_ESTORE;
+    int rc = sqlite3_step(st);
+    return rc == SQLITE_DONE ? 0 : step_error(c, rc);
 }
 
 /* Steps st (from bound()) through all its rows, reading each with read into a new array
@@ -802,32 +845,122 @@ static int do_member_put(struct conn *c, struct store_req *req)
     return do_member_get(c, req);
 }
 
-/* Inserts a message with the room's next seq (the triggers check and record it). */
+/* Reads the room's current version into *out: after a write, the one it took. */
+static int room_version(struct conn *c, const char *room_id, int64_t *out)
+{
+    sqlite3_stmt *st = bound(c, ST_ROOM_VERSION, "s", room_id);
+    int rc = step_row(c, st);
+    if (!rc)
+        *out = sqlite3_column_int64(st, 0);
+    return rc;
+}
+
+/* Inserts a message with the room's next seq (the triggers check it, record it and take
+ * the room's next version). */
 static int do_message_add(struct conn *c, struct store_req *req)
 {
-    sqlite3_stmt *st = stmt(c, ST_MSG_INSERT);
-    if (!st)
-        return RC_ESTORE;
     char ts[32];
     clock_iso8601(ts);
-    bind_text(st, 1, req->room_id);
-    bind_text(st, 2, req->user_id);
-    bind_text(st, 3, req->body);
-    bind_text(st, 4, ts);
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW)
-        return step_error(c, rc);
+    sqlite3_stmt *st =
+        bound(c, ST_MSG_INSERT, "ssssI", req->room_id, req->user_id, req->body, ts, req->reply_to);
+    int rc = step_row(c, st);
+    /* The reply_to check may run before the room's: a missing room is not found. */
+    if (rc == RC_EINVAL && req->reply_to && room_exists(c, req->room_id) == RC_ENOTFOUND)
+        return RC_ENOTFOUND;
+    if (rc)
+        return rc;
     req->msg.id = sqlite3_column_int64(st, 0);
     req->msg.seq = sqlite3_column_int64(st, 1);
-    rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE)
-        return step_error(c, rc);
+    if ((rc = step_done(c, st)) || (rc = room_version(c, req->room_id, &req->version)))
+        return rc;
     req->msg.room_id = xstrdup(req->room_id);
     req->msg.user_id = xstrdup(req->user_id);
     req->msg.body = xstrdup(req->body);
+    req->msg.reply_to = req->reply_to;
     memcpy(req->msg.inserted_at, ts, sizeof ts);
     return 0;
+}
+
+/* Message req->seq of req->room_id as an edit, delete or reaction finds it: fills
+ * req->msg and req->room.version, and says whether req->user_id may edit (its author) or
+ * delete it (its author or an owner of the room). RC_ENOTFOUND (room or message),
+ * RC_EGONE (deleted). */
+static int msg_state(struct conn *c, struct store_req *req, bool *may_edit, bool *may_delete)
+{
+    sqlite3_stmt *st = bound(c, ST_MSG_STATE, "sIs", req->room_id, req->seq, req->user_id);
+    int rc = step_row(c, st);
+    if (rc)
+        return rc;
+    store_msg_cleanup(&req->msg);
+    read_msg(st, &req->msg);
+    req->room.version = sqlite3_column_int64(st, MSG_N_COLS);
+    const unsigned char *role = sqlite3_column_text(st, MSG_N_COLS + 1);
+    *may_edit = !req->user_id || !strcmp(req->user_id, req->msg.user_id);
+    *may_delete = *may_edit || (role && !strcmp((const char *)role, "owner"));
+    sqlite3_reset(st);
+    return req->msg.deleted_at[0] ? RC_EGONE : 0;
+}
+
+/* Edits (STORE_MESSAGE_EDIT, ST_MSG_EDIT: the author only) or deletes (ST_MSG_DELETE:
+ * the author or an owner) a message; anyone may when req->user_id is NULL. The triggers
+ * set edited_at or erase the body, and log the change. Fills req->msg as it is after, and
+ * req->version with the version it took (0 when nothing changed: the same body). */
+static int do_message_change(struct conn *c, struct store_req *req)
+{
+    bool edit = req->op == STORE_MESSAGE_EDIT, may_edit, may_delete;
+    int rc = msg_state(c, req, &may_edit, &may_delete);
+    if (rc)
+        return rc;
+    if (!(edit ? may_edit : may_delete))
+        return RC_EFORBIDDEN;
+    int64_t before = req->room.version;
+    sqlite3_stmt *st = edit ? bound(c, ST_MSG_EDIT, "sIs", req->room_id, req->seq, req->body)
+                            : bound(c, ST_MSG_DELETE, "sI", req->room_id, req->seq);
+    if ((rc = step_done(c, st)))
+        return rc;
+    if ((rc = msg_state(c, req, &may_edit, &may_delete)) && rc != RC_EGONE)
+        return rc;
+    req->version = req->room.version != before ? req->room.version : 0;
+    return 0;
+}
+
+/* Adds (STORE_REACTION_PUT) or removes req->user_id's reaction req->name to message
+ * req->seq; the triggers log the change. req->version: the version it took, 0 when
+ * nothing changed (it was there / was not). */
+static int do_reaction(struct conn *c, struct store_req *req)
+{
+    bool may_edit, may_delete;
+    int rc = msg_state(c, req, &may_edit, &may_delete);
+    if (rc)
+        return rc;
+    int64_t before = req->room.version;
+    enum stmt_id id = req->op == STORE_REACTION_PUT ? ST_REACTION_PUT : ST_REACTION_DELETE;
+    rc = step_done(c, bound(c, id, "sIss", req->room_id, req->seq, req->name, req->user_id));
+    if (rc || (rc = room_version(c, req->room_id, &req->room.version)))
+        return rc;
+    req->version = req->room.version != before ? req->room.version : 0;
+    return 0;
+}
+
+/* Moves req->user_id's read cursor forward to req->seq (at most the room's last_seq)
+ * and counts what is left unread. */
+static int do_read_mark(struct conn *c, struct store_req *req)
+{
+    sqlite3_stmt *st = bound(c, ST_READ_MARK, "ssI", req->room_id, req->user_id, req->seq);
+    int rc = step_row(c, st);
+    if (rc == RC_ENOTFOUND) { /* no such membership; is there such a room? */
+        rc = room_exists(c, req->room_id);
+        return rc ? rc : RC_EFORBIDDEN;
+    }
+    if (rc)
+        return rc;
+    req->member.last_read_seq = sqlite3_column_int64(st, 0);
+    req->member.role = col_str(st, 1);
+    req->member.room_id = xstrdup(req->room_id);
+    req->member.user_id = xstrdup(req->user_id);
+    if ((rc = step_done(c, st)))
+        return rc;
+    return do_unread(c, req);
 }
 
 /* Stores a notification; payload is {"message":…,"data":…}. */
@@ -937,7 +1070,9 @@ static int do_dev_setup(struct conn *c, struct store_req *req)
 static int run_write(struct conn *c, struct store_req *req)
 {
     bool multi = req->op == STORE_MEMBER_PUT || req->op == STORE_ROOM_DELETE ||
-                 req->op == STORE_DEV_SETUP;
+                 req->op == STORE_DEV_SETUP || req->op == STORE_MESSAGE_EDIT ||
+                 req->op == STORE_MESSAGE_DELETE || req->op == STORE_REACTION_PUT ||
+                 req->op == STORE_REACTION_DELETE || req->op == STORE_READ_MARK;
     if (multi && exec_simple(c->db, "SAVEPOINT req") != SQLITE_OK)
         return RC_ESTORE;
     int rc;
@@ -952,6 +1087,11 @@ static int run_write(struct conn *c, struct store_req *req)
     case STORE_NOTIFY_READ: rc = do_notif_read(c, req); break;
     case STORE_DOC_EDIT: rc = do_docop_add(c, req); break;
     case STORE_DEV_SETUP: rc = do_dev_setup(c, req); break;
+    case STORE_MESSAGE_EDIT:
+    case STORE_MESSAGE_DELETE: rc = do_message_change(c, req); break;
+    case STORE_REACTION_PUT:
+    case STORE_REACTION_DELETE: rc = do_reaction(c, req); break;
+    case STORE_READ_MARK: rc = do_read_mark(c, req); break;
     default: rc = RC_EINVAL; break;
     }
     if (multi) {
@@ -1075,6 +1215,10 @@ static int write_scans(enum store_op op)
 {
     switch (op) {
     case STORE_MESSAGE_ADD:
+    case STORE_MESSAGE_EDIT:
+    case STORE_MESSAGE_DELETE:
+    case STORE_REACTION_PUT:
+    case STORE_REACTION_DELETE:
         return SCAN_CHANGES;
     case STORE_NOTIFY_ADD:
         return SCAN_NOTIFS;
