@@ -28,12 +28,14 @@ struct waiter {
     bool overrun; /* done called more often than requests were submitted */
 };
 
-/* One message as the listener saw it. */
+/* One room change as the listener saw it (body: the payload's, "" when it has none). */
 struct seen {
-    int64_t id, seq;
+    int64_t id, seq, version;
     char room_id[32];
     char user_id[32];
     char body[64];
+    char event[32];
+    char payload[512];
 };
 
 /* Everything the listeners were given. */
@@ -186,7 +188,7 @@ void close_store(struct fixture *f);
 int n_migrations(const struct backend *be);
 
 /* Listeners recording into the collector in arg; they run on a store thread. */
-void collect(const struct store_msg *msgs, size_t n, void *arg);
+void collect(const struct store_change *changes, size_t n, void *arg);
 void collect_notifs(const struct store_notif *v, size_t n, void *arg);
 void collect_docops(const struct store_docop *v, size_t n, void *arg);
 /* Waits until the collector holds at least n messages or ms pass; returns the count. */
