@@ -3,9 +3,12 @@
 #include <string.h>
 
 #include "bcast.h"
+#include <jansson.h>
+
 #include "codec.h"
 #include "obuf.h"
 #include "store.h"
+#include "util/log.h"
 #include "util/sbuf.h"
 #include "util/xmalloc.h"
 
@@ -43,49 +46,69 @@ void bcast_unref(struct bcast *b)
     obuf_unref(b->v2);
     free(b->topic);
     free(b->event);
+    free(b->user_id);
     free(b);
 }
 
-/* Builds the broadcast of one row: topic prefix + key, the row's JSON as payload. */
-static struct bcast *of_row(const char *prefix, const char *key, const char *event,
-                            void (*append)(struct sbuf *out, const void *row), const void *row,
-                            int64_t seq)
+void bcast_scratch_cleanup(struct bcast_scratch *s)
 {
-    struct sbuf topic = SBUF_INIT, payload = SBUF_INIT;
-    sbuf_adds(&topic, prefix);
-    sbuf_adds(&topic, key);
-    append(&payload, row);
-    struct bcast *b = bcast_create(topic.data, event, payload.data, payload.len, 0, seq);
-    sbuf_cleanup(&topic);
-    sbuf_cleanup(&payload);
+    sbuf_cleanup(&s->topic);
+    sbuf_cleanup(&s->payload);
+}
+
+/* Builds a row's broadcast: topic prefix + key, the JSON the caller put in s->payload. */
+static struct bcast *of_row(struct bcast_scratch *s, const char *prefix, const char *key,
+                            const char *event, int64_t seq)
+{
+    sbuf_reset(&s->topic);
+    sbuf_adds(&s->topic, prefix);
+    sbuf_adds(&s->topic, key);
+    return bcast_create(s->topic.data, event, s->payload.data, s->payload.len, 0, seq);
+}
+
+/* Empties s's payload buffer for the next row's JSON. */
+static struct sbuf *row_payload(struct bcast_scratch *s)
+{
+    sbuf_reset(&s->payload);
+    return &s->payload;
+}
+
+/* Whether text (len bytes) is one JSON object. */
+static bool is_json_object(const char *text, size_t len)
+{
+    json_t *j = json_loadb(text, len, 0, NULL);
+    bool ok = json_is_object(j);
+    json_decref(j);
+    return ok;
+}
+
+struct bcast *bcast_of_change(const struct store_change *c, struct bcast_scratch *s)
+{
+    size_t len = strlen(c->payload);
+    if (!is_json_object(c->payload, len)) {
+        log_warn("room change with a payload that is not a JSON object skipped",
+                 "room=%s version=%lld", log_v(c->room_id), (long long)c->version);
+        return NULL;
+    }
+    sbuf_reset(&s->topic);
+    sbuf_adds(&s->topic, "room:");
+    sbuf_adds(&s->topic, c->room_id);
+    struct bcast *b = bcast_create(s->topic.data, c->event, c->payload, len, 0, c->version);
+    if (b) {
+        b->msg_seq = c->seq;
+        b->user_id = xstrdup(c->user_id);
+    }
     return b;
 }
 
-/* The store's JSON writers, with the row as an untyped pointer for of_row. */
-static void append_msg(struct sbuf *out, const void *row)
+struct bcast *bcast_of_notif(const struct store_notif *n, struct bcast_scratch *s)
 {
-    store_msg_append_json(out, row);
-}
-static void append_notif(struct sbuf *out, const void *row)
-{
-    store_notif_append_json(out, row);
-}
-static void append_docop(struct sbuf *out, const void *row)
-{
-    store_docop_append_json(out, row);
+    store_notif_append_json(row_payload(s), n);
+    return of_row(s, "notifications:", n->user_id, "new_notification", n->id);
 }
 
-struct bcast *bcast_of_msg(const struct store_msg *m)
+struct bcast *bcast_of_docop(const struct store_docop *op, struct bcast_scratch *s)
 {
-    return of_row("room:", m->room_id, "new_message", append_msg, m, m->seq);
-}
-
-struct bcast *bcast_of_notif(const struct store_notif *n)
-{
-    return of_row("notifications:", n->user_id, "new_notification", append_notif, n, n->id);
-}
-
-struct bcast *bcast_of_docop(const struct store_docop *op)
-{
-    return of_row("document:", op->room_id, "document_updated", append_docop, op, op->seq);
+    store_docop_append_json(row_payload(s), op);
+    return of_row(s, "document:", op->room_id, "document_updated", op->seq);
 }

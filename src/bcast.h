@@ -9,8 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/sbuf.h"
+
 struct obuf;
-struct store_msg;
+struct store_change;
 struct store_notif;
 struct store_docop;
 
@@ -22,7 +24,10 @@ struct bcast {
     struct obuf *v2;  /* [null,null,topic,event,payload] */
     struct obuf *v1;  /* {"event","payload","ref":null,"topic"} */
     uint64_t exclude; /* conn id that must not receive it (0: none) */
-    int64_t seq;      /* rows: the row's seq (or notification id); 0 for ephemeral events */
+    int64_t seq;      /* rows: the row's seq (a room change's version, a notification's
+                       * id); 0 for ephemeral events */
+    int64_t msg_seq;  /* room changes: the message it is about */
+    char *user_id;    /* room changes: that message's author; NULL otherwise */
 };
 
 /* Encodes a broadcast once for both serializers; refs = 1. payload is JSON text. NULL
@@ -30,12 +35,27 @@ struct bcast {
 struct bcast *bcast_create(const char *topic, const char *event, const char *payload,
                            size_t payload_len, uint64_t exclude, int64_t seq);
 
-/* The broadcast of a committed row: new_message to room:<id>, new_notification to
- * notifications:<user>, document_updated to document:<id>, carrying the row's seq (the
- * notification's id). NULL when out of memory. Any thread. */
-struct bcast *bcast_of_msg(const struct store_msg *m);
-struct bcast *bcast_of_notif(const struct store_notif *n);
-struct bcast *bcast_of_docop(const struct store_docop *op);
+/* Scratch buffers for building the broadcasts of committed rows: a batch of rows shares
+ * one, emptied for each row, so its memory is allocated once per batch. Single owner. */
+struct bcast_scratch {
+    struct sbuf topic;
+    struct sbuf payload;
+};
+
+#define BCAST_SCRATCH_INIT {SBUF_INIT, SBUF_INIT}
+
+/* Frees the scratch's memory. */
+void bcast_scratch_cleanup(struct bcast_scratch *s);
+
+/* The broadcast of a committed row: a room change (its event and payload) to
+ * room:<id>, new_notification to notifications:<user>, document_updated to document:<id>,
+ * carrying the change's version (the operation's seq, the notification's id). A change's
+ * payload is stored text that any writer may have put there: one that is not a JSON
+ * object gets NULL (with a logged warning), as does running out of memory. Built in s, whose contents it replaces (the broadcast keeps
+ * nothing of s). NULL when out of memory. Any thread (s: the caller's own). */
+struct bcast *bcast_of_change(const struct store_change *c, struct bcast_scratch *s);
+struct bcast *bcast_of_notif(const struct store_notif *n, struct bcast_scratch *s);
+struct bcast *bcast_of_docop(const struct store_docop *op, struct bcast_scratch *s);
 
 /* Takes n more references (one per extra recipient). Any thread. */
 static inline void bcast_ref(struct bcast *b, unsigned n)

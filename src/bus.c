@@ -35,53 +35,63 @@ void bus_publish_local(struct bus *b, const char *topic, const char *event,
     bus_sink_publish_event(&b->sink, topic, event, payload, payload_len, exclude);
 }
 
-/* Builds the broadcasts of n rows (size bytes each) with of and publishes them at once. */
-static void publish_rows(struct bus *b, const void *rows, size_t n, size_t size,
-                         struct bcast *(*of)(const void *row))
+/* The broadcasts of one batch of committed rows, built in one scratch. */
+struct batch {
+    struct bcast **list;
+    size_t n;
+    struct bcast_scratch scratch;
+};
+
+/* A batch with room for n rows. */
+static struct batch batch_start(size_t n)
 {
-    if (!n)
+    return (struct batch){.list = xmalloc(n * sizeof(struct bcast *)),
+                          .scratch = BCAST_SCRATCH_INIT};
+}
+
+/* Adds a row's broadcast; NULL (out of memory) is logged and the row skipped. */
+static void batch_add(struct batch *bt, struct bcast *bc)
+{
+    if (!bc) {
+        log_error("out of memory building a broadcast", NULL);
         return;
-    struct bcast **list = xmalloc(n * sizeof *list);
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        struct bcast *bc = of((const char *)rows + i * size);
-        if (!bc) {
-            log_error("out of memory building a broadcast", NULL);
-            continue;
-        }
-        metrics_broadcast();
-        list[k++] = bc;
     }
-    if (k)
-        b->sink.publish(b->sink.arg, list, k);
-    free(list);
+    metrics_broadcast();
+    bt->list[bt->n++] = bc;
 }
 
-/* The row builders of bcast.h, with the row as an untyped pointer for publish_rows. */
-static struct bcast *of_msg(const void *row)
+/* Publishes the batch's broadcasts to b's node at once (if any) and frees the batch. */
+static void batch_publish(struct bus *b, struct batch *bt)
 {
-    return bcast_of_msg(row);
-}
-static struct bcast *of_notif(const void *row)
-{
-    return bcast_of_notif(row);
-}
-static struct bcast *of_docop(const void *row)
-{
-    return bcast_of_docop(row);
+    bcast_scratch_cleanup(&bt->scratch);
+    if (bt->n)
+        b->sink.publish(b->sink.arg, bt->list, bt->n);
+    free(bt->list);
 }
 
-void bus_publish_msgs(struct bus *b, const struct store_msg *msgs, size_t n)
+void bus_publish_changes(struct bus *b, const struct store_change *cs, size_t n)
 {
-    publish_rows(b, msgs, n, sizeof *msgs, of_msg);
+    struct batch bt = batch_start(n);
+    for (size_t i = 0; i < n; i++) {
+        struct bcast *bc = bcast_of_change(&cs[i], &bt.scratch);
+        if (bc) /* NULL: a bad stored payload, logged by bcast_of_change */
+            batch_add(&bt, bc);
+    }
+    batch_publish(b, &bt);
 }
 
 void bus_publish_notifs(struct bus *b, const struct store_notif *ns, size_t n)
 {
-    publish_rows(b, ns, n, sizeof *ns, of_notif);
+    struct batch bt = batch_start(n);
+    for (size_t i = 0; i < n; i++)
+        batch_add(&bt, bcast_of_notif(&ns[i], &bt.scratch));
+    batch_publish(b, &bt);
 }
 
 void bus_publish_docops(struct bus *b, const struct store_docop *ops, size_t n)
 {
-    publish_rows(b, ops, n, sizeof *ops, of_docop);
+    struct batch bt = batch_start(n);
+    for (size_t i = 0; i < n; i++)
+        batch_add(&bt, bcast_of_docop(&ops[i], &bt.scratch));
+    batch_publish(b, &bt);
 }

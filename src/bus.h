@@ -16,7 +16,7 @@
 
 struct bus;
 struct bcast;
-struct store_msg;
+struct store_change;
 struct store_notif;
 struct store_docop;
 
@@ -90,15 +90,15 @@ void bus_sink_publish_event(const struct bus_sink *sink, const char *topic, cons
 void bus_publish_local(struct bus *b, const char *topic, const char *event,
                        const char *payload, size_t payload_len, uint64_t exclude);
 /* Publishes committed rows to this node's subscribers, in order, each as its row's
- * broadcast (bcast_of_msg, …), in one publish per call. */
-void bus_publish_msgs(struct bus *b, const struct store_msg *msgs, size_t n);
+ * broadcast (bcast_of_change, …), in one publish per call. */
+void bus_publish_changes(struct bus *b, const struct store_change *cs, size_t n);
 void bus_publish_notifs(struct bus *b, const struct store_notif *ns, size_t n);
 void bus_publish_docops(struct bus *b, const struct store_docop *ops, size_t n);
 
 /* bus_local.c: the one-node bus. Every event goes to sink at once; committed rows come
  * from the store's listeners (bus_local_on_*, with the bus as arg). */
 struct bus *bus_local_create(const struct bus_sink *sink);
-void bus_local_on_msgs(const struct store_msg *msgs, size_t n, void *bus);
+void bus_local_on_changes(const struct store_change *cs, size_t n, void *bus);
 void bus_local_on_notifs(const struct store_notif *ns, size_t n, void *bus);
 void bus_local_on_docops(const struct store_docop *ops, size_t n, void *bus);
 

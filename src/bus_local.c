@@ -52,9 +52,9 @@ struct bus *bus_local_create(const struct bus_sink *sink)
     return b;
 }
 
-void bus_local_on_msgs(const struct store_msg *msgs, size_t n, void *bus)
+void bus_local_on_changes(const struct store_change *cs, size_t n, void *bus)
 {
-    bus_publish_msgs(bus, msgs, n);
+    bus_publish_changes(bus, cs, n);
 }
 
 void bus_local_on_notifs(const struct store_notif *ns, size_t n, void *bus)

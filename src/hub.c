@@ -55,17 +55,14 @@ struct disconnect_item {
 static void run_disconnect(struct worker *w, struct inbox_item *it)
 {
     const char *user = ((struct disconnect_item *)it)->user_id;
-    for (struct conn *c = w->conns.all; c; c = c->_next)
+    /* A close may release its conn at once (a long-poll session), which unlinks it. */
+    for (struct conn *c = w->conns.all, *nx; c; c = nx) {
+        nx = c->_next;
         if (!c->closed && !strcmp(c->user_id, user)) {
             log_info("disconnect", "conn=%llu user=%s", (unsigned long long)c->id, log_v(user));
             c->ops->close(c, 1001, "disconnected");
         }
-    free(it);
-}
-
-/* inbox_item.drop for disconnects. */
-static void drop_item(struct worker *w, struct inbox_item *it)
-{
+    }
     free(it);
 }
 
@@ -101,7 +98,7 @@ void hub_disconnect_local(struct hub *h, const char *user_id)
     for (int w = 0; w < h->nworkers; w++) {
         struct disconnect_item *it = xcalloc(1, sizeof *it + len);
         it->it.run = run_disconnect;
-        it->it.drop = drop_item;
+        it->it.drop = worker_item_free;
         memcpy(it->user_id, user_id, len);
         worker_post(h->workers[w], &it->it, &it->it);
     }

@@ -105,7 +105,7 @@ static int cmd_serve(struct config *cfg)
         .batch_max = (int)cfg->batch_max,
         .data_poll_ms = (int)cfg->data_poll_ms,
         .sync_full = !strcmp(cfg->sqlite_sync, "full"),
-        .listener = pg ? NULL : bus_local_on_msgs,
+        .listener = pg ? NULL : bus_local_on_changes,
         .listener_arg = bus,
         .notif_listener = pg ? NULL : bus_local_on_notifs,
         .docop_listener = pg ? NULL : bus_local_on_docops,

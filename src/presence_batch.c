@@ -17,10 +17,10 @@ struct presence_batch {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     json_t *pending; /* topic → {"joins":{…},"leaves":{…}} */
-    bool stop;
-    bool stopped;    /* diffs that arrive now are dropped */
+    bool stop;       /* presence_batch_stop was called: the flusher sends what is
+                      * pending and ends; diffs that arrive from now on are dropped */
     pthread_t thread;
-    bool started;
+    bool started;    /* the flusher runs and has not been joined */
 };
 
 /* Appends the metas of src[key] to dst[key] for every key (both {"metas":[…]} maps). */
@@ -51,7 +51,7 @@ void presence_batch_emit(const char *topic, const char *diff, size_t len, void *
     if (!d)
         return;
     pthread_mutex_lock(&pb->mu);
-    if (!pb->stopped) {
+    if (!pb->stop) {
         json_t *p = json_object_get(pb->pending, topic);
         if (!p) {
             p = json_pack("{s:{},s:{}}", "joins", "leaves");
@@ -136,9 +136,6 @@ void presence_batch_stop(struct presence_batch *pb)
     pthread_mutex_unlock(&pb->mu);
     pthread_join(pb->thread, NULL);
     pb->started = false;
-    pthread_mutex_lock(&pb->mu);
-    pb->stopped = true;
-    pthread_mutex_unlock(&pb->mu);
 }
 
 void presence_batch_destroy(struct presence_batch *pb)

@@ -112,7 +112,7 @@ static void reply_bad_topic(struct conn *c, const struct phx_in *m)
 static bool rate_take(struct chan *ch, const char *ref)
 {
     struct conn *c = ch->conn;
-    struct ratelimit *rl = c->worker->env ? c->worker->env->rl : NULL;
+    struct ratelimit *rl = c->worker->env->rl; /* NULL: no limit */
     int retry = 1;
     if (!rl || ratelimit_take(rl, c->user_id, ch->topic, c->worker->now_ms, &retry))
         return true;

@@ -49,6 +49,11 @@ void worker_post(struct worker *w, struct inbox_item *head, struct inbox_item *t
     }
 }
 
+void worker_item_free(struct worker *w, struct inbox_item *it)
+{
+    free(it);
+}
+
 /* Takes the whole inbox. */
 static struct inbox_item *take_inbox(struct worker *w)
 {
@@ -163,14 +168,11 @@ int worker_start(struct worker *w)
 static void run_shutdown(struct worker *w, struct inbox_item *it)
 {
     w->stopping = true;
-    for (struct conn *c = w->conns.all; c; c = c->_next)
+    /* A close may release its conn at once (a long-poll session), which unlinks it. */
+    for (struct conn *c = w->conns.all, *nx; c; c = nx) {
+        nx = c->_next;
         c->ops->close(c, 1001, "server shutting down");
-    free(it);
-}
-
-/* A shutdown item that never ran. */
-static void drop_shutdown(struct worker *w, struct inbox_item *it)
-{
+    }
     free(it);
 }
 
@@ -180,7 +182,7 @@ void worker_shutdown(struct worker *w)
         return;
     struct inbox_item *it = xcalloc(1, sizeof *it);
     it->run = run_shutdown;
-    it->drop = drop_shutdown;
+    it->drop = worker_item_free;
     worker_post(w, it, it);
     pthread_join(w->thread, NULL);
 }

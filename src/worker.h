@@ -34,6 +34,10 @@ struct inbox_item {
     struct inbox_item *next;
 };
 
+/* An inbox_item.drop for items that hold nothing but their own memory (one malloc'd
+ * block that starts with the inbox_item): frees it. Any thread. */
+void worker_item_free(struct worker *w, struct inbox_item *it);
+
 /* What every worker's conns and channels use, shared by all workers of a node. */
 struct worker_env {
     const struct config *cfg;

@@ -350,6 +350,28 @@ test("longpoll: POST /api/users/{id}/disconnect ends the session; the client rec
   assert.equal((await pushP(ca, "new_message", { body: "thanks" })).status, "ok");
 });
 
+test("longpoll: on one worker, POST /api/users/{id}/disconnect ends a long-poll session and the user's older WebSocket alike", async () => {
+  // One I/O worker: the session (which ends at once) and the WebSocket (which closes by
+  // handshake) are on one list, the newer first.
+  const one = await startServer({ args: ["--workers", "1"] });
+  try {
+    const alice = uid("lp1_alice_");
+    const q = `token=${encodeURIComponent(await one.token(alice))}&vsn=2.0.0`;
+    const ws = await one.rawWs(q);
+    const get = async (query) =>
+      (await fetch(`${one.base}/socket/longpoll?${query}`, { headers: { accept: "application/json" }, signal: AbortSignal.timeout(5000) })).json();
+    const open = await get(q);
+    assert.equal(open.status, 410, JSON.stringify(open));
+    const r = await one.api("POST", `/api/users/${encodeURIComponent(alice)}/disconnect`);
+    assert.equal(r.status, 200, r.text);
+    assert.equal((await ws.closed(3000)).code, 1001, "the WebSocket's close code");
+    const poll = await get(`${q}&token=${encodeURIComponent(open.token)}`);
+    assert.equal(poll.status, 410, `a poll of the ended session: ${JSON.stringify(poll)}`);
+  } finally {
+    await one.stop();
+  }
+});
+
 test("longpoll: the rate limit applies the same: a burst of 50 → 20 ok, 30 rate_limited", async () => {
   const sc = await scene();
   const la = await lpSocket(sc.alice);

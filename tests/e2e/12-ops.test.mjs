@@ -3,12 +3,16 @@
 // logs (no token, API key or JWT secret ever written; conn=/user=/topic= on connect,
 // join, leave and disconnect lines; client-controlled values cannot break or forge a
 // line), graceful shutdown (SIGTERM mid-stream: 1001 to sockets, 410 to a held
-// long-poll, every acknowledged message committed, exit 0 within 5 s; SIGINT alike) and
-// SIGHUP reopening --log-file after a rename. Every test runs its own server, because
+// long-poll, every acknowledged message committed, exit 0 within 5 s; SIGINT alike;
+// long-poll requests that reach a stopping worker answered 410 at once, a session
+// opened then giving its socket slot back) and SIGHUP reopening --log-file after a
+// rename. Every test runs its own server, because
 // each needs its own flags or ends the process.
 import { after } from "node:test";
 import assert from "node:assert/strict";
+import crypto from "node:crypto";
 import { mkdtempSync, rmSync, existsSync, readFileSync, renameSync } from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { LongPoll } from "phoenix";
@@ -845,6 +849,111 @@ test("shutdown: SIGINT closes sockets with 1001 and exits 0 within 5 s", async (
   assert.deepEqual({ code: ex.code, signal: ex.signal }, { code: 0, signal: null }, "exit status");
   await srv.stop();
 });
+
+// A WebSocket that never answers the server: after the upgrade it sends nothing and keeps
+// its side open when the server half-closes, so the server's closing handshake waits for
+// it (2 s). Resolves {sock, closed}: closed resolves with the code of the server's close
+// frame.
+function silentWebSocket(port, query) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true });
+    let buf = Buffer.alloc(0);
+    let upgraded = false;
+    let onClose;
+    const closed = new Promise((r) => (onClose = r));
+    sock.on("data", (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      const end = buf.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      if (!upgraded) {
+        upgraded = true;
+        const status = buf.subarray(0, end).toString("latin1").split(" ")[1];
+        if (status !== "101") {
+          sock.destroy();
+          reject(new Error(`upgrade answered ${status}`));
+          return;
+        }
+        resolve({ sock, closed });
+      }
+      const frames = buf.subarray(end + 4);
+      if (frames.length >= 4 && frames[0] === 0x88) onClose(frames.readUInt16BE(2));
+    });
+    sock.on("error", reject);
+    sock.on("connect", () =>
+      sock.write(
+        `GET /socket/websocket?${query} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n` +
+          `Upgrade: websocket\r\nConnection: Upgrade\r\n` +
+          `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString("base64")}\r\n` +
+          `Sec-WebSocket-Version: 13\r\n\r\n`
+      )
+    );
+  });
+}
+
+test(
+  "shutdown: long-poll requests reaching a stopping worker are answered 410 at once; a session opened then gives its socket slot back; exit 0",
+  async () => {
+    // One I/O worker, one socket per user. A WebSocket that never answers keeps that
+    // worker in its stopping phase (its 2 s grace) while long-poll requests reach it.
+    const srv = await boot({ args: ["--workers", "1", "--max-conns-per-user", "1"] });
+    const query = async (user) => `token=${encodeURIComponent(await srv.token(user))}&vsn=2.0.0`;
+    const aq = await query(uid("lps_alice_"));
+    const bq = await query(uid("lps_bob_"));
+    const cq = await query(uid("lps_carol_"));
+    const lp = async (method, q, body) => {
+      const r = await fetch(`${srv.base}/socket/longpoll?${q}`, {
+        method,
+        headers: method === "POST" ? { "content-type": "application/x-ndjson" } : { accept: "application/json" },
+        body,
+        signal: AbortSignal.timeout(4000),
+      });
+      const text = await r.text();
+      assert.equal(r.status, 200, `${method} ${q}: HTTP ${r.status} ${text}`);
+      return JSON.parse(text);
+    };
+    const silent = await silentWebSocket(srv.port, aq);
+    try {
+      const open = await lp("GET", bq); // bob's session, ended by the shutdown
+      assert.equal(open.status, 410, JSON.stringify(open));
+      const bs = `${bq}&token=${encodeURIComponent(open.token)}`;
+
+      const exited = srv.terminate("SIGTERM", 8000);
+      const code = await Promise.race([silent.closed, sleep(3000).then(() => "none within 3 s")]);
+      assert.equal(code, 1001, "the server's close frame to the silent socket");
+      // The worker is stopping now: every request it gets is answered without a session.
+      const t0 = Date.now();
+      assert.deepEqual(await lp("POST", bs, JSON.stringify([null, "1", "phoenix", "heartbeat", {}])), {
+        status: 410,
+      });
+      assert.deepEqual(await lp("GET", bs), { messages: [], status: 410 }, "a poll of the ended session");
+      // carol opens a session: the front answers with a token, the stopping worker drops
+      // the opening...
+      const first = await lp("GET", cq);
+      assert.equal(first.status, 410, JSON.stringify(first));
+      assert.equal(typeof first.token, "string", `the front answers the opening with a token: ${JSON.stringify(first)}`);
+      // ...so a poll of it is not held (there is no session) but answered at once...
+      assert.deepEqual(await lp("GET", `${cq}&token=${encodeURIComponent(first.token)}`), {
+        messages: [],
+        status: 410,
+      });
+      // ...and carol's only socket slot is free again: a second opening is not refused.
+      const second = await lp("GET", cq);
+      assert.equal(second.status, 410, `second opening (403: the dropped one kept the slot): ${JSON.stringify(second)}`);
+      assert.equal(typeof second.token, "string", JSON.stringify(second));
+      const ms = Date.now() - t0;
+      assert.ok(ms < 1500, `the requests took ${ms} ms: they must all reach the worker in its 2 s grace`);
+
+      const ex = await exited;
+      assert.ok(!ex.timedOut, `the server was still running ${ex.ms} ms after SIGTERM`);
+      assert.deepEqual({ code: ex.code, signal: ex.signal }, { code: 0, signal: null }, "exit status");
+      assert.ok(!/still suspended/.test(srv.logs.join("\n")), "no long-poll request was left suspended");
+    } finally {
+      silent.sock.destroy();
+    }
+    await srv.stop();
+  },
+  { timeout: 30000 }
+);
 
 // ---- 4. SIGHUP and --log-file ----------------------------------------------------------
 

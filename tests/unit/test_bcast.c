@@ -38,19 +38,38 @@ static void create_encodes_both(void **state)
     bcast_unref(b);
 }
 
-/* A message row becomes new_message on room:<id> with its seq and JSON. */
-static void of_msg(void **state)
+/* A room change becomes its event on room:<id>, its payload as stored, its version as the
+ * order, with the message's seq and author kept for the notifications channel. */
+static void of_change(void **state)
 {
-    struct store_msg m = {.id = 5, .seq = 3, .room_id = "lobby", .user_id = "alice",
-                          .body = "hi", .inserted_at = "2026-01-02T03:04:05Z"};
-    struct bcast *b = bcast_of_msg(&m);
+    struct store_change c = {.id = 5, .version = 7, .seq = 3, .room_id = "lobby",
+                             .user_id = "alice", .event = "message_updated",
+                             .payload = "{\"body\":\"hi\",\"seq\":3,\"version\":7}"};
+    struct bcast_scratch sc = BCAST_SCRATCH_INIT;
+    struct bcast *b = bcast_of_change(&c, &sc);
+    bcast_scratch_cleanup(&sc);
     assert_non_null(b);
     assert_string_equal(b->topic, "room:lobby");
-    assert_string_equal(b->event, "new_message");
-    assert_int_equal(b->seq, 3);
-    expect_text(b->v2, "[null,null,\"room:lobby\",\"new_message\",{\"body\":\"hi\",\"id\":5,"
-                       "\"inserted_at\":\"2026-01-02T03:04:05Z\",\"seq\":3,\"user_id\":\"alice\"}]");
+    assert_string_equal(b->event, "message_updated");
+    assert_int_equal(b->seq, 7);
+    assert_int_equal(b->msg_seq, 3);
+    assert_string_equal(b->user_id, "alice");
+    expect_text(b->v2, "[null,null,\"room:lobby\",\"message_updated\","
+                       "{\"body\":\"hi\",\"seq\":3,\"version\":7}]");
     bcast_unref(b);
+}
+
+/* A stored payload that is not one JSON object is never pasted into a frame. */
+static void of_change_bad_payload(void **state)
+{
+    const char *bad[] = {"", "{", "[1]", "\"x\"", "{\"a\":1} {\"b\":2}", "{\"a\":1}]"};
+    struct bcast_scratch sc = BCAST_SCRATCH_INIT;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct store_change c = {.version = 1, .seq = 1, .room_id = "r", .user_id = "u",
+                                 .event = "new_message", .payload = (char *)bad[i]};
+        assert_null(bcast_of_change(&c, &sc));
+    }
+    bcast_scratch_cleanup(&sc);
 }
 
 /* Notifications and document operations go to their own topics and carry their order. */
@@ -58,7 +77,8 @@ static void of_notif_and_docop(void **state)
 {
     struct store_notif n = {.id = 9, .user_id = "bob", .payload = "{\"message\":\"m\",\"data\":null}",
                             .inserted_at = "2026-01-02T03:04:05Z"};
-    struct bcast *b = bcast_of_notif(&n);
+    struct bcast_scratch sc = BCAST_SCRATCH_INIT;
+    struct bcast *b = bcast_of_notif(&n, &sc);
     assert_non_null(b);
     assert_string_equal(b->topic, "notifications:bob");
     assert_string_equal(b->event, "new_notification");
@@ -66,12 +86,47 @@ static void of_notif_and_docop(void **state)
     bcast_unref(b);
     struct store_docop op = {.id = 1, .seq = 4, .room_id = "d1", .user_id = "bob",
                              .operation = "insert", .data = "{}", .inserted_at = "x"};
-    b = bcast_of_docop(&op);
+    b = bcast_of_docop(&op, &sc);
     assert_non_null(b);
     assert_string_equal(b->topic, "document:d1");
     assert_string_equal(b->event, "document_updated");
     assert_int_equal(b->seq, 4);
     bcast_unref(b);
+    bcast_scratch_cleanup(&sc);
+}
+
+/* One scratch serves a batch: each row starts from empty buffers, a shorter row after a
+ * longer one carries nothing of it, and every broadcast keeps its own copy. */
+static void scratch_reused(void **state)
+{
+    struct bcast_scratch sc = BCAST_SCRATCH_INIT;
+    struct store_change c1 = {.version = 1, .seq = 1, .room_id = "a-rather-long-room-id",
+                              .user_id = "alice", .event = "new_message",
+                              .payload = "{\"body\":\"a much longer body than the next\"}"};
+    struct store_change c2 = {.version = 2, .seq = 2, .room_id = "r", .user_id = "bo",
+                              .event = "new_message", .payload = "{\"body\":\"x\"}"};
+    struct bcast *b1 = bcast_of_change(&c1, &sc);
+    struct bcast *b2 = bcast_of_change(&c2, &sc);
+    struct store_notif n = {.id = 3, .user_id = "bo", .payload = "{}", .inserted_at = "t"};
+    struct bcast *b3 = bcast_of_notif(&n, &sc);
+    assert_non_null(b1);
+    assert_non_null(b2);
+    assert_non_null(b3);
+    bcast_scratch_cleanup(&sc);
+    assert_string_equal(b1->topic, "room:a-rather-long-room-id");
+    expect_text(b1->v2, "[null,null,\"room:a-rather-long-room-id\",\"new_message\","
+                        "{\"body\":\"a much longer body than the next\"}]");
+    assert_string_equal(b2->topic, "room:r");
+    assert_int_equal(b2->topic_len, 6);
+    expect_text(b2->v2, "[null,null,\"room:r\",\"new_message\",{\"body\":\"x\"}]");
+    expect_text(b2->v1, "{\"event\":\"new_message\",\"payload\":{\"body\":\"x\"},"
+                        "\"ref\":null,\"topic\":\"room:r\"}");
+    assert_string_equal(b3->topic, "notifications:bo");
+    assert_int_equal(b3->seq, 3);
+    bcast_unref(b1);
+    bcast_unref(b2);
+    bcast_unref(b3);
+    bcast_scratch_cleanup(&sc); /* twice is fine: it is empty */
 }
 
 /* References: bcast_ref adds n, the frames live until the last unref; NULL is fine. */
@@ -95,8 +150,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(create_encodes_both),
-        cmocka_unit_test(of_msg),
+        cmocka_unit_test(of_change),
+        cmocka_unit_test(of_change_bad_payload),
         cmocka_unit_test(of_notif_and_docop),
+        cmocka_unit_test(scratch_reused),
         cmocka_unit_test(refcount),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
