@@ -109,17 +109,15 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_DOCOP_ADD] = "INSERT INTO document_ops(room_id, user_id, operation, data) "
                      "VALUES ($1, $2, $3, $4::jsonb) "
                      "RETURNING id, seq, data::text, rowcast_iso(inserted_at)",
-    /* $1 room, $2 seq, $3 body, $4 user (NULL: anyone) */
-    [ST_MSG_EDIT] = "SELECT o_status, o_author, o_edited_at, " FN_CHANGE_COLS
-                    " FROM rowcast_message_edit($1, $2, $3, $4)",
-    /* $1 room, $2 seq, $3 user (NULL: anyone) */
-    [ST_MSG_DELETE] = "SELECT o_status, o_author, o_deleted_at, " FN_CHANGE_COLS
-                      " FROM rowcast_message_delete($1, $2, $3)",
+    /* $1 room, $2 seq, $3 body, $4 user (NULL: anyone), $5 true to delete, false to edit */
+    [ST_MSG_CHANGE] = "SELECT o_status, o_id, o_author, o_inserted_at, o_reply_to, o_edited_at, "
+                      "o_deleted_at, o_version, " FN_CHANGE_COLS
+                      " FROM rowcast_message_change($1, $2, $3, $4, $5)",
     /* $1 room, $2 seq, $3 user, $4 emoji, $5 true to add, false to remove */
     [ST_REACTION] = "SELECT o_status, o_version, " FN_CHANGE_COLS
                     " FROM rowcast_reaction_write($1, $2, $3, $4, $5)",
     /* $1 room, $2 user, $3 seq */
-    [ST_READ_MARK] = "SELECT o_status, o_last_seq, o_last_read_seq, o_unread "
+    [ST_READ_MARK] = "SELECT o_status, o_last_seq, o_role, o_last_read_seq, o_unread "
                      "FROM rowcast_read_mark($1, $2, $3)",
     [ST_PING] = "SELECT 1",
     [ST_ROOM_GET] = "SELECT " ROOM_COLS("") " FROM rooms WHERE id = $1",
@@ -625,18 +623,15 @@ enum store_pg_stmt store_pg_write_stmt(const struct store_req *r, struct store_p
         arg_int(a, r->reply_to > 0 ? r->reply_to : 0);
         return ST_MSG_ADD;
     case STORE_MESSAGE_EDIT:
-        if (!r->body)
+    case STORE_MESSAGE_DELETE:
+        if (r->op == STORE_MESSAGE_EDIT && !r->body)
             return ST_COUNT;
         arg_str(a, r->room_id);
         arg_int(a, r->seq);
-        arg_str(a, r->body);
+        arg_str(a, r->op == STORE_MESSAGE_EDIT ? r->body : NULL);
         arg_str(a, r->user_id);
-        return ST_MSG_EDIT;
-    case STORE_MESSAGE_DELETE:
-        arg_str(a, r->room_id);
-        arg_int(a, r->seq);
-        arg_str(a, r->user_id);
-        return ST_MSG_DELETE;
+        arg_str(a, r->op == STORE_MESSAGE_DELETE ? "true" : "false");
+        return ST_MSG_CHANGE;
     case STORE_REACTION_PUT:
     case STORE_REACTION_DELETE:
         if (!r->user_id || !r->name)
@@ -718,18 +713,25 @@ static int status_rc(const PGresult *res)
     return RC_ESTORE;
 }
 
-/* Fills req from the row of an edit or a delete (status, author, the time of the edit or
- * delete into at, then the change). */
-static int read_edited(const PGresult *res, struct store_req *req, char at[32])
+/* Fills req->msg, req->version and req->room.version (and the change) from the row of
+ * an edit or a delete (ST_MSG_CHANGE). */
+static int read_msg_change(const PGresult *res, struct store_req *req)
 {
     int rc = status_rc(res);
     if (rc)
         return rc;
-    req->msg.room_id = xstrdup(req->room_id);
-    req->msg.seq = req->seq;
-    req->msg.user_id = col_str_or(res, 0, 1, "");
-    col_ts(res, 0, 2, at);
-    req->version = read_logged_change(res, 0, 3, req);
+    struct store_msg *m = &req->msg;
+    m->room_id = xstrdup(req->room_id);
+    m->seq = req->seq;
+    m->id = col_i64(res, 0, 1);
+    m->user_id = col_str_or(res, 0, 2, "");
+    m->body = xstrdup(req->op == STORE_MESSAGE_EDIT ? req->body : "");
+    col_ts(res, 0, 3, m->inserted_at);
+    m->reply_to = col_i64(res, 0, 4);
+    col_ts(res, 0, 5, m->edited_at);
+    col_ts(res, 0, 6, m->deleted_at);
+    req->room.version = col_i64(res, 0, 7);
+    req->version = read_logged_change(res, 0, 8, req);
     return 0;
 }
 
@@ -763,22 +765,8 @@ int store_pg_parse_write(struct store_req *req, const PGresult *res)
             return RC_ESTORE;
         read_added_msg(res, 0, 1, req);
         return 0;
-    case STORE_MESSAGE_EDIT: {
-        if (rows != 1)
-            return RC_ESTORE;
-        int rc = read_edited(res, req, req->msg.edited_at);
-        if (!rc)
-            req->msg.body = xstrdup(req->body);
-        return rc;
-    }
-    case STORE_MESSAGE_DELETE: {
-        if (rows != 1)
-            return RC_ESTORE;
-        int rc = read_edited(res, req, req->msg.deleted_at);
-        if (!rc)
-            req->msg.body = xstrdup("");
-        return rc;
-    }
+    case STORE_MESSAGE_EDIT:
+    case STORE_MESSAGE_DELETE: return rows == 1 ? read_msg_change(res, req) : RC_ESTORE;
     case STORE_REACTION_PUT:
     case STORE_REACTION_DELETE: {
         if (rows != 1)
@@ -799,8 +787,9 @@ int store_pg_parse_write(struct store_req *req, const PGresult *res)
         req->room.last_seq = col_i64(res, 0, 1);
         req->member.room_id = xstrdup(req->room_id);
         req->member.user_id = xstrdup(req->user_id);
-        req->member.last_read_seq = col_i64(res, 0, 2);
-        req->member.unread = col_i64(res, 0, 3);
+        req->member.role = col_str(res, 0, 2);
+        req->member.last_read_seq = col_i64(res, 0, 3);
+        req->member.unread = col_i64(res, 0, 4);
         return 0;
     }
     case STORE_NOTIFY_ADD:

@@ -81,79 +81,55 @@ BEGIN
      WHERE m.id = ANY(ids);
 END $$;
 
--- The checks of an edit or a delete, with the room's and then the message's row locked:
--- 'not_found' (room or message), 'forbidden' (p_user, when given, is not the author, nor,
--- with owner_may, an owner of the room), 'gone' (deleted) or 'ok'; m gets the message.
-CREATE FUNCTION rowcast_message_check(p_room text, p_seq bigint, p_user text, owner_may boolean,
-                                      OUT status text, OUT m messages)
+-- An edit (p_body) or, with p_delete, a delete (the body is erased, 0005) of message p_seq
+-- by p_user, with the room's and then the message's row locked. o_status: 'not_found' (room
+-- or message), 'gone' (deleted), 'forbidden' (p_user, when given, is not the author, nor,
+-- for a delete, an owner of the room) or 'ok'. Then the message after it, the room's
+-- version, and the change (NULL when there was none: the same body again).
+CREATE FUNCTION rowcast_message_change(p_room text, p_seq bigint, p_body text, p_user text,
+                                       p_delete boolean, OUT o_status text, OUT o_id bigint,
+                                       OUT o_author text, OUT o_inserted_at text,
+                                       OUT o_reply_to bigint, OUT o_edited_at text,
+                                       OUT o_deleted_at text, OUT o_version bigint,
+                                       OUT o_change rowcast_change)
 LANGUAGE plpgsql AS $$
+DECLARE
+    m messages;
 BEGIN
     PERFORM 1 FROM rooms WHERE id = p_room FOR NO KEY UPDATE;
     IF NOT FOUND THEN
-        status := 'not_found';
+        o_status := 'not_found';
         RETURN;
     END IF;
     SELECT * INTO m FROM messages WHERE room_id = p_room AND seq = p_seq FOR NO KEY UPDATE;
     IF NOT FOUND THEN
-        status := 'not_found';
-    ELSIF p_user IS NOT NULL AND m.user_id <> p_user
-          AND NOT (owner_may AND EXISTS (SELECT 1 FROM memberships
-                                          WHERE room_id = p_room AND user_id = p_user
-                                            AND role = 'owner')) THEN
-        status := 'forbidden';
+        o_status := 'not_found';
+        RETURN;
     ELSIF m.deleted_at IS NOT NULL THEN
-        status := 'gone';
-    ELSE
-        status := 'ok';
+        o_status := 'gone';
+        RETURN;
+    ELSIF p_user IS NOT NULL AND m.user_id <> p_user
+          AND NOT (p_delete AND EXISTS (SELECT 1 FROM memberships
+                                         WHERE room_id = p_room AND user_id = p_user
+                                           AND role = 'owner')) THEN
+        o_status := 'forbidden';
+        RETURN;
     END IF;
-END $$;
-
--- An edit by p_user (NULL: anyone). The same body again is no change (o_change NULL).
-CREATE FUNCTION rowcast_message_edit(p_room text, p_seq bigint, p_body text, p_user text,
-                                     OUT o_status text, OUT o_author text, OUT o_edited_at text,
-                                     OUT o_change rowcast_change)
-LANGUAGE plpgsql AS $$
-DECLARE
-    c record;
-    m messages;
-    t timestamptz;
-BEGIN
-    SELECT * INTO c FROM rowcast_message_check(p_room, p_seq, p_user, false);
-    o_status := c.status;
-    m := c.m;
+    o_status := 'ok';
+    IF p_delete THEN
+        UPDATE messages SET deleted_at = clock_timestamp() WHERE id = m.id RETURNING * INTO m;
+        o_change := rowcast_room_last_change(p_room);
+    ELSIF m.body IS DISTINCT FROM p_body THEN
+        UPDATE messages SET body = p_body WHERE id = m.id RETURNING * INTO m;
+        o_change := rowcast_room_last_change(p_room);
+    END IF;
+    o_id := m.id;
     o_author := m.user_id;
-    IF o_status <> 'ok' THEN
-        RETURN;
-    END IF;
-    IF m.body = p_body THEN
-        o_edited_at := rowcast_iso(m.edited_at);
-        RETURN;
-    END IF;
-    UPDATE messages SET body = p_body WHERE id = m.id RETURNING edited_at INTO t;
-    o_edited_at := rowcast_iso(t);
-    o_change := rowcast_room_last_change(p_room);
-END $$;
-
--- A delete by p_user (the author or an owner; NULL: anyone): the body is erased (0005).
-CREATE FUNCTION rowcast_message_delete(p_room text, p_seq bigint, p_user text,
-                                       OUT o_status text, OUT o_author text,
-                                       OUT o_deleted_at text, OUT o_change rowcast_change)
-LANGUAGE plpgsql AS $$
-DECLARE
-    c record;
-    m messages;
-    t timestamptz;
-BEGIN
-    SELECT * INTO c FROM rowcast_message_check(p_room, p_seq, p_user, true);
-    o_status := c.status;
-    m := c.m;
-    o_author := m.user_id;
-    IF o_status <> 'ok' THEN
-        RETURN;
-    END IF;
-    UPDATE messages SET deleted_at = clock_timestamp() WHERE id = m.id RETURNING deleted_at INTO t;
-    o_deleted_at := rowcast_iso(t);
-    o_change := rowcast_room_last_change(p_room);
+    o_inserted_at := rowcast_iso(m.inserted_at);
+    o_reply_to := m.reply_to;
+    o_edited_at := rowcast_iso(m.edited_at);
+    o_deleted_at := rowcast_iso(m.deleted_at);
+    o_version := rowcast_room_version(p_room);
 END $$;
 
 -- Adds (p_add) or removes p_user's reaction p_emoji to a message: 'not_found' (room or
@@ -194,10 +170,10 @@ END $$;
 
 -- Moves p_user's read cursor in the room to p_seq, never backwards nor past the room's
 -- last message: 'not_found' (room), 'forbidden' (not a member) or 'ok', with the room's
--- last seq and the member's cursor and unread count after it.
+-- last seq and the member's role, cursor and unread count after it.
 CREATE FUNCTION rowcast_read_mark(p_room text, p_user text, p_seq bigint, OUT o_status text,
-                                  OUT o_last_seq bigint, OUT o_last_read_seq bigint,
-                                  OUT o_unread bigint)
+                                  OUT o_last_seq bigint, OUT o_role text,
+                                  OUT o_last_read_seq bigint, OUT o_unread bigint)
 LANGUAGE plpgsql AS $$
 BEGIN
     -- rooms.last_seq also lags behind this transaction's messages until commit.
@@ -210,7 +186,7 @@ BEGIN
     END IF;
     UPDATE memberships SET last_read_seq = GREATEST(last_read_seq, LEAST(p_seq, o_last_seq))
      WHERE room_id = p_room AND user_id = p_user
-    RETURNING last_read_seq INTO o_last_read_seq;
+    RETURNING role, last_read_seq INTO o_role, o_last_read_seq;
     IF NOT FOUND THEN
         o_status := 'forbidden';
         RETURN;
