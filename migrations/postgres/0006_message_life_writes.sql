@@ -6,9 +6,11 @@
 -- would abort the batch's transaction) for a refusal. Plain SQL writers do not need these:
 -- the triggers of 0005 log their writes the same way.
 --
--- Edits and deletes lock the room's row before the message's, as the triggers do when they
--- log the change, so two of rowcast's writers of a room take turns on the room first and
--- never wait for each other in a cycle.
+-- Each of them takes the room's row lock first, as a new message does (its seq trigger,
+-- 0001), and only then the message's row, so two of rowcast's writers of a room take turns
+-- on the room and never wait for each other in a cycle. (A plain SQL UPDATE of a message
+-- locks the message first and the room when its trigger logs the change: against such a
+-- writer PostgreSQL may detect a deadlock and cancel one of the two.)
 
 -- A change as the store reads it (store_pg_int.h: STORE_PG_CHANGE_COLS).
 CREATE TYPE rowcast_change AS (
@@ -38,6 +40,15 @@ LANGUAGE sql VOLATILE AS $$
                                           ORDER BY c.version DESC LIMIT 1), 0))
       FROM rooms r WHERE r.id = p_room
 $$;
+
+-- Takes the room's row lock (the one the triggers take to count its seqs and versions)
+-- for the rest of the transaction; false when there is no such room.
+CREATE FUNCTION rowcast_lock_room(p_room text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM rooms WHERE id = p_room FOR NO KEY UPDATE;
+    RETURN FOUND;
+END $$;
 
 -- A new message (reply_to 0 or NULL: none). An unknown room raises foreign_key_violation,
 -- an invalid reply_to check_violation (the triggers of 0001 and 0005).
@@ -96,8 +107,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     m messages;
 BEGIN
-    PERFORM 1 FROM rooms WHERE id = p_room FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
+    IF NOT rowcast_lock_room(p_room) THEN
         o_status := 'not_found';
         RETURN;
     END IF;
@@ -142,8 +152,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     d timestamptz;
 BEGIN
-    PERFORM 1 FROM rooms WHERE id = p_room FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
+    IF NOT rowcast_lock_room(p_room) THEN
         o_status := 'not_found';
         RETURN;
     END IF;
@@ -152,18 +161,20 @@ BEGIN
         o_status := 'not_found';
         RETURN;
     END IF;
-    o_status := CASE WHEN d IS NULL THEN 'ok' ELSE 'gone' END;
-    IF d IS NULL THEN
-        IF p_add THEN
-            INSERT INTO reactions(room_id, seq, emoji, user_id)
-            VALUES (p_room, p_seq, p_emoji, p_user) ON CONFLICT DO NOTHING;
-        ELSE
-            DELETE FROM reactions
-             WHERE room_id = p_room AND seq = p_seq AND emoji = p_emoji AND user_id = p_user;
-        END IF;
-        IF FOUND THEN
-            o_change := rowcast_room_last_change(p_room);
-        END IF;
+    IF d IS NOT NULL THEN
+        o_status := 'gone';
+        RETURN;
+    END IF;
+    o_status := 'ok';
+    IF p_add THEN
+        INSERT INTO reactions(room_id, seq, emoji, user_id)
+        VALUES (p_room, p_seq, p_emoji, p_user) ON CONFLICT DO NOTHING;
+    ELSE
+        DELETE FROM reactions
+         WHERE room_id = p_room AND seq = p_seq AND emoji = p_emoji AND user_id = p_user;
+    END IF;
+    IF FOUND THEN
+        o_change := rowcast_room_last_change(p_room);
     END IF;
     o_version := rowcast_room_version(p_room);
 END $$;
