@@ -1,8 +1,10 @@
 /* test_channel.c - the per-worker channel index and its watches (chan_watch): a chan that
  * watches another topic gets that topic's broadcasts through its type's watch hook, in
  * order with its own (held while it joins), never as frames, and loses every watch when
- * it ends. Driven on a worker that is never started, with conns whose transport writes
- * into one shared log. */
+ * it ends. Then the watcher it exists for, notifications:<user>, counting unread messages
+ * of the user's rooms from those broadcasts and from read marks. Driven on a worker that
+ * is never started (its inbox turned by hand), with conns whose transport writes into one
+ * shared log and a store that answers what the test tells it to. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +20,7 @@
 #include "config.h"
 #include "conn.h"
 #include "obuf.h"
+#include "store.h"
 #include "util/log.h"
 #include "worker.h"
 
@@ -110,9 +113,27 @@ static const struct channel_type watcher_type = {
     .watch = w_watch,
 };
 
+/* A store that keeps what is submitted until the test answers it. */
+struct fake_store {
+    struct store base;
+    struct store_req *q[8];
+    size_t n;
+};
+
+/* store_ops.submit: queued for the test. */
+static void fake_submit(struct store *s, struct store_req *req)
+{
+    struct fake_store *f = (struct fake_store *)s;
+    assert_true(f->n < 8);
+    f->q[f->n++] = req;
+}
+
+static const struct store_ops fake_store_ops = {.scheme = "fake:", .submit = fake_submit};
+
 struct fx {
     struct config cfg;
     struct worker_env env;
+    struct fake_store store;
     struct worker *w;
     struct conn *c[NCONNS]; /* users "A", "B", "C" */
 };
@@ -124,6 +145,8 @@ static int setup(void **state)
     assert_non_null(x);
     x->cfg.max_channels = 10;
     x->env.cfg = &x->cfg;
+    x->store.base.ops = &fake_store_ops;
+    x->env.store = &x->store.base;
     x->w = worker_create(0, &x->env, 50);
     x->w->topics = chan_index_create();
     for (int i = 0; i < NCONNS; i++) {
@@ -136,7 +159,8 @@ static int setup(void **state)
     return 0;
 }
 
-/* Ends what is left, checks the index is empty, frees everything. */
+/* Ends what is left (requests still queued fail), checks the index is empty, frees
+ * everything. */
 static int teardown(void **state)
 {
     struct fx *x = *state;
@@ -144,8 +168,14 @@ static int teardown(void **state)
         while (x->c[i]->chans)
             chan_end(x->c[i]->chans);
         x->c[i]->closed = true;
-        conn_release(x->c[i]);
     }
+    for (size_t i = 0; i < x->store.n; i++) {
+        x->store.q[i]->rc = RC_ESTORE;
+        store_complete(x->store.q[i]);
+    }
+    worker_drain_inbox(x->w);
+    for (int i = 0; i < NCONNS; i++)
+        conn_release(x->c[i]);
     for (struct conn *c; (c = x->w->conns.dead);) {
         x->w->conns.dead = c->_dead_next;
         conn_unref(c);
@@ -227,10 +257,11 @@ static void held_while_joining_then_in_order(void **state)
     fan_out(x, "room:1", "new_message", 3, 0); /* after the reply, still behind the held */
     chan_release_held(ch);
     fan_out(x, "room:1", "new_message", 4, 0);
-    expect_journal("A frame [\"1\",\"1\",\"w:a\",\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]",
-                   "A frame [null,null,\"w:a\",\"first\",{}]", "A watch room:1 new_message 2",
-                   "A frame [null,null,\"w:a\",\"third\",{}]", "A watch room:1 new_message 3",
-                   "A watch room:1 new_message 4", NULL);
+    expect_journal(
+        "A frame [\"1\",\"1\",\"w:a\",\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]",
+        "A frame [null,null,\"w:a\",\"first\",{}]", "A watch room:1 new_message 2",
+        "A frame [null,null,\"w:a\",\"third\",{}]", "A watch room:1 new_message 3",
+        "A watch room:1 new_message 4", NULL);
 }
 
 static void ending_removes_every_watch(void **state)
@@ -283,6 +314,166 @@ static void closed_and_excluded_conns_are_skipped(void **state)
     x->c[1]->closed = false;
 }
 
+/* ---- notifications:<user> -------------------------------------------------------- */
+
+/* The oldest request the store holds, which must be for op; the test answers it. */
+static struct store_req *take_req(struct fx *x, enum store_op op)
+{
+    assert_true(x->store.n > 0);
+    struct store_req *req = x->store.q[0];
+    memmove(x->store.q, x->store.q + 1, --x->store.n * sizeof *x->store.q);
+    assert_int_equal(req->op, op);
+    return req;
+}
+
+/* Completes req and runs its continuation on the worker. */
+static void answer(struct fx *x, struct store_req *req)
+{
+    store_complete(req);
+    worker_drain_inbox(x->w);
+}
+
+/* Answers the oldest request, a read of A's rooms, with one room "r" at (last_seq,
+ * last_read_seq, unread). */
+static void answer_rooms(struct fx *x, int64_t last_seq, int64_t read, int64_t unread)
+{
+    struct store_req *req = take_req(x, STORE_USER_ROOMS);
+    assert_string_equal(req->user_id, "A");
+    req->user_rooms = calloc(1, sizeof *req->user_rooms);
+    req->user_rooms[0] = (struct store_user_room){.room_id = strdup("r"),
+                                                  .name = strdup("R"),
+                                                  .role = strdup("member"),
+                                                  .last_seq = last_seq,
+                                                  .last_read_seq = read,
+                                                  .unread = unread};
+    req->n_user_rooms = 1;
+    answer(x, req);
+}
+
+/* A room change broadcast on room:r: event about message msg_seq by author. */
+static void change(struct fx *x, const char *event, int64_t msg_seq, const char *author)
+{
+    static int64_t version;
+    struct bcast *b = bcast_create("room:r", event, "{}", 2, 0, ++version);
+    assert_non_null(b);
+    b->msg_seq = msg_seq;
+    b->user_id = strdup(author);
+    chan_index_deliver(x->w->topics, b);
+    bcast_unref(b);
+}
+
+/* A read mark's unread event on notifications:A. */
+static void read_mark(struct fx *x, int64_t unread, int64_t last_seq, int64_t read)
+{
+    char p[128];
+    snprintf(p, sizeof p,
+             "{\"last_read_seq\":%lld,\"last_seq\":%lld,\"room_id\":\"r\",\"unread\":%lld}",
+             (long long)read, (long long)last_seq, (long long)unread);
+    struct bcast *b = bcast_create("notifications:A", "unread", p, strlen(p), 0, 0);
+    assert_non_null(b);
+    chan_index_deliver(x->w->topics, b);
+    bcast_unref(b);
+}
+
+/* The push of the channel's own count (jr "1"). */
+#define PUSHED(unread, last_seq, read)                                                             \
+    "A frame [\"1\",null,\"notifications:A\",\"unread\",{\"last_read_seq\":" #read                 \
+    ",\"last_seq\":" #last_seq ",\"room_id\":\"r\",\"unread\":" #unread "}]"
+/* A read mark's event, passed on as it came. */
+#define PASSED(unread, last_seq, read)                                                             \
+    "A frame [null,null,\"notifications:A\",\"unread\",{\"last_read_seq\":" #read                  \
+    ",\"last_seq\":" #last_seq ",\"room_id\":\"r\",\"unread\":" #unread "}]"
+
+/* Joins notifications:A with room r at (5, 3, 2); a message by B committed between the two
+ * room reads (6, in the second) and one after it (7) arrive while the join runs. */
+static struct chan *join_notifications(struct fx *x)
+{
+    struct chan *ch =
+        chan_create(x->c[0], &notifications_channel, "notifications:A", 15, "\"1\"", "\"1\"");
+    notifications_channel.join(ch, NULL);
+    answer_rooms(x, 5, 3, 2);
+    assert_int_equal(chan_index_watchers(x->w->topics, "room:r"), 1);
+    change(x, "new_message", 6, "B");
+    change(x, "new_message", 7, "B");
+    answer_rooms(x, 6, 3, 3);
+    struct store_req *n = take_req(x, STORE_NOTIFY_UNREAD);
+    n->id = 0;
+    answer(x, n);
+    expect_journal(
+        "A frame "
+        "[\"1\",\"1\",\"notifications:A\",\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]",
+        "A frame [\"1\",null,\"notifications:A\",\"unread_notifications\",{\"notifications\":[]}]",
+        PUSHED(4, 7, 3), NULL);
+    return ch;
+}
+
+static void notifications_count_others_messages(void **state)
+{
+    struct fx *x = *state;
+    join_notifications(x);
+    change(x, "new_message", 8, "A"); /* her own */
+    change(x, "new_message", 7, "B"); /* again */
+    change(x, "message_updated", 7, "B");
+    change(x, "new_message", 9, "C");
+    expect_journal(PUSHED(5, 9, 3), NULL);
+    change(x, "message_deleted", 9, "C");
+    change(x, "message_deleted", 8, "A"); /* her own: never counted */
+    change(x, "message_deleted", 2, "B"); /* before the cursor */
+    change(x, "message_deleted", 6, "B"); /* unread, from the snapshot */
+    expect_journal(PUSHED(4, 9, 3), PUSHED(3, 9, 3), NULL);
+}
+
+static void notifications_take_read_marks(void **state)
+{
+    struct fx *x = *state;
+    join_notifications(x);
+    read_mark(x, 1, 7, 6); /* a mark that knows every message: taken and passed on */
+    change(x, "new_message", 8, "B");
+    expect_journal(PASSED(1, 7, 6), PUSHED(2, 8, 6), NULL);
+    read_mark(x, 2, 7, 5); /* an older mark: dropped */
+    read_mark(x, 1, 7, 6); /* the same cursor, fewer messages known: dropped */
+    expect_journal(NULL);
+    read_mark(x, 0, 9, 9);                /* ahead of the room's broadcasts */
+    change(x, "new_message", 9, "B");     /* counted in the mark already */
+    change(x, "message_deleted", 8, "B"); /* read */
+    expect_journal(PASSED(0, 9, 9), NULL);
+}
+
+static void notifications_merge_a_mark_that_raced_messages(void **state)
+{
+    struct fx *x = *state;
+    join_notifications(x); /* 7 counted live */
+    change(x, "new_message", 8, "B");
+    change(x, "new_message", 9, "A");
+    change(x, "new_message", 10, "B");
+    expect_journal(PUSHED(5, 8, 3), PUSHED(6, 10, 3), NULL);
+    /* a mark at 7 made before 8-10 arrived: its count plus the 2 others' since */
+    read_mark(x, 0, 7, 7);
+    expect_journal(PUSHED(2, 10, 7), NULL);
+    change(x, "message_deleted", 10, "B");
+    change(x, "message_deleted", 7, "B"); /* read by then */
+    expect_journal(PUSHED(1, 10, 7), NULL);
+}
+
+static void notifications_join_fails_cleanly(void **state)
+{
+    struct fx *x = *state;
+    struct chan *ch =
+        chan_create(x->c[0], &notifications_channel, "notifications:A", 15, "\"1\"", "\"1\"");
+    notifications_channel.join(ch, NULL);
+    answer_rooms(x, 5, 3, 2);
+    struct store_req *r = take_req(x, STORE_USER_ROOMS);
+    r->rc = RC_ESTORE;
+    answer(x, r);
+    expect_journal("A frame [\"1\",\"1\",\"notifications:A\",\"phx_reply\",{\"response\":{"
+                   "\"reason\":\"unavailable\"},\"status\":\"error\"}]",
+                   NULL);
+    assert_int_equal(chan_index_topics(x->w->topics), 0);
+    answer(x, take_req(x, STORE_NOTIFY_UNREAD)); /* finds the chan gone */
+    change(x, "new_message", 6, "B");
+    expect_journal(NULL);
+}
+
 /* Quiet logs. */
 static int group_setup(void **state)
 {
@@ -299,6 +490,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(ending_removes_every_watch, setup, teardown),
         cmocka_unit_test_setup_teardown(refused_join_removes_its_watches, setup, teardown),
         cmocka_unit_test_setup_teardown(closed_and_excluded_conns_are_skipped, setup, teardown),
+        cmocka_unit_test_setup_teardown(notifications_count_others_messages, setup, teardown),
+        cmocka_unit_test_setup_teardown(notifications_take_read_marks, setup, teardown),
+        cmocka_unit_test_setup_teardown(notifications_merge_a_mark_that_raced_messages, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(notifications_join_fails_cleanly, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }
