@@ -219,6 +219,37 @@ void release_writer(struct client *c);
 /* Waits until the store's writer waits for the held lock, where the backend can tell. */
 void wait_writer_blocked(struct fixture *f);
 
+/* The life of a message (test_store_life.c): LIFE_CASES, what every backend must do, and
+ * what only SQLite does (its listener gets the changes other processes commit). */
+/* clang-format off */
+#define LIFE_CASES(X, be)                            \
+    X(be, test_life_reply_to),                       \
+    X(be, test_life_edit),                           \
+    X(be, test_life_delete),                         \
+    X(be, test_life_reactions),                      \
+    X(be, test_life_read_mark),                      \
+    X(be, test_life_changes_by_version),             \
+    X(be, test_life_replies),                        \
+    X(be, test_life_user_rooms),                     \
+    X(be, test_life_listener_own_changes),           \
+    X(be, test_life_sql_writer),                     \
+    X(be, test_life_listener_starts_at_open),        \
+    X(be, test_life_message_json)
+/* clang-format on */
+void test_life_reply_to(void **state);
+void test_life_edit(void **state);
+void test_life_delete(void **state);
+void test_life_reactions(void **state);
+void test_life_read_mark(void **state);
+void test_life_changes_by_version(void **state);
+void test_life_replies(void **state);
+void test_life_user_rooms(void **state);
+void test_life_listener_own_changes(void **state);
+void test_life_sql_writer(void **state);
+void test_life_listener_starts_at_open(void **state);
+void test_life_message_json(void **state);
+void test_life_sql_writer_reaches_listener(void **state);
+
 /* The cases only PostgreSQL has (test_store_pg.c). */
 void test_migrate_concurrent(void **state);
 void test_notify_sql_matches_migration(void **state);

@@ -2113,6 +2113,8 @@ int main(void)
         ON(sqlite, test_open_errors_sqlite),
         ON(sqlite, test_listener_sees_other_process),
         ON(sqlite, test_listener_sees_other_process_while_busy),
+        LIFE_CASES(ON, sqlite),
+        ON(sqlite, test_life_sql_writer_reaches_listener),
         EVERY_BACKEND(ON, pg),
         ONCE(test_notify_sql_matches_migration),
         ON(pg, test_open_errors_pg),

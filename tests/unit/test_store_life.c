@@ -1,12 +1,8 @@
-/* test_store_life.c - the life of a message in the store: edits, deletes, reactions,
- * replies, read cursors and unread counts, the room's change log by version, and its
- * delivery to the listener. One set of cases runs against every backend of `backends`,
- * each case on a fresh database of its own; a backend also gives a second connection that
- * stands for another process (sqlite3, psql) writing plain SQL. The store completes
- * requests on its own threads; the cases block until the completions arrive. */
-#include <errno.h>
-#include <pthread.h>
-#include <semaphore.h>
+/* test_store_life.c - the life of a message in the store, cases of the store suite
+ * (tests/unit/test_store, harness in store_test.h): replies, edits, deletes, reactions,
+ * read cursors and unread counts, the room's change log read by version, and its delivery
+ * to the listener. LIFE_CASES run against every backend; plain SQL from another client
+ * stands for another process (sqlite3, psql). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -15,106 +11,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
-#include <sqlite3.h>
 
 #include "store.h"
+#include "store_test.h"
 #include "util/sbuf.h"
 
-/* Seconds a case waits for a completion or a delivery before it fails. */
-#define WAIT_S 60
-
-/* One change as the listener saw it. */
-struct got {
-    int64_t id, version, seq;
-    char room_id[32], user_id[32], event[32];
-    char payload[512];
-};
-
-/* What the listener was given, in call order. */
-struct collector {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct got *v;
-    size_t n, cap;
-    bool bad_call; /* called with n == 0 or a NULL array */
-};
-
-struct backend;
-
-struct fixture {
-    const struct backend *be;
-    char db[64];   /* the database's directory (SQLite) or name */
-    char url[512]; /* the case's database */
-    void *ext;     /* the backend's other connection, opened on first use */
-    struct store *s;
-    struct collector col;
-};
-
-/* A store backend the cases run against. */
-struct backend {
-    const char *name;
-    bool (*start)(void);              /* once before its cases (may be NULL); false: cannot run */
-    int (*create)(struct fixture *f); /* a fresh database, named by f->url */
-    void (*drop)(struct fixture *f);  /* closes f->ext, removes the database */
-    void (*exec)(struct fixture *f, const char *sql);         /* as another process */
-    int64_t (*query_int)(struct fixture *f, const char *sql); /* one integer */
-    /* the store's listener also gets what other processes commit (SQLite; PostgreSQL hands
-     * those to the bus instead) */
-    bool delivers_external;
-};
-
 /* ---- requests ---------------------------------------------------------------------- */
-
-/* done callback: wakes the case waiting in run(). */
-static void done_post(struct store_req *req)
-{
-    sem_post(req->arg);
-}
-
-/* Submits req, waits for its completion and returns req->rc. */
-static int run(struct fixture *f, struct store_req *req)
-{
-    /* On the heap: after a timeout the completion may still come, into a leaked sem. */
-    sem_t *done = malloc(sizeof *done);
-    struct timespec until;
-
-    assert_non_null(done);
-    sem_init(done, 0, 0);
-    req->done = done_post;
-    req->arg = done;
-    store_submit(f->s, req);
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += WAIT_S;
-    while (sem_timedwait(done, &until) != 0)
-        if (errno != EINTR)
-            fail_msg("op %d did not complete within %d s", req->op, WAIT_S);
-    sem_destroy(done);
-    free(done);
-    return req->rc;
-}
-
-/* A copy of s owned by a request (NULL stays NULL). */
-static char *own(const char *s)
-{
-    char *d = s ? strdup(s) : NULL;
-
-    if (s)
-        assert_non_null(d);
-    return d;
-}
 
 /* A request for op on message seq of room by user (NULL: none). */
 static struct store_req *mkreq(enum store_op op, const char *room, const char *user, int64_t seq)
 {
     struct store_req *r = store_req_create(op);
 
-    r->room_id = own(room);
-    r->user_id = own(user);
+    r->room_id = dup_or_null(room);
+    r->user_id = dup_or_null(user);
     r->seq = seq;
     return r;
 }
@@ -122,7 +35,7 @@ static struct store_req *mkreq(enum store_op op, const char *room, const char *u
 /* Runs req and fails the case unless its rc is want; returns req (the caller frees it). */
 static struct store_req *expect(struct fixture *f, struct store_req *req, int want)
 {
-    int rc = run(f, req);
+    int rc = run(f->s, req);
 
     if (rc != want)
         fail_msg("op %d room=%s user=%s seq=%lld: rc %d (%s), want %d (%s)", req->op,
@@ -131,19 +44,13 @@ static struct store_req *expect(struct fixture *f, struct store_req *req, int wa
     return req;
 }
 
-/* Runs req expecting want and frees it. */
-static void expect_rc(struct fixture *f, struct store_req *req, int want)
-{
-    store_req_destroy(expect(f, req, want));
-}
-
 /* Adds a message (reply_to 0: none); returns its seq, checking the version it took. */
 static int64_t add(struct fixture *f, const char *room, const char *user, const char *body,
                    int64_t reply_to)
 {
     struct store_req *r = mkreq(STORE_MESSAGE_ADD, room, user, 0);
 
-    r->body = own(body);
+    r->body = dup_or_null(body);
     r->reply_to = reply_to;
     expect(f, r, 0);
     assert_true(r->version > 0);
@@ -159,7 +66,7 @@ static int64_t edit(struct fixture *f, const char *user, int64_t seq, const char
 {
     struct store_req *r = mkreq(STORE_MESSAGE_EDIT, "lobby", user, seq);
 
-    r->body = own(body);
+    r->body = dup_or_null(body);
     expect(f, r, want);
     int64_t v = r->version;
 
@@ -188,7 +95,7 @@ static int64_t react(struct fixture *f, enum store_op op, const char *user, int6
 {
     struct store_req *r = mkreq(op, "lobby", user, seq);
 
-    r->name = own(emoji);
+    r->name = dup_or_null(emoji);
     expect(f, r, want);
     int64_t v = r->version;
 
@@ -317,62 +224,13 @@ static void assert_json_str(const char *text, const char *key, const char *want)
     json_decref(j);
 }
 
-/* Asserts "YYYY-MM-DDTHH:MM:SS.mmmZ". */
-static void assert_utc_ms(const char *ts)
-{
-    int y, mo, d, h, mi, s, ms;
-    char z = 0;
-
-    if (strlen(ts) != 24 ||
-        sscanf(ts, "%4d-%2d-%2dT%2d:%2d:%2d.%3d%c", &y, &mo, &d, &h, &mi, &s, &ms, &z) != 8 ||
-        z != 'Z')
-        fail_msg("\"%s\" is not an ISO-8601 UTC time with milliseconds", ts);
-}
-
 /* ---- the listener ------------------------------------------------------------------ */
 
-/* Listener: copies the changes into the collector in arg. */
-static void collect(const struct store_change *v, size_t n, void *arg)
-{
-    struct collector *c = arg;
-
-    pthread_mutex_lock(&c->mu);
-    if (!n || !v)
-        c->bad_call = true;
-    for (size_t i = 0; i < n; i++) {
-        if (c->n == c->cap) {
-            c->cap = c->cap ? 2 * c->cap : 64;
-            c->v = realloc(c->v, c->cap * sizeof *c->v);
-            if (!c->v)
-                abort(); /* a store thread: cmocka cannot fail here */
-        }
-        struct got *g = &c->v[c->n++];
-
-        g->id = v[i].id;
-        g->version = v[i].version;
-        g->seq = v[i].seq;
-        snprintf(g->room_id, sizeof g->room_id, "%s", v[i].room_id);
-        snprintf(g->user_id, sizeof g->user_id, "%s", v[i].user_id);
-        snprintf(g->event, sizeof g->event, "%s", v[i].event);
-        snprintf(g->payload, sizeof g->payload, "%s", v[i].payload);
-    }
-    pthread_cond_broadcast(&c->cv);
-    pthread_mutex_unlock(&c->mu);
-}
-
-/* Waits until the collector holds n changes; fails after WAIT_S. */
+/* Waits until the listener has given n changes; fails after WAIT_MS. */
 static void wait_changes(struct collector *c, size_t n)
 {
-    struct timespec until;
+    size_t got = wait_collected(c, n, WAIT_MS);
 
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += WAIT_S;
-    pthread_mutex_lock(&c->mu);
-    while (c->n < n && pthread_cond_timedwait(&c->cv, &c->mu, &until) != ETIMEDOUT)
-        ;
-    size_t got = c->n;
-
-    pthread_mutex_unlock(&c->mu);
     if (got < n)
         fail_msg("the listener got %zu changes, want %zu", got, n);
 }
@@ -381,7 +239,7 @@ static void wait_changes(struct collector *c, size_t n)
 static void assert_got(struct collector *c, size_t i, const char *event, int64_t version,
                        int64_t seq, const char *author)
 {
-    const struct got *g = &c->v[i];
+    const struct seen *g = &c->v[i];
 
     assert_string_equal(g->event, event);
     assert_string_equal(g->room_id, "lobby");
@@ -394,30 +252,8 @@ static void assert_got(struct collector *c, size_t i, const char *event, int64_t
         assert_true(g->id > c->v[i - 1].id);
 }
 
-/* ---- fixture ----------------------------------------------------------------------- */
-
-/* Opens the case's store; with listen, the collector is its listener from the start. */
-static void open_store(struct fixture *f, bool listen)
-{
-    struct store_options o = {.url = f->url,
-                              .data_poll_ms = 10,
-                              .listener = listen ? collect : NULL,
-                              .listener_arg = listen ? &f->col : NULL};
-    char err[512] = "";
-
-    if (store_open(&o, &f->s, err, sizeof err) != 0)
-        fail_msg("store_open(%s): %s", f->url, err);
-}
-
-/* Closes the case's store. */
-static void close_store(struct fixture *f)
-{
-    store_close(f->s);
-    f->s = NULL;
-}
-
-/* Opens the store (listening) on a fresh database with room lobby (alice owner, bob
- * member, carol viewer) and room other (bob member). */
+/* Opens the store, its listener the case's collector, on the case's fresh database with
+ * room lobby (alice owner, bob member, carol viewer) and room other (bob member). */
 static void scene(struct fixture *f)
 {
     static const char *const members[][3] = {{"lobby", "alice", "owner"},
@@ -425,54 +261,25 @@ static void scene(struct fixture *f)
                                              {"lobby", "carol", "viewer"},
                                              {"other", "bob", "member"}};
 
-    open_store(f, true);
+    open_store(f, 0, 10, MSG_LISTENER);
     for (int i = 0; i < 2; i++) {
         struct store_req *r = mkreq(STORE_ROOM_CREATE, i ? "other" : "lobby", NULL, 0);
 
-        r->name = own(i ? "Other" : "Lobby");
-        expect_rc(f, r, 0);
+        r->name = dup_or_null(i ? "Other" : "Lobby");
+        run_expect(f->s, r, 0);
     }
     for (size_t i = 0; i < sizeof members / sizeof members[0]; i++) {
         struct store_req *r = mkreq(STORE_MEMBER_PUT, members[i][0], members[i][1], 0);
 
-        r->role = own(members[i][2]);
-        expect_rc(f, r, 0);
+        r->role = dup_or_null(members[i][2]);
+        run_expect(f->s, r, 0);
     }
-}
-
-/* Case setup: a fresh database of the backend in *state. */
-static int setup(void **state)
-{
-    struct fixture *f = calloc(1, sizeof *f);
-
-    if (!f)
-        return -1;
-    f->be = *state;
-    f->col = (struct collector){.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    if (f->be->create(f) != 0) {
-        free(f);
-        return -1;
-    }
-    *state = f;
-    return 0;
-}
-
-/* Case teardown: closes the store and removes the database. */
-static int teardown(void **state)
-{
-    struct fixture *f = *state;
-
-    store_close(f->s);
-    f->be->drop(f);
-    free(f->col.v);
-    free(f);
-    return 0;
 }
 
 /* ---- cases ------------------------------------------------------------------------- */
 
 /* A reply names a message of the room that is there; anything else stores nothing. */
-static void test_reply_to(void **state)
+void test_life_reply_to(void **state)
 {
     struct fixture *f = *state;
 
@@ -484,7 +291,7 @@ static void test_reply_to(void **state)
         add(f, "other", "bob", "in other", 0);
     struct store_req *r = mkreq(STORE_MESSAGE_ADD, "lobby", "bob", 0);
 
-    r->body = own("a reply");
+    r->body = dup_or_null("a reply");
     r->reply_to = parent;
     expect(f, r, 0);
     assert_int_equal(r->msg.seq, 3);
@@ -499,16 +306,16 @@ static void test_reply_to(void **state)
 
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         r = mkreq(STORE_MESSAGE_ADD, "lobby", "bob", 0);
-        r->body = own("dangling");
+        r->body = dup_or_null("dangling");
         r->reply_to = bad[i];
-        expect_rc(f, r, RC_EINVAL);
+        run_expect(f->s, r, RC_EINVAL);
     }
     r = mkreq(STORE_MESSAGE_ADD, "nowhere", "bob", 0);
-    r->body = own("dangling");
+    r->body = dup_or_null("dangling");
     r->reply_to = 1;
-    expect_rc(f, r, RC_ENOTFOUND);
+    run_expect(f->s, r, RC_ENOTFOUND);
     assert_int_equal(version_of(f, "lobby"), v);
-    assert_int_equal(f->be->query_int(f, "SELECT count(*) FROM messages WHERE body = 'dangling'"),
+    assert_int_equal(ext_int(ext(f), "SELECT count(*) FROM messages WHERE body = 'dangling'", NULL),
                      0);
     /* the next message still takes the next seq and version */
     assert_int_equal(add(f, "lobby", "bob", "after", parent), 4);
@@ -517,7 +324,7 @@ static void test_reply_to(void **state)
 
 /* Only the author edits (anyone through REST); an edit takes a version and sets
  * edited_at; the same body changes nothing; a deleted message cannot be edited. */
-static void test_edit(void **state)
+void test_life_edit(void **state)
 {
     struct fixture *f = *state;
 
@@ -528,16 +335,16 @@ static void test_edit(void **state)
     edit(f, "alice", 99, "none", RC_ENOTFOUND);
     struct store_req *r = mkreq(STORE_MESSAGE_EDIT, "nowhere", "alice", seq);
 
-    r->body = own("no room");
-    expect_rc(f, r, RC_ENOTFOUND);
+    r->body = dup_or_null("no room");
+    run_expect(f->s, r, RC_ENOTFOUND);
     assert_int_equal(version_of(f, "lobby"), 1);
 
     r = mkreq(STORE_MESSAGE_EDIT, "lobby", "alice", seq);
-    r->body = own("fixed");
+    r->body = dup_or_null("fixed");
     expect(f, r, 0);
     assert_int_equal(r->version, 2);
     assert_string_equal(r->msg.user_id, "alice");
-    assert_utc_ms(r->msg.edited_at);
+    assert_iso8601(r->msg.edited_at);
     store_req_destroy(r);
     assert_int_equal(edit(f, "alice", seq, "fixed", 0), 0); /* the same body */
     assert_int_equal(version_of(f, "lobby"), 2);
@@ -547,7 +354,7 @@ static void test_edit(void **state)
     const struct store_msg *m = msg_in(r, seq);
 
     assert_string_equal(m->body, "by the API");
-    assert_utc_ms(m->edited_at);
+    assert_iso8601(m->edited_at);
     assert_string_equal(m->deleted_at, "");
     store_req_destroy(r);
     r = changes(f, 1, 10);
@@ -569,7 +376,7 @@ static void test_edit(void **state)
 
 /* The author or an owner deletes (anyone through REST); the body is erased from the row
  * and from the logged changes; a deleted message stays deleted. */
-static void test_delete(void **state)
+void test_life_delete(void **state)
 {
     struct fixture *f = *state;
 
@@ -584,7 +391,7 @@ static void test_delete(void **state)
     del(f, "carol", s1, RC_EFORBIDDEN);   /* a viewer */
     del(f, "mallory", s1, RC_EFORBIDDEN); /* not a member */
     del(f, "bob", 99, RC_ENOTFOUND);
-    expect_rc(f, mkreq(STORE_MESSAGE_DELETE, "nowhere", "bob", s1), RC_ENOTFOUND);
+    run_expect(f->s, mkreq(STORE_MESSAGE_DELETE, "nowhere", "bob", s1), RC_ENOTFOUND);
     assert_int_equal(version_of(f, "lobby"), 5);
 
     struct store_req *r = expect(f, mkreq(STORE_MESSAGE_DELETE, "lobby", "bob", s1), 0);
@@ -592,7 +399,7 @@ static void test_delete(void **state)
     assert_int_equal(r->version, 6);
     assert_int_equal(r->msg.seq, s1);
     assert_string_equal(r->msg.user_id, "bob");
-    assert_utc_ms(r->msg.deleted_at);
+    assert_iso8601(r->msg.deleted_at);
     assert_string_equal(r->msg.body, "");
     store_req_destroy(r);
     assert_int_equal(del(f, "alice", s2, 0), 7); /* the owner */
@@ -601,11 +408,15 @@ static void test_delete(void **state)
     del(f, NULL, s1, RC_EGONE);
     assert_int_equal(version_of(f, "lobby"), 8);
 
-    assert_int_equal(f->be->query_int(f, "SELECT count(*) FROM messages "
-                                         "WHERE body LIKE '%secret%'"),
+    assert_int_equal(ext_int(ext(f),
+                             "SELECT count(*) FROM messages "
+                             "WHERE body LIKE '%secret%'",
+                             NULL),
                      0);
-    assert_int_equal(f->be->query_int(f, "SELECT count(*) FROM room_changes "
-                                         "WHERE payload LIKE '%secret%'"),
+    assert_int_equal(ext_int(ext(f),
+                             "SELECT count(*) FROM room_changes "
+                             "WHERE CAST(payload AS TEXT) LIKE '%secret%'",
+                             NULL),
                      0);
     r = history(f);
     assert_int_equal(r->n_msgs, 4);
@@ -613,7 +424,7 @@ static void test_delete(void **state)
     assert_string_equal(msg_in(r, mine)->deleted_at, "");
     for (int64_t seq = s1; seq <= s3; seq++) {
         assert_string_equal(msg_in(r, seq)->body, "");
-        assert_utc_ms(msg_in(r, seq)->deleted_at);
+        assert_iso8601(msg_in(r, seq)->deleted_at);
     }
     store_req_destroy(r);
     r = changes(f, 5, 10);
@@ -626,7 +437,7 @@ static void test_delete(void **state)
 
 /* One reaction per (message, user, emoji): a second add or a removal of one that is not
  * there changes nothing; history counts them by emoji. */
-static void test_reactions(void **state)
+void test_life_reactions(void **state)
 {
     struct fixture *f = *state;
 
@@ -671,8 +482,8 @@ static void test_reactions(void **state)
     react(f, STORE_REACTION_PUT, "bob", 99, "x", RC_ENOTFOUND);
     react(f, STORE_REACTION_DELETE, "bob", 99, "x", RC_ENOTFOUND);
     r = mkreq(STORE_REACTION_PUT, "nowhere", "bob", seq);
-    r->name = own("x");
-    expect_rc(f, r, RC_ENOTFOUND);
+    r->name = dup_or_null("x");
+    run_expect(f->s, r, RC_ENOTFOUND);
     del(f, "alice", seq, 0);
     react(f, STORE_REACTION_PUT, "bob", seq, "x", RC_EGONE);
     react(f, STORE_REACTION_DELETE, "bob", seq, "\xf0\x9f\x91\x8d", RC_EGONE);
@@ -681,7 +492,7 @@ static void test_reactions(void **state)
 
 /* The read cursor never moves backwards and stops at last_seq; unread counts messages
  * after it that are neither the reader's own nor deleted. */
-static void test_read_mark(void **state)
+void test_life_read_mark(void **state)
 {
     struct fixture *f = *state;
     int64_t unread;
@@ -720,17 +531,19 @@ static void test_read_mark(void **state)
     assert_int_equal(r->member.unread, 0);
     assert_int_equal(r->room.last_seq, 5);
     store_req_destroy(r);
-    assert_int_equal(f->be->query_int(f, "SELECT last_read_seq FROM memberships "
-                                         "WHERE room_id = 'lobby' AND user_id = 'alice'"),
+    assert_int_equal(ext_int(ext(f),
+                             "SELECT last_read_seq FROM memberships "
+                             "WHERE room_id = 'lobby' AND user_id = 'alice'",
+                             NULL),
                      5);
-    expect_rc(f, mkreq(STORE_READ_MARK, "lobby", "mallory", 1), RC_EFORBIDDEN);
-    expect_rc(f, mkreq(STORE_READ_MARK, "nowhere", "alice", 1), RC_ENOTFOUND);
+    run_expect(f->s, mkreq(STORE_READ_MARK, "lobby", "mallory", 1), RC_EFORBIDDEN);
+    run_expect(f->s, mkreq(STORE_READ_MARK, "nowhere", "alice", 1), RC_ENOTFOUND);
     assert_int_equal(version_of(f, "lobby"), 6); /* a read mark is no room change */
 }
 
 /* The room's changes page by version with a limit, from a changes page and from a join
  * with since_version. */
-static void test_changes_by_version(void **state)
+void test_life_changes_by_version(void **state)
 {
     struct fixture *f = *state;
     static const char *const events[] = {"new_message", "new_message", "message_updated",
@@ -763,7 +576,7 @@ static void test_changes_by_version(void **state)
             assert_int_equal(c->seq, seen == 1 || seen == 2 ? s2 : s1);
             assert_string_equal(c->user_id, seen == 1 || seen == 2 ? "bob" : "alice");
             assert_json_int(c->payload, "version", c->version);
-            assert_utc_ms(c->inserted_at);
+            assert_iso8601(c->inserted_at);
             since = c->version;
         }
         store_req_destroy(r);
@@ -775,7 +588,7 @@ static void test_changes_by_version(void **state)
     store_req_destroy(r);
     r = mkreq(STORE_CHANGES_PAGE, "nowhere", NULL, 0);
     r->since_version = 0;
-    expect_rc(f, r, RC_ENOTFOUND);
+    run_expect(f->s, r, RC_ENOTFOUND);
 
     /* a join with since_version: the changes after it instead of the history */
     r = mkreq(STORE_JOIN_ROOM, "lobby", "bob", 0);
@@ -797,12 +610,12 @@ static void test_changes_by_version(void **state)
     store_req_destroy(r);
     r = mkreq(STORE_JOIN_ROOM, "lobby", "mallory", 0);
     r->since_version = 0;
-    expect_rc(f, r, RC_EFORBIDDEN);
+    run_expect(f->s, r, RC_EFORBIDDEN);
 }
 
 /* Replies carry reply_to, the parent counts those not deleted, and a thread pages
  * oldest first. */
-static void test_replies(void **state)
+void test_life_replies(void **state)
 {
     struct fixture *f = *state;
 
@@ -828,7 +641,7 @@ static void test_replies(void **state)
     assert_int_equal(r->msgs[0].seq, r1);
     assert_string_equal(r->msgs[0].body, "reply one");
     assert_int_equal(r->msgs[1].seq, r2);
-    assert_utc_ms(r->msgs[1].deleted_at);
+    assert_iso8601(r->msgs[1].deleted_at);
     assert_int_equal(r->msgs[2].seq, r3);
     assert_int_equal(r->msgs[2].reply_to, parent);
     store_req_destroy(r);
@@ -842,8 +655,8 @@ static void test_replies(void **state)
     r = expect(f, mkreq(STORE_REPLIES_PAGE, "lobby", NULL, other), 0);
     assert_int_equal(r->n_msgs, 0);
     store_req_destroy(r);
-    expect_rc(f, mkreq(STORE_REPLIES_PAGE, "lobby", NULL, 99), RC_ENOTFOUND);
-    expect_rc(f, mkreq(STORE_REPLIES_PAGE, "nowhere", NULL, parent), RC_ENOTFOUND);
+    run_expect(f->s, mkreq(STORE_REPLIES_PAGE, "lobby", NULL, 99), RC_ENOTFOUND);
+    run_expect(f->s, mkreq(STORE_REPLIES_PAGE, "nowhere", NULL, parent), RC_ENOTFOUND);
     del(f, "alice", parent, 0); /* a deleted parent keeps its thread */
     r = expect(f, mkreq(STORE_REPLIES_PAGE, "lobby", NULL, parent), 0);
     assert_int_equal(r->n_msgs, 3);
@@ -851,7 +664,7 @@ static void test_replies(void **state)
 }
 
 /* A user's rooms by room_id with the read state in each. */
-static void test_user_rooms(void **state)
+void test_life_user_rooms(void **state)
 {
     struct fixture *f = *state;
     int64_t unread;
@@ -891,7 +704,7 @@ static void test_user_rooms(void **state)
 
 /* The store's own changes reach the listener once each, in commit order, each without
  * waiting for a later write; failed writes and read marks bring none. */
-static void test_listener_own_changes(void **state)
+void test_life_listener_own_changes(void **state)
 {
     struct fixture *f = *state;
     struct collector *c = &f->col;
@@ -932,56 +745,68 @@ static void test_listener_own_changes(void **state)
     assert_int_equal(c->n, 7);
 }
 
-/* Waits for the listener's n-th change when the backend delivers others' commits. */
-static void wait_external(struct fixture *f, size_t n)
+/* Plain SQL from another client: an UPDATE of the body, an INSERT INTO reactions and a
+ * DELETE of message 1 of lobby, after the store's own message; with deliver, each waits
+ * until the listener has it (a delete erases the body from the changes before it). */
+static int64_t sql_writes(struct fixture *f, bool deliver)
 {
-    if (f->be->delivers_external)
-        wait_changes(&f->col, n);
-}
-
-/* Plain SQL from another process (UPDATE, INSERT INTO reactions, DELETE) takes the next
- * versions; with a backend that delivers others' commits the listener gets them, each
- * before the next is written (a delete erases the body from the changes before it). */
-static void test_sql_writer(void **state)
-{
-    struct fixture *f = *state;
-    struct collector *c = &f->col;
+    static const char *const sql[] = {
+        "UPDATE messages SET body = 'by sql' WHERE room_id = 'lobby' AND seq = 1",
+        "INSERT INTO reactions(room_id, seq, emoji, user_id) VALUES ('lobby', 1, 'y', 'cron')",
+        "DELETE FROM messages WHERE room_id = 'lobby' AND seq = 1",
+    };
 
     scene(f);
-    int64_t s1 = add(f, "lobby", "alice", "hello", 0);
+    int64_t seq = add(f, "lobby", "alice", "hello", 0);
 
-    f->be->exec(f, "UPDATE messages SET body = 'by sql' WHERE room_id = 'lobby' AND seq = 1");
-    wait_external(f, 2);
-    f->be->exec(f, "INSERT INTO reactions(room_id, seq, emoji, user_id) "
-                   "VALUES ('lobby', 1, 'y', 'cron')");
-    wait_external(f, 3);
-    f->be->exec(f, "DELETE FROM messages WHERE room_id = 'lobby' AND seq = 1");
-    wait_external(f, 4);
+    for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
+        ext_exec(ext(f), sql[i]);
+        if (deliver)
+            wait_changes(&f->col, i + 2);
+    }
+    return seq;
+}
+
+/* Plain SQL from another client takes the room's next versions, logged as the store's own
+ * writes are; a DELETE leaves a tombstone. */
+void test_life_sql_writer(void **state)
+{
+    struct fixture *f = *state;
+    int64_t seq = sql_writes(f, false);
     struct store_req *r = changes(f, 1, 10);
 
     assert_int_equal(r->n_changes, 3);
     assert_string_equal(r->changes[0].event, "message_updated");
+    assert_json_str(r->changes[0].payload, "body", NULL); /* erased by the delete */
     assert_string_equal(r->changes[1].event, "reaction_added");
+    assert_json_str(r->changes[1].payload, "user_id", "cron");
     assert_string_equal(r->changes[2].event, "message_deleted");
     assert_int_equal(r->room.version, 4);
     store_req_destroy(r);
     r = history(f);
-    assert_int_equal(r->n_msgs, 1); /* the DELETE left a tombstone */
-    assert_utc_ms(msg_in(r, s1)->deleted_at);
+    assert_int_equal(r->n_msgs, 1);
+    assert_iso8601(msg_in(r, seq)->deleted_at);
     store_req_destroy(r);
-    if (!f->be->delivers_external)
-        return;
-    assert_got(c, 0, "new_message", 1, s1, "alice");
-    assert_got(c, 1, "message_updated", 2, s1, "alice");
+}
+
+/* SQLite: those changes reach the store's listener too, each as it was logged. */
+void test_life_sql_writer_reaches_listener(void **state)
+{
+    struct fixture *f = *state;
+    struct collector *c = &f->col;
+    int64_t seq = sql_writes(f, true);
+
+    assert_got(c, 0, "new_message", 1, seq, "alice");
+    assert_got(c, 1, "message_updated", 2, seq, "alice");
     assert_json_str(c->v[1].payload, "body", "by sql");
-    assert_got(c, 2, "reaction_added", 3, s1, "alice");
+    assert_got(c, 2, "reaction_added", 3, seq, "alice");
     assert_json_str(c->v[2].payload, "user_id", "cron");
-    assert_got(c, 3, "message_deleted", 4, s1, "alice");
+    assert_got(c, 3, "message_deleted", 4, seq, "alice");
     assert_false(c->bad_call);
 }
 
 /* Changes committed before the store opened count as delivered. */
-static void test_listener_starts_at_open(void **state)
+void test_life_listener_starts_at_open(void **state)
 {
     struct fixture *f = *state;
 
@@ -991,7 +816,7 @@ static void test_listener_starts_at_open(void **state)
     wait_changes(&f->col, 2);
     close_store(f);
     f->col.n = 0;
-    open_store(f, true);
+    open_store(f, 0, 10, MSG_LISTENER);
     int64_t seq = add(f, "lobby", "bob", "after", 0);
 
     wait_changes(&f->col, 1);
@@ -1003,7 +828,7 @@ static void test_listener_starts_at_open(void **state)
 
 /* Messages as clients see them: a deleted one only as a tombstone; the others with their
  * reactions, reply count and, when set, edited_at and reply_to. */
-static void test_message_json(void **state)
+void test_life_message_json(void **state)
 {
     struct fixture *f = *state;
 
@@ -1050,124 +875,4 @@ static void test_message_json(void **state)
     json_decref(j);
     sbuf_cleanup(&b);
     store_req_destroy(r);
-}
-
-/* ---- backends ---------------------------------------------------------------------- */
-
-/* SQLite: a database file in a temporary directory. */
-static int sqlite_create(struct fixture *f)
-{
-    snprintf(f->db, sizeof f->db, "/tmp/rowcast-test-life-XXXXXX");
-    if (!mkdtemp(f->db))
-        return -1;
-    snprintf(f->url, sizeof f->url, "sqlite:%s/life.db", f->db);
-    return 0;
-}
-
-/* SQLite: closes the other connection and removes the database's files. */
-static void sqlite_drop(struct fixture *f)
-{
-    static const char *const files[] = {"life.db", "life.db-wal", "life.db-shm"};
-    char path[128];
-
-    sqlite3_close(f->ext);
-    f->ext = NULL;
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", f->db, files[i]);
-        unlink(path);
-    }
-    rmdir(f->db);
-}
-
-/* SQLite: the other process's connection, as the sqlite3 shell opens it. */
-static sqlite3 *sqlite_ext(struct fixture *f)
-{
-    if (!f->ext) {
-        sqlite3 *db = NULL;
-
-        if (sqlite3_open_v2(f->url + strlen("sqlite:"), &db, SQLITE_OPEN_READWRITE, NULL))
-            fail_msg("cannot open %s: %s", f->url, sqlite3_errmsg(db));
-        sqlite3_busy_timeout(db, WAIT_S * 1000);
-        f->ext = db;
-    }
-    return f->ext;
-}
-
-/* SQLite: runs SQL on the other connection. */
-static void sqlite_exec(struct fixture *f, const char *sql)
-{
-    char *err = NULL;
-
-    if (sqlite3_exec(sqlite_ext(f), sql, NULL, NULL, &err) != SQLITE_OK)
-        fail_msg("%s: %s", sql, err ? err : "?");
-}
-
-/* SQLite: one integer from the other connection. */
-static int64_t sqlite_query_int(struct fixture *f, const char *sql)
-{
-    sqlite3_stmt *st = NULL;
-    int64_t v = 0;
-    bool row = sqlite3_prepare_v2(sqlite_ext(f), sql, -1, &st, NULL) == SQLITE_OK &&
-               sqlite3_step(st) == SQLITE_ROW;
-
-    if (row)
-        v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    if (!row)
-        fail_msg("%s: no row (%s)", sql, sqlite3_errmsg(sqlite_ext(f)));
-    return v;
-}
-
-static const struct backend backend_sqlite = {.name = "sqlite",
-                                              .create = sqlite_create,
-                                              .drop = sqlite_drop,
-                                              .exec = sqlite_exec,
-                                              .query_int = sqlite_query_int,
-                                              .delivers_external = true};
-
-static const struct backend *const backends[] = {&backend_sqlite};
-
-int main(void)
-{
-    static const struct {
-        const char *name;
-        CMUnitTestFunction fn;
-    } cases[] = {
-        {"reply_to", test_reply_to},
-        {"edit", test_edit},
-        {"delete", test_delete},
-        {"reactions", test_reactions},
-        {"read_mark", test_read_mark},
-        {"changes_by_version", test_changes_by_version},
-        {"replies", test_replies},
-        {"user_rooms", test_user_rooms},
-        {"listener_own_changes", test_listener_own_changes},
-        {"sql_writer", test_sql_writer},
-        {"listener_starts_at_open", test_listener_starts_at_open},
-        {"message_json", test_message_json},
-    };
-    enum {
-        N_CASES = sizeof cases / sizeof cases[0],
-        N_BACKENDS = sizeof backends / sizeof backends[0]
-    };
-    static struct CMUnitTest tests[N_CASES * N_BACKENDS];
-    static char names[N_CASES * N_BACKENDS][64];
-    size_t n = 0;
-
-    for (size_t b = 0; b < N_BACKENDS; b++) {
-        if (backends[b]->start && !backends[b]->start()) {
-            /* A failure, never a skip: the backend's cases cannot run. */
-            printf("Bail out! the %s backend could not be started\n", backends[b]->name);
-            fflush(stdout);
-            return 1;
-        }
-        for (size_t i = 0; i < N_CASES; i++, n++) {
-            snprintf(names[n], sizeof names[n], "%s_%s", backends[b]->name, cases[i].name);
-            tests[n] =
-                (struct CMUnitTest){names[n], cases[i].fn, setup, teardown, (void *)backends[b]};
-        }
-    }
-    if (getenv("ROWCAST_TEST_FILTER")) /* e.g. ROWCAST_TEST_FILTER='sqlite_*' */
-        cmocka_set_test_filter(getenv("ROWCAST_TEST_FILTER"));
-    return _cmocka_run_group_tests("store_life", tests, n, NULL, NULL);
 }
