@@ -127,13 +127,15 @@ DROP TRIGGER IF EXISTS room_changes_notify ON room_changes;
 CREATE TRIGGER room_changes_notify AFTER INSERT ON room_changes
     FOR EACH ROW EXECUTE FUNCTION rowcast_notify_message();
 
--- A reply names a message of the same room that is there and not deleted.
+-- A reply names a message of the same room that is there and not deleted. (A room that
+-- is not there is left to the seq trigger, which runs after this one: no such room.)
 CREATE FUNCTION rowcast_messages_reply_to() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.reply_to IS NOT NULL AND NOT EXISTS (
         SELECT 1 FROM messages
-         WHERE room_id = NEW.room_id AND seq = NEW.reply_to AND deleted_at IS NULL) THEN
+         WHERE room_id = NEW.room_id AND seq = NEW.reply_to AND deleted_at IS NULL)
+       AND EXISTS (SELECT 1 FROM rooms WHERE id = NEW.room_id) THEN
         RAISE EXCEPTION 'rowcast: invalid reply_to %', NEW.reply_to
             USING ERRCODE = 'check_violation';
     END IF;

@@ -2116,6 +2116,7 @@ int main(void)
         LIFE_CASES(ON, sqlite),
         ON(sqlite, test_life_sql_writer_reaches_listener),
         EVERY_BACKEND(ON, pg),
+        LIFE_CASES(ON, pg),
         ONCE(test_notify_sql_matches_migration),
         ON(pg, test_open_errors_pg),
         ON(pg, test_migrate_concurrent),
