@@ -3,7 +3,8 @@
 // everyone; rows and rowcast_broadcast() from psql reach every node; large messages and
 // broadcasts; a 10,000-row transaction; typing; presence across nodes and the reaping of
 // a kill -9'd node; REST broadcasts and disconnects from another node; recovery by
-// last_seq on another node; PostgreSQL restarted mid-stream (/healthz 503 while it is
+// last_seq on another node; edits, deletes, reactions, replies, read marks and psql
+// UPDATEs across nodes; PostgreSQL restarted mid-stream (/healthz 503 while it is
 // down, every acknowledged message delivered in order afterwards).
 // Needs ROWCAST_E2E_PG_URL (run-e2e.sh's PostgreSQL pass); skipped in the SQLite pass.
 import { before, after } from "node:test";
@@ -447,6 +448,60 @@ function defineClusterTests() {
     const wsB2 = await B.rawWs(`token=${encodeURIComponent(tok)}&vsn=2.0.0`);
     expectStatus(await A.api("POST", "/api/broadcast", { topic: `user_socket:${victim}`, event: "disconnect", payload: {} }), 200);
     assert.equal((await wsB2.closed(3000)).code, 1001, "close code on B after the user_socket broadcast");
+  });
+
+  test("cluster: edits, deletes, reactions, replies and read marks made on node A reach node B live, one version each", async () => {
+    const sc = await scene(2);
+    const [ua, ub] = sc.users;
+    const ca = await client(A, ua, sc.topic);
+    const cb = await client(B, ub, sc.topic);
+    const nb = (await B.socket(ub)).channel(`notifications:${ub}`);
+    await joinOk(nb);
+    const push = async (ch, ev, p) => {
+      const r = await pushP(ch, ev, p);
+      assert.equal(r.status, "ok", `${ev}: ${JSON.stringify(r)}`);
+      return r.response;
+    };
+    const m = await push(ca.ch, "new_message", { body: "first" });
+    await push(ca.ch, "new_message", { body: "a reply", reply_to: m.seq });
+    await push(ca.ch, "edit_message", { seq: m.seq, body: "first, edited" });
+    await push(ca.ch, "add_reaction", { seq: m.seq, emoji: "🚀" });
+    await push(ca.ch, "remove_reaction", { seq: m.seq, emoji: "🚀" });
+    await push(ca.ch, "delete_message", { seq: m.seq + 1 });
+    const want = ["new_message", "new_message", "message_updated", "reaction_added", "reaction_removed", "message_deleted"];
+    for (const c of [ca, cb]) {
+      const seen = [];
+      for (const ev of want) seen.push((await nextEvent(c.ch, ev, 3000)).version);
+      assert.deepEqual(seen, [1, 2, 3, 4, 5, 6], `versions on node ${label(c.node)}`);
+    }
+    await noEvent(cb.ch, "new_message", 200);
+    // unread on B's notifications channel followed A's messages, then A's delete
+    const unread = [];
+    for (let i = 0; i < 3; i++) unread.push((await nextEvent(nb, "unread", 3000)).unread);
+    assert.deepEqual(unread, [1, 2, 1]);
+    // a read mark on node A (another device of ub) moves the badge on node B
+    const other = await client(A, ub, sc.topic);
+    await push(other.ch, "mark_read", { seq: m.seq });
+    assert.deepEqual(await nextEvent(nb, "unread", 3000), { room_id: sc.room, unread: 0, last_seq: m.seq + 1, last_read_seq: m.seq });
+    // since_version on node B after joining on node A: the same changes
+    const back = (await B.socket(ub)).channel(sc.topic, { since_version: 2 });
+    await joinOk(back);
+    const rc = await nextEvent(back, "room_changes", 3000);
+    assert.deepEqual(rc.changes.map((c) => c.event), want.slice(2));
+  });
+
+  test("cluster: a psql UPDATE of a message on node A's database reaches a client on node B", async () => {
+    const sc = await scene(2);
+    const cb = await client(B, sc.users[1], sc.topic);
+    const ca = await client(A, sc.users[0], sc.topic);
+    const r = await pushP(ca.ch, "new_message", { body: "before psql" });
+    assert.equal(r.status, "ok");
+    await nextEvent(cb.ch, "new_message", 3000);
+    await sql(A, `UPDATE messages SET body = 'after psql' WHERE room_id = '${sc.room}' AND seq = ${r.response.seq}`);
+    const up = await nextEvent(cb.ch, "message_updated", 3000);
+    assert.deepEqual([up.seq, up.body, up.version], [r.response.seq, "after psql", 2]);
+    await sql(A, `DELETE FROM messages WHERE room_id = '${sc.room}' AND seq = ${r.response.seq}`);
+    assert.equal((await nextEvent(cb.ch, "message_deleted", 3000)).version, 3);
   });
 
   test("cluster: a client that reconnects to another node with {last_seq} recovers exactly what it missed", async () => {

@@ -326,3 +326,46 @@ test(`life: ${IS_PG ? "psql" : "sqlite3"} UPDATE, DELETE and reaction rows take 
   const [row] = await srv.getMessages(sc.room);
   assert.equal(row.deleted, true);
 });
+
+test("life: kill -9 during a stream of edits loses no acknowledged edit", async () => {
+  const own = await startServer({ args: ["--rate-limit", "0"] });
+  let again;
+  try {
+    const alice = uid("alice_");
+    const room = await own.roomWith({ [alice]: "owner" });
+    const s = await own.socket(alice);
+    const ch = s.channel(`room:${room}`);
+    await joinOk(ch);
+    const m = await pushP(ch, "new_message", { body: "v0" });
+    assert.equal(m.status, "ok");
+    const seq = m.response.seq;
+    // edits without waiting for each other; the acknowledged ones are what must survive
+    let acked = 0;
+    let n = 0;
+    const stream = (async () => {
+      for (n = 1; n <= 2000; n++) {
+        ch.push("edit_message", { seq, body: `v${n}` }, 5000).receive("ok", (r) => {
+          acked = Math.max(acked, Number(r.version) - 1);
+        });
+        if (n % 20 === 0) await sleep(2);
+      }
+    })();
+    await sleep(150);
+    await own.kill9();
+    await stream;
+    assert.ok(acked > 0, "some edits were acknowledged before the kill");
+    again = await startServer({ db: own, args: ["--rate-limit", "0"] });
+    const [row] = await again.getMessages(room);
+    const last = Number(row.body.slice(1));
+    assert.ok(last >= acked, `the stored body is edit ${last}; edit ${acked} was acknowledged`);
+    // and the log agrees with the row: the room's version counts every stored edit once
+    const back = await (await again.socket(alice)).channel(`room:${room}`, { since_version: 1 });
+    const r = await joinOk(back);
+    assert.equal(r.version, last + 1);
+    const changes = await nextEvent(back, "room_changes");
+    assert.deepEqual(changes.changes.map((c) => c.payload.body), Array.from({ length: last }, (_, i) => `v${i + 1}`));
+  } finally {
+    await again?.stop();
+    await own.stop();
+  }
+});
