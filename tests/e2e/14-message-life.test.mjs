@@ -19,6 +19,7 @@ import {
   expectStatus,
   expectError,
   IS_PG,
+  waitUntil,
 } from "./lib/server.js";
 
 let srv;
@@ -247,6 +248,98 @@ test("life: a client away while others send, edit, delete and react gets exactly
   assert.deepEqual(ch.changes.map((c) => c.event), ["new_message", "message_updated"]);
   assert.equal(ch.has_more, true);
   assert.equal(ch.version, seen + 4);
+});
+
+test("life: joins during a stream of changes see every version once: room_changes (or the history) and then live", async () => {
+  const own = await startServer({ args: ["--rate-limit", "0"] });
+  try {
+    const alice = uid("alice_"), bob = uid("bob_"), carol = uid("carol_");
+    const room = await own.roomWith({ [alice]: "owner", [bob]: "member", [carol]: "viewer" });
+    const topic = `room:${room}`;
+    const sa = await own.socket(alice);
+    const a = sa.channel(topic);
+    await joinOk(a);
+    const m = await pushP(a, "new_message", { body: "target" });
+    assert.equal(m.status, "ok");
+    const seq = m.response.seq; // version 1
+    // every change from here is an edit or a new reaction: one version each
+    const acks = [];
+    const change = () => {
+      const i = acks.length + 1;
+      acks.push(pushP(a, i % 3 ? "edit_message" : "add_reaction", i % 3 ? { seq, body: `e${i}` } : { seq, emoji: `r${i}` }));
+    };
+    const lifeEvents = ["new_message", "message_updated", "message_deleted", "reaction_added", "reaction_removed"];
+    // bob's devices catch up from version 1, carol's join plainly; each records the
+    // versions as they come, while alice keeps changing the message
+    const watch = async (user, params) => {
+      const s = await own.socket(user);
+      const ch = s.channel(topic, params);
+      const seen = { pushed: null, live: [] };
+      ch.on("room_changes", (p) => (seen.pushed = p));
+      ch.on("message_history", (p) => (seen.pushed = p));
+      for (const ev of lifeEvents) ch.on(ev, (p) => seen.live.push(p.version));
+      return { seen, reply: joinOk(ch) };
+    };
+    for (let k = 0; k < 20; k++) change();
+    await acks[0];
+    const bobs = [], carols = [];
+    for (let k = 0; k < 4; k++) {
+      bobs.push(await watch(bob, { since_version: 1 }));
+      carols.push(await watch(carol));
+      for (let j = 0; j < 10; j++) change();
+    }
+    let joined = false;
+    Promise.all([...bobs, ...carols].map((w) => w.reply)).then(() => (joined = true));
+    while (!joined) {
+      for (let j = 0; j < 10; j++) change();
+      await sleep(1);
+    }
+    for (let k = 0; k < 20; k++) change();
+    for (const r of await Promise.all(acks)) assert.equal(r.status, "ok", JSON.stringify(r));
+    const last = 1 + acks.length;
+    const range = (from) => Array.from({ length: last - from + 1 }, (_, i) => from + i);
+    for (const w of [...bobs, ...carols]) await waitUntil(() => w.seen.live.at(-1) === last, 10000, `version ${last} live`);
+    for (const b of bobs) {
+      // the changes after 1 and then the live ones, each version once, in order
+      assert.equal(b.seen.pushed.has_more, false);
+      const versions = [...b.seen.pushed.changes.map((x) => x.payload.version), ...b.seen.live];
+      assert.deepEqual(versions, range(2), "a since_version join's versions");
+      assert.equal(b.seen.pushed.version, (await b.reply).version);
+    }
+    for (const c of carols) {
+      // the history holds the message as of the join's version; live starts right after it
+      assert.deepEqual(c.seen.live, range((await c.reply).version + 1), "a plain join's live versions");
+      assert.equal(c.seen.pushed.messages.length, 1);
+    }
+  } finally {
+    await own.stop();
+  }
+});
+
+test("life: viewers may mark_read; a bad seq, a bad since_version and unknown events are refused or ignored", async () => {
+  const sc = await scene();
+  const a = await joined(sc, sc.alice);
+  await send(a.ch, "one");
+  await send(a.ch, "two");
+  const c = await joined(sc, sc.carol);
+  assert.deepEqual([c.reply.last_read_seq, c.reply.unread], [0, 2]);
+  assert.deepEqual(await ok(c.ch, "mark_read", { seq: 1 }), { last_read_seq: 1, unread: 1 });
+  assert.deepEqual(await ok(c.ch, "mark_read", { seq: 99 }), { last_read_seq: 2, unread: 0 }); // stops at last_seq
+  for (const seq of [-1, 1.5, "2", null, undefined]) await refused(c.ch, "mark_read", { seq }, "invalid_seq");
+  for (const seq of [0, -3, 2.5, "1"]) await refused(a.ch, "delete_message", { seq }, "invalid_seq");
+  await refused(c.ch, "edit_message", { seq: 1, body: "viewer" }, "insufficient_permissions");
+  await refused(c.ch, "delete_message", { seq: 1 }, "insufficient_permissions");
+  await refused(a.ch, "shout", {}, "unknown_event");
+  // a since_version that is not a non-negative integer is ignored: the plain history comes
+  const s = await srv.socket(sc.bob);
+  for (const since_version of ["1", -1, 0.5]) {
+    const ch = s.channel(sc.topic, { since_version });
+    const r = await joinOk(ch);
+    assert.deepEqual([r.last_read_seq, r.unread, r.version], [0, 2, 2]);
+    assert.deepEqual((await nextEvent(ch, "message_history")).messages.map((x) => x.body), ["one", "two"]);
+    await noEvent(ch, "room_changes", 100);
+    await leaveP(ch);
+  }
 });
 
 test("life: read cursors never move backwards; unread counts others' live messages; both devices stay equal", async () => {
