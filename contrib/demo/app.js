@@ -28,6 +28,7 @@ const button = (text, props, onClick) => {
   b.addEventListener("click", onClick);
   return b;
 };
+const cut = (text) => (text.length > QUOTE_CHARS ? `${text.slice(0, QUOTE_CHARS)}…` : text);
 const hhmm = (iso) => (iso ? new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "");
 const focused = () => document.visibilityState === "visible" && document.hasFocus();
 
@@ -186,6 +187,7 @@ function openRoomChannel(room) {
     .receive("error", ({ reason }) => ($("room-error").textContent = `Cannot join #${room.id}: ${reason}`));
 }
 
+// The last room version applied (also data-version on the list, for tests and debugging).
 function setVersion(room, v) {
   room.version = v;
   $("messages").dataset.version = v;
@@ -348,12 +350,14 @@ function paint(room, m) {
   if (editingHere) m.editing.focus(); // moving the editor took its focus
 }
 
+// A message action button (reply, edit, delete), found by its data-action.
 function action(name, text, onClick) {
   const b = button(text, { className: `act ${name}` }, onClick);
   b.dataset.action = name;
   return b;
 }
 
+// Sets or removes the attribute data-<key> (present means true).
 function toggleData(e, key, on) {
   if (on) e.dataset[key] = "";
   else delete e.dataset[key];
@@ -367,7 +371,7 @@ function quote(room, seq) {
     "div",
     { className: "quote", title: "show the message replied to" },
     el("span", { className: "q-who", textContent: parent?.user_id ?? "" }),
-    el("span", { className: "q-body", textContent: text.length > QUOTE_CHARS ? `${text.slice(0, QUOTE_CHARS)}…` : text })
+    el("span", { className: "q-body", textContent: cut(text) })
   );
   q.dataset.replyTo = seq;
   q.addEventListener("click", () => parent?.li.scrollIntoView({ block: "center", behavior: "smooth" }));
@@ -379,30 +383,25 @@ function paintRepliesTo(room, seq) {
   for (const m of room.msgs.values()) if (m.reply_to === seq) paint(room, m);
 }
 
-function fail(prefix) {
-  return {
-    error: ({ reason }) => ($("room-error").textContent = reason === "rate_limited" ? "Slow down a little." : `${prefix}: ${reason}`),
-    timeout: () => ($("room-error").textContent = `${prefix}: no answer from the server.`),
-  };
-}
-
+// Pushes event on the room channel; a refusal or a timeout shows under the composer as
+// "<prefix>: <reason>".
 function push(room, event, payload, prefix, onOk) {
-  const f = fail(prefix);
+  const say = (text) => ($("room-error").textContent = text);
   return room.channel
     .push(event, payload)
     .receive("ok", (r) => {
-      $("room-error").textContent = "";
+      say("");
       onOk?.(r);
     })
-    .receive("error", f.error)
-    .receive("timeout", f.timeout);
+    .receive("error", ({ reason }) => say(reason === "rate_limited" ? "Slow down a little." : `${prefix}: ${reason}`))
+    .receive("timeout", () => say(`${prefix}: no answer from the server.`));
 }
 
 // ---- edit, delete, react, reply --------------------------------------------------------
 // Inline edit of one's own message: Enter saves (edit_message), Esc cancels.
 function startEdit(room, m) {
   if (m.deleted || m.editing) return;
-  const input = el("input", { className: "edit", value: m.body, maxLength: 10000, autocomplete: "off" });
+  const input = el("input", { className: "editor", value: m.body, maxLength: 10000, autocomplete: "off", title: "Enter saves, Esc cancels" });
   input.dataset.editing = m.seq;
   const stop = () => {
     m.editing = null;
@@ -417,8 +416,9 @@ function startEdit(room, m) {
       const body = input.value;
       if (body === m.body) return stop();
       input.disabled = true;
+      const retry = () => (input.disabled = false);
       // the text itself changes with message_updated, the broadcast of this edit
-      push(room, "edit_message", { seq: m.seq, body }, "Not edited", stop).receive("error", () => (input.disabled = false)).receive("timeout", () => (input.disabled = false));
+      push(room, "edit_message", { seq: m.seq, body }, "Not edited", stop).receive("error", retry).receive("timeout", retry);
     }
   });
   m.editing = input;
@@ -444,11 +444,13 @@ function deleteMessage(room, m) {
   push(room, "delete_message", { seq: m.seq }, "Not deleted");
 }
 
+// A click on an emoji: removes my reaction when I am known to have it, else adds it.
 function toggleReaction(room, m, emoji) {
   const mine = m.reactions.get(emoji)?.users.has(state.user);
   push(room, mine ? "remove_reaction" : "add_reaction", { seq: m.seq, emoji }, "Reaction failed");
 }
 
+// The message the next one sent replies to (null: none), shown above the composer.
 function setReplyTo(room, seq) {
   room.replyTo = seq;
   renderReplying();
@@ -465,7 +467,7 @@ function renderReplying() {
   }
   $("replying").dataset.replyTo = m.seq;
   $("replying-who").textContent = m.user_id;
-  $("replying-body").textContent = m.body.length > QUOTE_CHARS ? `${m.body.slice(0, QUOTE_CHARS)}…` : m.body;
+  $("replying-body").textContent = cut(m.body);
 }
 
 $("reply-cancel").addEventListener("click", () => state.room && setReplyTo(state.room, null));
