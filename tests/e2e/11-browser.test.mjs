@@ -1,9 +1,12 @@
 // 11-browser: the demo chat page (contrib/demo, served by rowcast with --env dev) in
 // headless Chromium driven by playwright-core: two pages chat and see each other's
-// presence, statuses and typing; a notification toast; a page whose WebSocket is blocked
-// falls back to long-poll and still chats; after an outage the page reconnects and shows
-// the messages it missed, once each. On failure every open page is screenshotted into a
-// kept temporary directory whose path is printed.
+// presence, statuses and typing; a notification toast; the life of a message seen live on
+// the other page (an edit and its "(edited)", reactions, a reply quoting its parent and
+// the parent's reply count, deletes by the author and by an owner as tombstones) and
+// after a reload; unread badges of another room; a page whose WebSocket is blocked falls
+// back to long-poll and still chats; after an outage the page reconnects and shows what
+// it missed (messages, an edit, a reaction, a delete), once each. On failure every open
+// page is screenshotted into a kept temporary directory whose path is printed.
 //
 // Needs /usr/bin/chromium (or ROWCAST_CHROMIUM) — skipped when it is missing — and
 // contrib/node_modules/phoenix (npm ci in contrib/). ROWCAST_DEMO_SCREENSHOT=FILE saves a
@@ -163,6 +166,37 @@ async function waitMessage(page, user, body) {
 
 const presenceOf = (page, user) => page.locator(`#presence li[data-user="${user}"]`);
 
+// The message element of seq, and the seq of the (first) message with this body.
+const msg = (page, seq) => page.locator(`#messages li[data-seq="${seq}"]`);
+async function seqOf(page, user, body) {
+  await waitMessage(page, user, body);
+  const li = page.locator("#messages li", { has: page.locator(".body", { hasText: body }) }).filter({ hasText: user }).first();
+  return Number(await li.getAttribute("data-seq"));
+}
+
+// The reaction chip of emoji under seq: its count and whether it is highlighted as mine.
+const chip = (page, seq, emoji) => msg(page, seq).locator(`.reactions button[data-emoji="${emoji}"]`);
+async function waitChip(page, seq, emoji, count, mine) {
+  await msg(page, seq).locator(`.reactions button[data-emoji="${emoji}"][data-count="${count}"][aria-pressed="${mine}"]`).waitFor();
+}
+
+// Edits one's own message inline: Edit, type, Enter.
+async function edit(page, seq, body) {
+  await msg(page, seq).locator('[data-action="edit"]').click();
+  const input = msg(page, seq).locator("input[data-editing]");
+  await input.fill(body);
+  await input.press("Enter");
+  await input.waitFor({ state: "detached" });
+}
+
+// Deletes: Delete, then the "Delete?" that confirms it.
+async function del(page, seq) {
+  await msg(page, seq).locator('[data-action="delete"]').click();
+  await msg(page, seq).locator('[data-action="delete"][data-confirm]').click();
+}
+
+const badge = (page, room) => page.locator(`#rooms li[data-room="${room}"] .badge`);
+
 btest("browser: the demo page and phoenix.js are served; /dev/token exists in dev", async () => {
   const r = await fetch(`${srv.base}/vendor/phoenix.mjs`);
   assert.equal(r.status, 200, "GET /vendor/phoenix.mjs (contrib/node_modules/phoenix: npm ci in contrib/)");
@@ -236,6 +270,149 @@ btest("browser: two pages chat, see each other's presence, status, typing, and a
   await b.locator(`#presence li[data-user="${alice}"]`).waitFor({ state: "detached" });
 });
 
+btest("browser: a message's life on two pages: edit, reactions, replies, deletes by author and owner, then a reload", async (open) => {
+  const alice = uid("alice_");
+  const bob = uid("bob_");
+  const a = await open("alice");
+  await signIn(a, alice); // creates the room lobby
+  // bob owns lobby (the dev sign-in keeps an existing role): he may delete any message
+  expectStatus(await srv.api("PUT", `/api/rooms/lobby/members/${encodeURIComponent(bob)}`, { role: "owner" }), 200);
+  const b = await open("bob");
+  await signIn(b, bob);
+
+  await send(a, `frist post of ${alice}`);
+  const m1 = await seqOf(b, alice, `frist post of ${alice}`);
+  await send(a, `delete me, ${alice}`);
+  const m2 = await seqOf(b, alice, `delete me, ${alice}`);
+  await seqOf(a, alice, `delete me, ${alice}`);
+
+  // who may do what: only the author edits; the author and an owner delete
+  assert.equal(await msg(a, m1).locator('[data-action="edit"]').count(), 1);
+  assert.equal(await msg(b, m1).locator('[data-action="edit"]').count(), 0, "bob cannot edit alice's message");
+  assert.equal(await msg(b, m1).locator('[data-action="delete"]').count(), 1, "bob, an owner, may delete it");
+
+  // Esc cancels an edit: nothing is sent
+  await msg(a, m1).locator('[data-action="edit"]').click();
+  await msg(a, m1).locator("input[data-editing]").fill("never sent");
+  await msg(a, m1).locator("input[data-editing]").press("Escape");
+  await msg(a, m1).locator("input[data-editing]").waitFor({ state: "detached" });
+  assert.equal(await msg(a, m1).locator(".body").textContent(), `frist post of ${alice}`);
+
+  // alice edits: bob sees the new text and "(edited)"
+  await edit(a, m1, `first post of ${alice}`);
+  await msg(b, m1).locator(".body", { hasText: `first post of ${alice}` }).waitFor();
+  await msg(b, m1).locator(".edited", { hasText: "(edited)" }).waitFor();
+  assert.equal(await msg(b, m1).getAttribute("data-edited"), "");
+  await msg(a, m1).locator(".edited").waitFor();
+  assert.equal(await msg(b, m2).locator(".edited").count(), 0, "the other message is not marked edited");
+  assert.equal(await msg(a, m1).locator(".body").textContent(), `first post of ${alice}`);
+
+  // reactions: counts on both pages, highlighted for whoever reacted; a click toggles
+  await msg(b, m1).locator('[data-react="👍"]').click();
+  await waitChip(a, m1, "👍", 1, false);
+  await waitChip(b, m1, "👍", 1, true);
+  await msg(a, m1).locator('[data-react="👍"]').click();
+  await waitChip(a, m1, "👍", 2, true);
+  await waitChip(b, m1, "👍", 2, true);
+  await msg(a, m1).locator('[data-react="🎉"]').click();
+  await waitChip(b, m1, "🎉", 1, false);
+  await chip(b, m1, "👍").click(); // bob takes his back
+  await waitChip(a, m1, "👍", 1, true);
+  await waitChip(b, m1, "👍", 1, false);
+
+  // replies: the composer says what it replies to; the reply quotes its parent; the
+  // parent counts its replies
+  await msg(a, m1).locator('[data-action="reply"]').click();
+  await a.locator(`#replying[data-reply-to="${m1}"]`, { hasText: `first post of ${alice}` }).waitFor();
+  await send(a, `a reply by ${alice}`);
+  await a.locator("#replying").waitFor({ state: "hidden" });
+  const r1 = await seqOf(b, alice, `a reply by ${alice}`);
+  await msg(b, r1).locator(`.quote[data-reply-to="${m1}"]`, { hasText: `first post of ${alice}` }).waitFor();
+  await msg(b, m1).locator('[data-reply-count="1"]', { hasText: "1 reply" }).waitFor();
+  await msg(b, m1).locator('[data-action="reply"]').click();
+  await b.locator(`#replying[data-reply-to="${m1}"]`).waitFor();
+  await send(b, `bob agrees, ${bob}`);
+  const r2 = await seqOf(a, bob, `bob agrees, ${bob}`);
+  await msg(a, r2).locator(`.quote[data-reply-to="${m1}"]`).waitFor();
+  await msg(a, m1).locator('[data-reply-count="2"]', { hasText: "2 replies" }).waitFor();
+  await msg(b, m1).locator('[data-reply-count="2"]').waitFor();
+  // Esc in the composer drops a reply in progress: the next message is a plain one
+  await msg(a, m2).locator('[data-action="reply"]').click();
+  await a.locator(`#replying[data-reply-to="${m2}"]`).waitFor();
+  await a.press("#body", "Escape");
+  await a.locator("#replying").waitFor({ state: "hidden" });
+  assert.equal(await msg(a, r2).locator('[data-action="delete"]').count(), 0, "alice, a member, cannot delete bob's message");
+
+  // alice deletes her reply: a tombstone on bob's page, the parent counts one reply
+  await del(a, r1);
+  await msg(b, r1).locator(".body", { hasText: "message deleted" }).waitFor();
+  assert.equal(await msg(b, r1).getAttribute("data-deleted"), "");
+  assert.equal(await msg(b, r1).locator(".quote, .reactions, [data-action]").count(), 0, "a tombstone has no quote and no actions");
+  await msg(b, m1).locator('[data-reply-count="1"]').waitFor();
+  await msg(a, r1).locator(".body", { hasText: "message deleted" }).waitFor();
+  // bob, an owner, deletes alice's other message
+  await del(b, m2);
+  await msg(a, m2).locator('.body', { hasText: "message deleted" }).waitFor();
+  assert.ok(!(await messages(a)).some(([, t]) => t.includes("delete me")), "the deleted text is gone from alice's page");
+
+  // a reload shows the same from history: edited, counts, replies, tombstones
+  const b2 = await open("bob-reloaded");
+  await signIn(b2, bob);
+  await msg(b2, r2).waitFor();
+  assert.equal(await msg(b2, m1).locator(".body").textContent(), `first post of ${alice}`);
+  await msg(b2, m1).locator(".edited").waitFor();
+  await waitChip(b2, m1, "👍", 1, false);
+  await waitChip(b2, m1, "🎉", 1, false);
+  await msg(b2, m1).locator('[data-reply-count="1"]').waitFor();
+  await msg(b2, r2).locator(`.quote[data-reply-to="${m1}"]`, { hasText: `first post of ${alice}` }).waitFor();
+  for (const s of [m2, r1]) {
+    assert.equal(await msg(b2, s).getAttribute("data-deleted"), "");
+    assert.equal(await msg(b2, s).locator(".body").textContent(), "message deleted");
+  }
+});
+
+btest("browser: unread badges count another room's messages and clear when it is opened", async (open) => {
+  const alice = uid("alice_");
+  const bob = uid("bob_");
+  const a = await open("alice");
+  const b = await open("bob");
+  await signIn(a, alice);
+  await signIn(b, bob);
+  await a.click("#rooms button:has-text('random')");
+  await a.locator("#room-title", { hasText: "random" }).waitFor();
+  await presenceOf(a, alice).waitFor();
+  // random may hold messages of earlier tests: they are unread for bob too
+  const unreadOf = async (user) => {
+    const r = expectStatus(await srv.api("GET", `/api/users/${encodeURIComponent(user)}/rooms`), 200);
+    return Object.fromEntries(r.rooms.map((x) => [x.room_id, x.unread]));
+  };
+  const before = (await unreadOf(bob)).random;
+  await send(a, `one for ${bob}`);
+  await send(a, `two for ${bob}`);
+  await b.locator(`#rooms li[data-room="random"] .badge[data-unread="${before + 2}"]`).waitFor({ state: "visible" });
+  assert.equal(await badge(b, "random").textContent(), String(before + 2));
+  assert.ok(await badge(b, "lobby").isHidden(), "no badge on the room bob is reading");
+  assert.ok(await badge(a, "random").isHidden(), "alice's own messages are not unread for her");
+
+  // bob opens random: the messages are there and the badge clears (mark_read)
+  await b.click("#rooms button:has-text('random')");
+  await waitMessage(b, alice, `two for ${bob}`);
+  await b.locator('#rooms li[data-room="random"] .badge[data-unread="0"]').waitFor({ state: "attached" });
+  assert.ok(await badge(b, "random").isHidden());
+  // the cursor is stored: a message in lobby counts one, and random stays read
+  await a.click("#rooms button:has-text('lobby')");
+  await a.locator("#room-title", { hasText: "lobby" }).waitFor();
+  await presenceOf(a, alice).waitFor();
+  await send(a, `lobby news for ${bob}`);
+  await b.locator('#rooms li[data-room="lobby"] .badge[data-unread="1"]').waitFor({ state: "visible" });
+  assert.deepEqual(await unreadOf(bob), { lobby: 1, random: 0 });
+  // a second page of bob's reading lobby clears the badge on the first one too
+  const b2 = await open("bob-2");
+  await signIn(b2, bob);
+  await waitMessage(b2, alice, `lobby news for ${bob}`);
+  await b.locator('#rooms li[data-room="lobby"] .badge[data-unread="0"]').waitFor({ state: "attached" });
+});
+
 btest("browser: with WebSocket blocked the page falls back to long-poll and still chats", async (open) => {
   const alice = uid("alice_");
   const bob = uid("bob_");
@@ -263,7 +440,7 @@ btest("browser: with WebSocket blocked the page falls back to long-poll and stil
   await b.locator(`#presence li[data-user="${alice}"][data-status="busy"]`).waitFor();
 });
 
-btest("browser: after an outage the page reconnects and shows exactly the messages it missed", async (open) => {
+btest("browser: after an outage the page reconnects and shows exactly what it missed, once: messages, an edit, a reaction, a delete", async (open) => {
   const alice = uid("alice_");
   const bob = uid("bob_");
   const a = await open("alice", { ws: "switchable" });
@@ -283,7 +460,9 @@ btest("browser: after an outage the page reconnects and shows exactly the messag
   const b = await open("bob");
   await signIn(b, bob);
   await send(b, "before the outage");
-  await waitMessage(a, bob, "before the outage");
+  const before = await seqOf(a, bob, "before the outage");
+  const seenVersion = Number(await a.getAttribute("#messages", "data-version"));
+  assert.ok(seenVersion > 0, "the page keeps the room version it has seen");
 
   // cut alice's network: no new WebSocket opens, long-poll requests fail; then the server
   // drops her socket
@@ -293,10 +472,20 @@ btest("browser: after an outage the page reconnects and shows exactly the messag
   await a.locator('#conn[data-state="reconnecting"]').waitFor();
   await b.locator(`#presence li[data-user="${alice}"]`).waitFor({ state: "detached" });
   for (let i = 1; i <= 3; i++) await send(b, `missed ${i}`);
+  const missed = [];
+  for (let i = 1; i <= 3; i++) missed.push(await seqOf(b, bob, `missed ${i}`));
+  await edit(b, missed[0], "missed 1, edited");
+  await msg(b, missed[0]).locator(".edited").waitFor();
+  await del(b, missed[1]);
+  await b.locator(`#messages li[data-seq="${missed[1]}"][data-deleted]`).waitFor();
+  await msg(b, before).locator('[data-react="🎉"]').click();
+  await waitChip(b, before, "🎉", 1, true);
   await sleep(500);
   assert.ok(!(await messages(a)).some(([, m]) => m.startsWith("missed")), "nothing arrives while down");
+  assert.equal(await msg(a, before).locator(".reactions").count(), 0, "nor the reaction");
 
-  // back up: the page reconnects, rejoins with last_seq and shows the three, once each
+  // back up: the page reconnects, rejoins with since_version and applies each change it
+  // missed once
   await a.unroute("**/socket/longpoll**");
   await a.evaluate(() => (window.__netDown = false));
   await a.locator('#conn[data-state="connected"]').waitFor({ timeout: 20000 });
@@ -306,9 +495,11 @@ btest("browser: after an outage the page reconnects and shows exactly the messag
   await waitMessage(a, bob, "after the outage");
   const bodies = (await messages(a)).map(([, m]) => m);
   const mine = bodies.slice(bodies.indexOf("before the outage"));
-  assert.deepEqual(mine, ["before the outage", "missed 1", "missed 2", "missed 3", "after the outage"], JSON.stringify(bodies));
+  assert.deepEqual(mine, ["before the outage", "missed 1, edited", "message deleted", "missed 3", "after the outage"], JSON.stringify(bodies));
+  await msg(a, missed[0]).locator(".edited").waitFor();
+  assert.equal(await msg(a, missed[1]).getAttribute("data-deleted"), "");
+  await waitChip(a, before, "🎉", 1, false); // counted once
   const seqs = await a.$$eval("#messages li", (lis) => lis.map((li) => Number(li.dataset.seq)));
-  const before = seqs[bodies.indexOf("before the outage")];
-  assert.deepEqual(lobbyJoins().at(-1), { last_seq: before }, `the rejoin carried last_seq (joins sent: ${JSON.stringify(lobbyJoins())})`);
+  assert.deepEqual(lobbyJoins().at(-1), { since_version: seenVersion }, `the rejoin carried since_version (joins sent: ${JSON.stringify(lobbyJoins())})`);
   assert.deepEqual(seqs, [...new Set(seqs)].sort((x, y) => x - y), "each seq once, in order");
 }, { timeout: 90000 });
