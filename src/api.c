@@ -19,11 +19,15 @@
 #include "store.h"
 #include "util/clock.h"
 #include "util/sbuf.h"
+#include "util/utf8.h"
 #include "util/xmalloc.h"
 #include "validate.h"
 
 #define PAGE_DEFAULT 50
 #define PAGE_MAX 200
+#define CHANGES_DEFAULT 100
+#define CHANGES_MAX 10000
+#define EMOJI_MAX 32
 #define TOKEN_TTL_DEFAULT 3600
 #define TOKEN_TTL_MAX 31536000
 
@@ -159,6 +163,13 @@ static bool query_int(const struct api_request *req, const char *name, int64_t m
     return true;
 }
 
+/* Fills resp for a known path with the wrong method. */
+static bool bad_method(struct api_response *resp)
+{
+    api_error(resp, 405, "method_not_allowed", "method not allowed on this path");
+    return false;
+}
+
 /* Validates a room id from the path. */
 static bool check_room(const char *id, struct api_response *resp)
 {
@@ -245,7 +256,38 @@ static bool put_member(const struct api_request *req, const char *room, const ch
     return ok;
 }
 
-/* POST /api/rooms/{id}/messages */
+/* Validates a message body as new_message does; a refusal gets status with the
+ * channel's reason as its code. */
+static bool check_body(json_t *body, int status, struct api_response *resp)
+{
+    enum body_check c = json_is_string(body)
+                            ? validate_body(json_string_value(body), json_string_length(body))
+                            : BODY_INVALID;
+    if (c == BODY_OK)
+        return true;
+    const char *why = c == BODY_EMPTY      ? "the message body is empty"
+                      : c == BODY_TOO_LONG ? "the message body is over 10000 characters"
+                                           : "the message body must be a string";
+    api_error(resp, status, validate_body_reason(c), why);
+    return false;
+}
+
+/* Reads the optional "reply_to" (a message seq; absent or null: 0). */
+static bool opt_reply_to(json_t *obj, int64_t *out, struct api_response *resp)
+{
+    json_t *v = json_object_get(obj, "reply_to");
+    *out = 0;
+    if (!v || json_is_null(v))
+        return true;
+    if (json_is_integer(v) && json_integer_value(v) >= 1) {
+        *out = json_integer_value(v);
+        return true;
+    }
+    api_error(resp, 400, "invalid_reply_to", "reply_to must be the seq of a message of the room");
+    return false;
+}
+
+/* POST /api/rooms/{id}/messages {user_id, body, reply_to?} */
 static bool post_message(const struct api_request *req, const char *room,
                          struct api_response *resp, struct store_req **pending)
 {
@@ -253,28 +295,195 @@ static bool post_message(const struct api_request *req, const char *room,
     if (!j)
         return false;
     const char *user;
-    bool ok = req_string(j, "user_id", &user, resp) && check_user(user, resp);
+    int64_t reply_to;
+    json_t *body = json_object_get(j, "body");
+    bool ok = req_string(j, "user_id", &user, resp) && check_user(user, resp) &&
+              check_body(body, 422, resp) && opt_reply_to(j, &reply_to, resp);
     if (ok) {
-        json_t *body = json_object_get(j, "body");
-        enum body_check c = json_is_string(body)
-                                ? validate_body(json_string_value(body), json_string_length(body))
-                                : BODY_INVALID;
-        if (c != BODY_OK) {
-            const char *why = c == BODY_EMPTY      ? "the message body is empty"
-                              : c == BODY_TOO_LONG ? "the message body is over 10000 characters"
-                                                   : "the message body must be a string";
-            api_error(resp, 422, validate_body_reason(c), why);
-            ok = false;
-        } else {
-            struct store_req *s = store_req_create(STORE_MESSAGE_ADD);
-            s->room_id = xstrdup(room);
-            s->user_id = xstrdup(user);
-            s->body = xstrndup(json_string_value(body), json_string_length(body));
-            *pending = s;
-        }
+        struct store_req *s = store_req_create(STORE_MESSAGE_ADD);
+        s->room_id = xstrdup(room);
+        s->user_id = xstrdup(user);
+        s->body = xstrndup(json_string_value(body), json_string_length(body));
+        s->reply_to = reply_to;
+        *pending = s;
     }
     json_decref(j);
     return ok;
+}
+
+/* Parses a message seq from the path: a positive decimal integer. */
+static bool check_seq(const char *v, int64_t *out, struct api_response *resp)
+{
+    char *end;
+    errno = 0;
+    long long x = v[0] >= '0' && v[0] <= '9' ? strtoll(v, &end, 10) : 0;
+    if (x < 1 || errno || *end) {
+        api_error(resp, 400, "invalid_seq", "a message seq is a positive integer");
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+/* The acting user of a write from the query (?user_id=): NULL when absent (the API key
+ * acts for anyone). False (resp filled) when present but invalid, or absent and
+ * required. */
+static bool query_user(const struct api_request *req, bool required, const char **out,
+                       struct api_response *resp)
+{
+    *out = req->query(req->query_arg, "user_id");
+    if (!*out && required) {
+        api_error(resp, 400, "invalid_request", "the user_id query parameter is required");
+        return false;
+    }
+    return !*out || check_user(*out, resp);
+}
+
+/* A write about message seq of room, made by user (NULL: the API key). */
+static struct store_req *message_req(enum store_op op, const char *room, int64_t seq,
+                                     const char *user)
+{
+    struct store_req *s = store_req_create(op);
+    s->room_id = xstrdup(room);
+    s->seq = seq;
+    s->user_id = user ? xstrdup(user) : NULL;
+    return s;
+}
+
+/* PATCH /api/rooms/{id}/messages/{seq} {body, user_id?}: an edit as user_id (the author
+ * only), or without it by the API key, whoever wrote the message. */
+static bool patch_message(const struct api_request *req, const char *room, int64_t seq,
+                          struct api_response *resp, struct store_req **pending)
+{
+    json_t *j = parse_object(req, resp);
+    if (!j)
+        return false;
+    const char *user;
+    json_t *body = json_object_get(j, "body");
+    bool ok = opt_string(j, "user_id", &user, resp) && (!user || check_user(user, resp)) &&
+              check_body(body, 400, resp);
+    if (ok) {
+        *pending = message_req(STORE_MESSAGE_EDIT, room, seq, user);
+        (*pending)->body = xstrndup(json_string_value(body), json_string_length(body));
+    }
+    json_decref(j);
+    return ok;
+}
+
+/* PUT or DELETE /api/rooms/{id}/messages/{seq}/reactions/{emoji}?user_id= (the path
+ * arrives percent-decoded). */
+static bool put_reaction(const struct api_request *req, bool put, const char *room, int64_t seq,
+                         const char *emoji, struct api_response *resp, struct store_req **pending)
+{
+    const char *user;
+    if (!query_user(req, true, &user, resp))
+        return false;
+    size_t len = strlen(emoji);
+    if (len < 1 || len > EMOJI_MAX || !utf8_valid(emoji, len)) {
+        api_error(resp, 400, "invalid_emoji", "an emoji is 1 to 32 bytes of UTF-8");
+        return false;
+    }
+    *pending = message_req(put ? STORE_REACTION_PUT : STORE_REACTION_DELETE, room, seq, user);
+    (*pending)->name = xstrdup(emoji);
+    return true;
+}
+
+/* PUT /api/rooms/{id}/members/{user}/read {seq}: moves the user's read cursor. */
+static bool put_read(const struct api_request *req, const char *room, const char *user,
+                     struct api_response *resp, struct store_req **pending)
+{
+    json_t *j = parse_object(req, resp);
+    if (!j)
+        return false;
+    json_t *seq = json_object_get(j, "seq");
+    bool ok = json_is_integer(seq) && json_integer_value(seq) >= 0;
+    if (ok) {
+        struct store_req *s = store_req_create(STORE_READ_MARK);
+        s->room_id = xstrdup(room);
+        s->user_id = xstrdup(user);
+        s->seq = json_integer_value(seq);
+        *pending = s;
+    } else {
+        api_error(resp, 400, "invalid_seq", "seq must be an integer >= 0");
+    }
+    json_decref(j);
+    return ok;
+}
+
+/* GET /api/rooms/{id}/changes?since_version=&limit= */
+static bool get_changes(const struct api_request *req, const char *room,
+                        struct api_response *resp, struct store_req **pending)
+{
+    int64_t since = 0, limit = CHANGES_DEFAULT;
+    if (!query_int(req, "since_version", 0, INT64_MAX, &since)) {
+        api_error(resp, 400, "invalid_version", "since_version must be an integer >= 0");
+        return false;
+    }
+    if (!query_int(req, "limit", 1, CHANGES_MAX, &limit)) {
+        api_error(resp, 400, "invalid_limit", "limit must be an integer from 1 to 10000");
+        return false;
+    }
+    struct store_req *s = store_req_create(STORE_CHANGES_PAGE);
+    s->room_id = xstrdup(room);
+    s->since_version = since;
+    s->limit = (int)limit;
+    *pending = s;
+    return true;
+}
+
+/* GET /api/rooms/{id}/messages/{seq}/replies?after_seq=&limit= */
+static bool get_replies(const struct api_request *req, const char *room, int64_t seq,
+                        struct api_response *resp, struct store_req **pending)
+{
+    int64_t after = 0, limit = PAGE_DEFAULT;
+    if (!query_int(req, "limit", 1, PAGE_MAX, &limit)) {
+        api_error(resp, 400, "invalid_limit", "limit must be an integer from 1 to 200");
+        return false;
+    }
+    if (!query_int(req, "after_seq", 0, INT64_MAX, &after)) {
+        api_error(resp, 400, "invalid_seq", "after_seq must be an integer >= 0");
+        return false;
+    }
+    struct store_req *s = message_req(STORE_REPLIES_PAGE, room, seq, NULL);
+    s->after_seq = after;
+    s->limit = (int)limit;
+    *pending = s;
+    return true;
+}
+
+/* Routes /api/rooms/{id}/messages/{seq}[/…] (n path segments). */
+static bool message_route(const struct api_request *req, char **seg, int n,
+                          struct api_response *resp, struct store_req **pending)
+{
+    const char *m = req->method;
+    int64_t seq;
+    if (n == 5 && strcmp(m, "PATCH") && strcmp(m, "DELETE"))
+        return bad_method(resp);
+    if (n == 6 && strcmp(seg[5], "replies")) {
+        api_error(resp, 404, "not_found", "no such route");
+        return false;
+    }
+    if (n == 6 && strcmp(m, "GET"))
+        return bad_method(resp);
+    if (n == 7 && strcmp(seg[5], "reactions")) {
+        api_error(resp, 404, "not_found", "no such route");
+        return false;
+    }
+    if (n == 7 && strcmp(m, "PUT") && strcmp(m, "DELETE"))
+        return bad_method(resp);
+    if (!check_seq(seg[4], &seq, resp))
+        return false;
+    const char *room = seg[2], *user;
+    if (n == 6)
+        return get_replies(req, room, seq, resp, pending);
+    if (n == 7)
+        return put_reaction(req, !strcmp(m, "PUT"), room, seq, seg[6], resp, pending);
+    if (!strcmp(m, "PATCH"))
+        return patch_message(req, room, seq, resp, pending);
+    if (!query_user(req, false, &user, resp))
+        return false;
+    *pending = message_req(STORE_MESSAGE_DELETE, room, seq, user);
+    return true;
 }
 
 /* GET /api/rooms/{id}/messages */
@@ -432,13 +641,6 @@ static bool dev_token(const struct config *cfg, const struct api_request *req,
     return ok;
 }
 
-/* Fills resp for a known path with the wrong method. */
-static bool bad_method(struct api_response *resp)
-{
-    api_error(resp, 405, "method_not_allowed", "method not allowed on this path");
-    return false;
-}
-
 bool api_handle(const struct config *cfg, struct bus *bus, const struct api_request *req,
                 struct api_response *resp, struct store_req **pending)
 {
@@ -474,8 +676,8 @@ bool api_handle(const struct config *cfg, struct bus *bus, const struct api_requ
     if (!strcmp(req->path, "/dev/token") && !strcmp(cfg->env, "dev") && cfg->demo)
         return post ? dev_token(cfg, req, resp, pending) : bad_method(resp);
     char buf[1024];
-    char *seg[6];
-    int n = strlen(req->path) < sizeof buf ? split_path(req->path, buf, sizeof buf, seg, 6) : -1;
+    char *seg[7];
+    int n = strlen(req->path) < sizeof buf ? split_path(req->path, buf, sizeof buf, seg, 7) : -1;
     if (n < 2 || strcmp(seg[0], "api")) {
         api_error(resp, 404, "not_found", "no such route");
         return false;
@@ -486,6 +688,16 @@ bool api_handle(const struct config *cfg, struct bus *bus, const struct api_requ
     }
     if (!strcmp(seg[1], "users") && n == 3)
         return put ? put_user(req, seg[2], resp, pending) : bad_method(resp);
+    if (!strcmp(seg[1], "users") && n == 4 && !strcmp(seg[3], "rooms")) {
+        if (!get)
+            return bad_method(resp);
+        if (!check_user(seg[2], resp))
+            return false;
+        struct store_req *s = store_req_create(STORE_USER_ROOMS);
+        s->user_id = xstrdup(seg[2]);
+        *pending = s;
+        return true;
+    }
     if (!strcmp(seg[1], "users") && n == 4 && !strcmp(seg[3], "disconnect")) {
         if (!post)
             return bad_method(resp);
@@ -549,6 +761,11 @@ bool api_handle(const struct config *cfg, struct bus *bus, const struct api_requ
         *pending = s;
         return true;
     }
+    if (!strcmp(seg[3], "members") && n == 6 && !strcmp(seg[5], "read")) {
+        if (!put)
+            return bad_method(resp);
+        return check_user(seg[4], resp) && put_read(req, seg[2], seg[4], resp, pending);
+    }
     if (!strcmp(seg[3], "messages") && n == 4) {
         if (post)
             return post_message(req, seg[2], resp, pending);
@@ -556,6 +773,10 @@ bool api_handle(const struct config *cfg, struct bus *bus, const struct api_requ
             return get_messages(req, seg[2], resp, pending);
         return bad_method(resp);
     }
+    if (!strcmp(seg[3], "messages") && n >= 5)
+        return message_route(req, seg, n, resp, pending);
+    if (!strcmp(seg[3], "changes") && n == 4)
+        return get ? get_changes(req, seg[2], resp, pending) : bad_method(resp);
     api_error(resp, 404, "not_found", "no such route");
     return false;
 }
@@ -565,6 +786,122 @@ static json_t *room_json(const struct store_room *r)
 {
     return json_pack("{s:s,s:s,s:I,s:s}", "id", r->id, "name", r->name, "last_seq",
                      (json_int_t)r->last_seq, "created_at", r->created_at);
+}
+
+/* Whether op is about one message of a room (so a 404 names the message too). */
+static bool about_message(enum store_op op)
+{
+    return op == STORE_MESSAGE_EDIT || op == STORE_MESSAGE_DELETE || op == STORE_REACTION_PUT ||
+           op == STORE_REACTION_DELETE || op == STORE_REPLIES_PAGE;
+}
+
+/* The error response of a store request that failed with s->rc. */
+static void refused(const struct store_req *s, struct api_response *resp)
+{
+    bool author_only = s->op == STORE_MESSAGE_EDIT || s->op == STORE_MESSAGE_DELETE;
+    switch (s->rc) {
+    case RC_ENOTFOUND:
+        api_error(resp, 404, "not_found",
+                  s->op == STORE_MEMBER_DELETE ? "no such member"
+                  : about_message(s->op)       ? "no such room or message"
+                                               : "no such room");
+        return;
+    case RC_ECONFLICT: api_error(resp, 409, "conflict", "a room with this id exists"); return;
+    case RC_EFORBIDDEN:
+        if (author_only)
+            api_error(resp, 403, "insufficient_permissions",
+                      s->op == STORE_MESSAGE_EDIT
+                          ? "only the author may edit a message"
+                          : "only the author or an owner of the room may delete a message");
+        else
+            api_error(resp, 404, "not_found", "no such member");
+        return;
+    case RC_EGONE: api_error(resp, 409, "message_deleted", "the message was deleted"); return;
+    case RC_EINVAL:
+        if (s->op == STORE_MESSAGE_ADD) {
+            api_error(resp, 400, "invalid_reply_to",
+                      "reply_to names no message of this room that is there and not deleted");
+            return;
+        }
+        break;
+    default: break;
+    }
+    api_error(resp, 503, "store_unavailable", "the database failed; nothing was changed");
+}
+
+/* A committed read mark: tells the user's notifications channels on every node, as
+ * mark_read on a room does. */
+static void publish_unread(struct bus *bus, const struct store_req *s, json_t *read)
+{
+    if (!bus || !read)
+        return;
+    json_t *ev = json_deep_copy(read);
+    json_object_set_new(ev, "room_id", json_string(s->room_id));
+    char *text = json_dumps(ev, JSON_COMPACT);
+    json_decref(ev);
+    if (!text)
+        return;
+    struct sbuf topic = SBUF_INIT;
+    sbuf_adds(&topic, "notifications:");
+    sbuf_adds(&topic, s->user_id);
+    bus_broadcast(bus, topic.data, "unread", text, strlen(text), 0);
+    sbuf_cleanup(&topic);
+    free(text);
+}
+
+/* Answers a page of messages (a room's or a thread's), {"messages":[…]}. */
+static void messages_page(const struct store_req *s, struct api_response *resp)
+{
+    /* The same encoder as the channels: rows written by other processes may hold
+     * invalid UTF-8, which it replaces instead of failing the page. */
+    struct sbuf b = SBUF_INIT;
+    sbuf_adds(&b, "{\"messages\":[");
+    for (size_t i = 0; i < s->n_msgs; i++) {
+        if (i)
+            sbuf_addc(&b, ',');
+        store_msg_append_json(&b, &s->msgs[i]);
+    }
+    sbuf_adds(&b, "]}");
+    resp->status = 200;
+    resp->body = sbuf_steal(&b, NULL);
+}
+
+/* Answers a page of a room's changes, {"changes":[…],"has_more","version"}. */
+static void changes_page(const struct store_req *s, struct api_response *resp)
+{
+    struct sbuf b = SBUF_INIT;
+    sbuf_adds(&b, "{\"changes\":[");
+    for (size_t i = 0; i < s->n_changes; i++) {
+        if (i)
+            sbuf_addc(&b, ',');
+        store_change_append_json(&b, &s->changes[i]);
+    }
+    bool more = s->n_changes && s->n_changes == (size_t)s->limit &&
+                s->changes[s->n_changes - 1].version < s->room.version;
+    sbuf_printf(&b, "],\"has_more\":%s,\"version\":%lld}", more ? "true" : "false",
+                (long long)s->room.version);
+    resp->status = 200;
+    resp->body = sbuf_steal(&b, NULL);
+}
+
+/* Answers a user's rooms with their read state, {"rooms":[…]}. */
+static void rooms_of_user(const struct store_req *s, struct api_response *resp)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < s->n_user_rooms; i++) {
+        const struct store_user_room *r = &s->user_rooms[i];
+        json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I}", "room_id", r->room_id, "name", r->name,
+                              "role", r->role, "last_seq", (json_int_t)r->last_seq,
+                              "last_read_seq", (json_int_t)r->last_read_seq, "unread",
+                              (json_int_t)r->unread);
+        if (!o) {
+            json_decref(arr);
+            respond_json(resp, 200, NULL);
+            return;
+        }
+        json_array_append_new(arr, o);
+    }
+    respond_json(resp, 200, json_pack("{s:o}", "rooms", arr));
 }
 
 void api_finish(struct bus *bus, const struct store_req *s, struct api_response *resp)
@@ -579,15 +916,9 @@ void api_finish(struct bus *bus, const struct store_req *s, struct api_response 
                                s->rc ? rc_strerror(s->rc) : "ok", "bus", bus_state_name(st)));
         return;
     }
-    switch (s->rc) {
-    case 0: break;
-    case RC_ENOTFOUND:
-        api_error(resp, 404, "not_found",
-                  s->op == STORE_MEMBER_DELETE ? "no such member" : "no such room");
+    if (s->rc) {
+        refused(s, resp);
         return;
-    case RC_ECONFLICT: api_error(resp, 409, "conflict", "a room with this id exists"); return;
-    case RC_EFORBIDDEN: api_error(resp, 404, "not_found", "no such member"); return;
-    default: api_error(resp, 503, "store_unavailable", "the database failed; nothing was changed"); return;
     }
     switch (s->op) {
     case STORE_USER_PUT:
@@ -631,19 +962,29 @@ void api_finish(struct bus *bus, const struct store_req *s, struct api_response 
         respond_json(resp, 201, j);
         return;
     }
-    case STORE_MESSAGES_PAGE: {
-        /* The same encoder as the channels: rows written by other processes may hold
-         * invalid UTF-8, which it replaces instead of failing the page. */
-        struct sbuf b = SBUF_INIT;
-        sbuf_adds(&b, "{\"messages\":[");
-        for (size_t i = 0; i < s->n_msgs; i++) {
-            if (i)
-                sbuf_addc(&b, ',');
-            store_msg_append_json(&b, &s->msgs[i]);
-        }
-        sbuf_adds(&b, "]}");
-        resp->status = 200;
-        resp->body = sbuf_steal(&b, NULL);
+    case STORE_MESSAGES_PAGE:
+    case STORE_REPLIES_PAGE: messages_page(s, resp); return;
+    case STORE_CHANGES_PAGE: changes_page(s, resp); return;
+    case STORE_USER_ROOMS: rooms_of_user(s, resp); return;
+    case STORE_MESSAGE_EDIT:
+    case STORE_MESSAGE_DELETE:
+        respond_json(resp, 200, json_pack("{s:I,s:I}", "seq", (json_int_t)s->seq, "version",
+                                          (json_int_t)s->version));
+        return;
+    case STORE_REACTION_PUT:
+    case STORE_REACTION_DELETE:
+        /* version 0: nothing changed, the room's current version answers */
+        respond_json(resp, 200,
+                     json_pack("{s:I,s:s,s:I}", "seq", (json_int_t)s->seq, "emoji", s->name,
+                               "version", (json_int_t)(s->version ? s->version : s->room.version)));
+        return;
+    case STORE_READ_MARK: {
+        json_t *read = json_pack("{s:I,s:I,s:I}", "last_read_seq",
+                                 (json_int_t)s->member.last_read_seq, "unread",
+                                 (json_int_t)s->member.unread, "last_seq",
+                                 (json_int_t)s->room.last_seq);
+        publish_unread(bus, s, read);
+        respond_json(resp, 200, read);
         return;
     }
     default: api_error(resp, 500, "internal", "unexpected request"); return;

@@ -1,5 +1,6 @@
 /* bus_pg.c - the PostgreSQL cluster bus (bus.h): a listener thread that LISTENs and
- * delivers committed rows by seq, and a sender thread for ephemeral NOTIFYs. */
+ * delivers committed rows (room changes by version, document operations by seq,
+ * notifications by id), and a sender thread for ephemeral NOTIFYs. */
 #include <errno.h>
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -43,7 +44,7 @@ struct out {
     struct out *next;
 };
 
-/* A watermark: the highest seq (or id) delivered. */
+/* A watermark: the highest version (seq, id) delivered. */
 struct mark {
     int64_t v;
 };
@@ -105,11 +106,11 @@ static PGresult *q(PGconn *c, const char *sql, int n, const char *const *params)
 
 /* Row builders: one result row into a typed array slot, through the store's readers;
  * key is the feed's key (the row's room or user). Each returns the row's order value. */
-static int64_t row_msg(const PGresult *r, int i, const char *key, void *slot)
+static int64_t row_change(const PGresult *r, int i, const char *key, void *slot)
 {
-    struct store_msg *m = slot;
-    store_pg_read_msg(r, i, 0, key, m);
-    return m->seq;
+    struct store_change *c = slot;
+    store_pg_read_change(r, i, 0, key, c);
+    return c->version;
 }
 static int64_t row_docop(const PGresult *r, int i, const char *key, void *slot)
 {
@@ -125,12 +126,12 @@ static int64_t row_notif(const PGresult *r, int i, const char *key, void *slot)
 }
 
 /* Publishes built rows to this node and frees them. */
-static void give_msgs(struct pg_bus *b, void *rows, size_t n)
+static void give_changes(struct pg_bus *b, void *rows, size_t n)
 {
-    struct store_msg *m = rows;
-    bus_publish_msgs(&b->base, m, n);
+    struct store_change *c = rows;
+    bus_publish_changes(&b->base, c, n);
     for (size_t i = 0; i < n; i++)
-        store_msg_cleanup(&m[i]);
+        store_change_cleanup(&c[i]);
 }
 static void give_docops(struct pg_bus *b, void *rows, size_t n)
 {
@@ -158,11 +159,14 @@ struct feed {
     void (*give)(struct pg_bus *b, void *rows, size_t n);
 };
 
-static const struct feed feed_messages = {
-    "rc_feed_messages",
-    "SELECT " STORE_PG_MSG_COLS("") " FROM messages "
-    "WHERE room_id = $1 AND seq > $2::bigint ORDER BY seq LIMIT $3::int",
-    sizeof(struct store_msg), row_msg, give_msgs};
+/* A room's versions are gapless and committed in order (the room's lock is held from the
+ * first change of a transaction to its commit), so "after the last one delivered" misses
+ * none. */
+static const struct feed feed_changes = {
+    "rc_feed_changes",
+    "SELECT " STORE_PG_CHANGE_COLS("") " FROM room_changes "
+    "WHERE room_id = $1 AND version > $2::bigint ORDER BY version LIMIT $3::int",
+    sizeof(struct store_change), row_change, give_changes};
 static const struct feed feed_docops = {
     "rc_feed_docops",
     "SELECT " STORE_PG_DOCOP_COLS("") " FROM document_ops "
@@ -175,7 +179,7 @@ static const struct feed feed_notifs = {
     "SELECT " STORE_PG_NOTIF_COLS("") " FROM notifications "
     "WHERE user_id = $1 AND id > $2::bigint ORDER BY id LIMIT $3::int",
     sizeof(struct store_notif), row_notif, give_notifs};
-static const struct feed *const feeds[] = {&feed_messages, &feed_docops, &feed_notifs};
+static const struct feed *const feeds[] = {&feed_changes, &feed_docops, &feed_notifs};
 
 /* Prepares the feed queries on a new connection: a wake-up then costs no parse or plan. */
 static bool prepare_feeds(PGconn *c)
@@ -230,10 +234,10 @@ static void deliver(struct pg_bus *b, const struct feed *f, struct hmap *marks, 
     }
 }
 
-/* A room's messages, a document's operations, a user's notifications. */
+/* A room's changes, a document's operations, a user's notifications. */
 static void deliver_room(struct pg_bus *b, const char *room)
 {
-    deliver(b, &feed_messages, &b->room_wm, room, 0);
+    deliver(b, &feed_changes, &b->room_wm, room, 0);
 }
 static void deliver_doc(struct pg_bus *b, const char *room)
 {
@@ -352,18 +356,18 @@ static void load_presences(struct pg_bus *b)
  * last delivery (reconnect): no committed row is lost across an outage. */
 static void sync_marks(struct pg_bus *b)
 {
-    PGresult *r = q(b->lc, "SELECT id, last_seq, doc_last_seq FROM rooms", 0, NULL);
+    PGresult *r = q(b->lc, "SELECT id, version, doc_last_seq FROM rooms", 0, NULL);
     if (r) {
         for (int i = 0; i < PQntuples(r); i++) {
             const char *room = PQgetvalue(r, i, 0);
-            int64_t last = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+            int64_t version = strtoll(PQgetvalue(r, i, 1), NULL, 10);
             int64_t doc = strtoll(PQgetvalue(r, i, 2), NULL, 10);
             if (!b->loaded_once) {
-                mark_of(&b->room_wm, room, last)->v = last;
+                mark_of(&b->room_wm, room, version)->v = version;
                 mark_of(&b->doc_wm, room, doc)->v = doc;
                 continue;
             }
-            if (mark_of(&b->room_wm, room, 0)->v < last)
+            if (mark_of(&b->room_wm, room, 0)->v < version)
                 deliver_room(b, room);
             if (mark_of(&b->doc_wm, room, 0)->v < doc)
                 deliver_doc(b, room);

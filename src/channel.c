@@ -1,6 +1,7 @@
 /* channel.c - channel instances on a conn: replies and pushes, the join's end (ok,
  * error, history), held broadcasts, store requests made for a channel, and the
- * per-worker index of subscribed channels by topic. */
+ * per-worker index of subscribed (and watching) channels by topic. */
+#include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,10 +19,18 @@
 
 /* ---- the subscriber index --------------------------------------------------------- */
 
-/* The subscribers of one topic on a worker. */
+/* One chan watching a topic: which of its watches this is. */
+struct watcher {
+    struct chan *ch;
+    size_t slot; /* index in ch->watches */
+};
+
+/* The subscribers and watchers of one topic on a worker. */
 struct subs {
     struct chan **v;
     size_t n, cap;
+    struct watcher *w; /* chans watching the topic (chan_watch) */
+    size_t nw, capw;
 };
 
 struct chan_index {
@@ -33,11 +42,12 @@ struct chan_index *chan_index_create(void)
     return xcalloc(1, sizeof(struct chan_index));
 }
 
-/* Frees one topic's subscriber array. */
+/* Frees one topic's subscriber and watcher arrays. */
 static void free_subs(const char *key, void *value, void *arg)
 {
     struct subs *s = value;
     free(s->v);
+    free(s->w);
     free(s);
 }
 
@@ -50,14 +60,30 @@ void chan_index_destroy(struct chan_index *x)
     free(x);
 }
 
+/* The topic's entry, created if it has none. */
+static struct subs *subs_get(struct chan_index *x, const char *topic, size_t len)
+{
+    struct subs *s = hmap_get(&x->topics, topic, len);
+    if (!s) {
+        s = xcalloc(1, sizeof *s);
+        hmap_put(&x->topics, topic, len, s);
+    }
+    return s;
+}
+
+/* Drops the topic's entry once no chan subscribes to or watches it. */
+static void subs_trim(struct chan_index *x, const char *topic, size_t len, struct subs *s)
+{
+    if (s->n || s->nw)
+        return;
+    hmap_del(&x->topics, topic, len);
+    free_subs(topic, s, NULL);
+}
+
 /* Adds ch to its topic's subscribers. */
 static void subscribe(struct chan_index *x, struct chan *ch)
 {
-    struct subs *s = hmap_get(&x->topics, ch->topic, ch->topic_len);
-    if (!s) {
-        s = xcalloc(1, sizeof *s);
-        hmap_put(&x->topics, ch->topic, ch->topic_len, s);
-    }
+    struct subs *s = subs_get(x, ch->topic, ch->topic_len);
     if (s->n == s->cap) {
         s->cap = s->cap ? s->cap * 2 : 4;
         s->v = xrealloc(s->v, s->cap * sizeof *s->v);
@@ -76,11 +102,67 @@ static void unsubscribe(struct chan_index *x, struct chan *ch)
     s->v[ch->sub_index] = last;
     last->sub_index = ch->sub_index;
     ch->sub_index = SIZE_MAX;
-    if (!s->n) {
-        hmap_del(&x->topics, ch->topic, ch->topic_len);
-        free(s->v);
-        free(s);
+    subs_trim(x, ch->topic, ch->topic_len, s);
+}
+
+/* Removes every watch of ch from the index and forgets them. */
+static void unwatch_all(struct chan_index *x, struct chan *ch)
+{
+    for (size_t i = 0; i < ch->n_watches; i++) {
+        struct chan_watch *cw = &ch->watches[i];
+        struct subs *s = hmap_get(&x->topics, cw->topic, cw->topic_len);
+        if (s && cw->pos < s->nw && s->w[cw->pos].ch == ch && s->w[cw->pos].slot == i) {
+            struct watcher last = s->w[--s->nw];
+            s->w[cw->pos] = last;
+            last.ch->watches[last.slot].pos = cw->pos;
+            subs_trim(x, cw->topic, cw->topic_len, s);
+        }
+        free(cw->topic);
     }
+    free(ch->watches);
+    ch->watches = NULL;
+    ch->n_watches = ch->cap_watches = 0;
+}
+
+void chan_watch(struct chan *ch, const char *topic, size_t topic_len)
+{
+    assert(ch->type->watch);
+    struct subs *s = subs_get(ch->conn->worker->topics, topic, topic_len);
+    if (ch->n_watches == ch->cap_watches) {
+        ch->cap_watches = ch->cap_watches ? ch->cap_watches * 2 : 4;
+        ch->watches = xrealloc(ch->watches, ch->cap_watches * sizeof *ch->watches);
+    }
+    if (s->nw == s->capw) {
+        s->capw = s->capw ? s->capw * 2 : 4;
+        s->w = xrealloc(s->w, s->capw * sizeof *s->w);
+    }
+    size_t slot = ch->n_watches++;
+    ch->watches[slot] = (struct chan_watch){xstrndup(topic, topic_len), topic_len, s->nw};
+    s->w[s->nw++] = (struct watcher){ch, slot};
+}
+
+/* Holds b for ch until the held broadcasts are released; watched: for the watch hook. */
+static void hold(struct chan *ch, struct bcast *b, bool watched)
+{
+    struct held_bcast *h = xmalloc(sizeof *h);
+    bcast_ref(b, 1);
+    h->b = b;
+    h->watched = watched;
+    h->next = NULL;
+    if (ch->held_tail)
+        ch->held_tail->next = h;
+    else
+        ch->held = h;
+    ch->held_tail = h;
+}
+
+/* Runs ch's watch hook on b now, or holds it while ch joins or has held broadcasts. */
+static void deliver_watched(struct chan *ch, struct bcast *b)
+{
+    if (ch->state == CHAN_JOINING || ch->held)
+        hold(ch, b, true);
+    else
+        ch->type->watch(ch, b);
 }
 
 void chan_index_deliver(struct chan_index *x, struct bcast *b)
@@ -97,12 +179,24 @@ void chan_index_deliver(struct chan_index *x, struct bcast *b)
         chan_deliver(ch, b);
         n++;
     }
+    for (size_t i = 0; i < s->nw; i++) {
+        struct chan *ch = s->w[i].ch;
+        if (ch->conn->id != b->exclude && !ch->conn->closed)
+            deliver_watched(ch, b);
+    }
     metrics_deliveries(n);
 }
 
 bool chan_index_has(struct chan_index *x, const char *topic)
 {
-    return hmap_get(&x->topics, topic, strlen(topic)) != NULL;
+    struct subs *s = hmap_get(&x->topics, topic, strlen(topic));
+    return s && s->n;
+}
+
+size_t chan_index_watchers(struct chan_index *x, const char *topic)
+{
+    struct subs *s = hmap_get(&x->topics, topic, strlen(topic));
+    return s ? s->nw : 0;
 }
 
 size_t chan_index_topics(struct chan_index *x)
@@ -173,6 +267,7 @@ static void chan_free(struct chan *ch)
         }
     c->n_chans--;
     unsubscribe(c->worker->topics, ch);
+    unwatch_all(c->worker->topics, ch);
     drop_held(ch);
     free(ch->topic);
     free(ch->jr);
@@ -194,6 +289,7 @@ static void join_finished(struct conn *c)
 void chan_end(struct chan *ch)
 {
     unsubscribe(ch->conn->worker->topics, ch);
+    unwatch_all(ch->conn->worker->topics, ch);
     if (ch->state == CHAN_JOINED && ch->type->terminate)
         ch->type->terminate(ch);
     if (ch->state == CHAN_JOINING)
@@ -323,7 +419,9 @@ void chan_release_held(struct chan *ch)
     while (ch->held) {
         struct held_bcast *h = ch->held;
         ch->held = h->next;
-        if (!ch->conn->closed)
+        if (!ch->conn->closed && h->watched)
+            ch->type->watch(ch, h->b);
+        else if (!ch->conn->closed)
             send_bcast(ch, h->b);
         bcast_unref(h->b);
         free(h);
@@ -333,19 +431,10 @@ void chan_release_held(struct chan *ch)
 
 void chan_deliver(struct chan *ch, struct bcast *b)
 {
-    if (ch->state == CHAN_JOINING || ch->held) {
-        struct held_bcast *h = xmalloc(sizeof *h);
-        bcast_ref(b, 1);
-        h->b = b;
-        h->next = NULL;
-        if (ch->held_tail)
-            ch->held_tail->next = h;
-        else
-            ch->held = h;
-        ch->held_tail = h;
-        return;
-    }
-    send_bcast(ch, b);
+    if (ch->state == CHAN_JOINING || ch->held)
+        hold(ch, b, false);
+    else
+        send_bcast(ch, b);
 }
 
 /* ---- store requests -------------------------------------------------------------- */

@@ -23,7 +23,15 @@ enum chan_state {
 
 struct held_bcast {
     struct bcast *b;
+    bool watched; /* of a watched topic: for the type's watch hook, not the client */
     struct held_bcast *next;
+};
+
+/* A topic a chan watches (chan_watch): where it sits in the topic's watcher array. */
+struct chan_watch {
+    char *topic;
+    size_t topic_len;
+    size_t pos;
 };
 
 struct chan {
@@ -39,6 +47,8 @@ struct chan {
     size_t sub_index;  /* position in the worker's subscriber array for the topic
                         * (SIZE_MAX: not subscribed) */
     struct held_bcast *held, *held_tail;
+    struct chan_watch *watches; /* the topics it watches besides its own */
+    size_t n_watches, cap_watches;
     int64_t last_seq;  /* room channels: highest seq delivered to this client */
     char *role;        /* room channels: the member's role */
     void *priv;
@@ -58,6 +68,10 @@ struct channel_type {
     bool (*accept)(struct chan *ch, const struct bcast *b);
     /* The channel ends: leave, duplicate join, or conn closed. May broadcast. */
     void (*terminate)(struct chan *ch);
+    /* A broadcast on a topic the chan watches (chan_watch), instead of sending it: in
+     * arrival order, held like the others while the chan joins. It must not add or
+     * remove watches. NULL for types that never watch. */
+    void (*watch)(struct chan *ch, const struct bcast *b);
 };
 
 extern const struct channel_type room_channel;
@@ -119,17 +133,23 @@ const char *chan_jr(const struct chan *ch);
 void chan_end(struct chan *ch);
 /* Delivers (or holds, while joining) a broadcast to one subscribed chan. */
 void chan_deliver(struct chan *ch, struct bcast *b);
+/* Registers ch, whose type has a watch hook, in its worker's index under topic (not its
+ * own, at most once per topic): broadcasts to topic then run the hook on ch instead of
+ * reaching its client, held while ch joins. chan_end removes every watch. Worker thread. */
+void chan_watch(struct chan *ch, const char *topic, size_t topic_len);
 
 /* The channels subscribed on one worker, by topic. Worker thread. */
 struct chan_index;
 struct chan_index *chan_index_create(void);
 /* Frees the index (every chan has ended by then). Accepts NULL. */
 void chan_index_destroy(struct chan_index *x);
-/* Delivers b to every chan subscribed to its topic, but those of b->exclude's conn and
- * closed conns. */
+/* Delivers b to every chan subscribed to its topic and runs the watch hook of every chan
+ * watching it, but for those of b->exclude's conn and closed conns. */
 void chan_index_deliver(struct chan_index *x, struct bcast *b);
-/* Whether some chan is subscribed to topic, and how many topics have subscribers. */
+/* Whether some chan is subscribed to topic; how many chans watch it; how many topics
+ * have subscribers or watchers. */
 bool chan_index_has(struct chan_index *x, const char *topic);
+size_t chan_index_watchers(struct chan_index *x, const char *topic);
 size_t chan_index_topics(struct chan_index *x);
 
 /* Submits a store request on behalf of ch; when it completes, cont runs on the worker

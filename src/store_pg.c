@@ -20,15 +20,19 @@
  * STORE_PING does not wait: once a reconnect attempt has failed it completes with
  * RC_ESTORE at once, so a health check reports a database that is down right away.
  *
- * Seq numbers (and notification ids) are assigned by the database, by the BEFORE INSERT
- * triggers of migrations/postgres, under the room's (user's) lock: plain SQL inserts get
- * them too. A batch first locks its rooms and notification users in one global order, so
- * that nodes never deadlock on them.
+ * Seq numbers, room versions (and notification ids) are assigned by the database, by the
+ * triggers of migrations/postgres, under the room's (user's) lock: plain SQL writes get
+ * them too, and the triggers log every change of a room in room_changes. A batch first
+ * locks its rooms and notification users in one global order, so that nodes never
+ * deadlock on them. The writes of the message life call the functions of migration 0006,
+ * which check what needs the message's row (author, owner, deleted) inside the write and
+ * return the change it logged.
  *
- * The listeners get this store's own commits: after each commit, the rows it committed,
- * grouped per table, in commit order. Rows written by other nodes or by plain SQL reach
- * subscribers through the LISTEN/NOTIFY bus (bus_pg.c), which reads them by seq; the
- * NOTIFY wake-ups come from the triggers of sql/notify.sql. */
+ * The listeners get this store's own commits: after each commit, the room changes, the
+ * notifications and the document operations it committed, grouped per table, in commit
+ * order. Rows written by other nodes or by plain SQL reach subscribers through the
+ * LISTEN/NOTIFY bus (bus_pg.c), which reads room changes by version; the NOTIFY wake-ups
+ * come from the triggers. */
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
@@ -86,7 +90,7 @@ struct pg_store {
     pthread_t writer, readers[N_READERS];
     int readers_started;
     bool writer_started;
-    store_msg_listener listener;
+    store_change_listener listener;
     void *listener_arg;
     void (*notif_listener)(const struct store_notif *n, size_t count, void *arg);
     void (*docop_listener)(const struct store_docop *ops, size_t count, void *arg);
@@ -468,33 +472,42 @@ static void run_reads(struct link *l, struct store_req *head)
 
 /* ---- writes --------------------------------------------------------------------------- */
 
-/* Copies of what a batch committed, for the listeners. */
+/* What a batch committed, for the listeners. */
 struct committed {
-    struct store_msg *msgs;
+    struct store_change *changes;
     struct store_notif *notifs;
     struct store_docop *docops;
-    size_t n_msgs, n_notifs, n_docops;
+    size_t n_changes, n_notifs, n_docops;
 };
 
-/* Copies the committed rows of the batch (in commit order), before their requests go
+/* Takes the room changes the batch's writes logged (in commit order) out of their
+ * requests, and copies its notifications and document operations, before the requests go
  * back to their owners. */
 static void collect_committed(struct pg_store *s, struct store_req **v, size_t n,
                               struct committed *c)
 {
     memset(c, 0, sizeof *c);
+    size_t n_changes = 0;
+    for (size_t i = 0; i < n; i++)
+        n_changes += v[i]->rc ? 0 : v[i]->n_changes;
+    if (n_changes && s->listener)
+        c->changes = xcalloc(n_changes, sizeof *c->changes);
     for (size_t i = 0; i < n; i++) {
         struct store_req *r = v[i];
+        if (!r->rc && c->changes) {
+            memcpy(c->changes + c->n_changes, r->changes, r->n_changes * sizeof *r->changes);
+            c->n_changes += r->n_changes;
+            free(r->changes);
+        } else {
+            for (size_t k = 0; k < r->n_changes; k++)
+                store_change_cleanup(&r->changes[k]);
+            free(r->changes);
+        }
+        r->changes = NULL;
+        r->n_changes = 0;
         if (r->rc)
             continue;
-        if (r->op == STORE_MESSAGE_ADD && s->listener) {
-            if (!c->msgs)
-                c->msgs = xcalloc(n, sizeof *c->msgs);
-            struct store_msg *m = &c->msgs[c->n_msgs++];
-            *m = r->msg;
-            m->room_id = xstrdup(r->msg.room_id);
-            m->user_id = xstrdup(r->msg.user_id);
-            m->body = xstrdup(r->msg.body);
-        } else if (r->op == STORE_NOTIFY_ADD && s->notif_listener) {
+        if (r->op == STORE_NOTIFY_ADD && s->notif_listener) {
             if (!c->notifs)
                 c->notifs = xcalloc(n, sizeof *c->notifs);
             struct store_notif *m = &c->notifs[c->n_notifs++];
@@ -514,25 +527,24 @@ static void collect_committed(struct pg_store *s, struct store_req **v, size_t n
     }
 }
 
-/* Hands the committed rows to the listeners, grouped per table, and frees them.
- * For now the listeners see this store's own commits only: rows written by other nodes
- * or by plain SQL reach them once the LISTEN/NOTIFY bus connection delivers by seq
- * (sql/notify.sql sends the wake-ups). */
+/* Hands the committed rows to the listeners, grouped per table, and frees them. The
+ * listeners see this store's own commits only: rows written by other nodes or by plain
+ * SQL reach subscribers through the LISTEN/NOTIFY bus (bus_pg.c). */
 static void deliver_committed(struct pg_store *s, struct committed *c)
 {
-    if (c->n_msgs)
-        s->listener(c->msgs, c->n_msgs, s->listener_arg);
+    if (c->n_changes)
+        s->listener(c->changes, c->n_changes, s->listener_arg);
     if (c->n_notifs)
         s->notif_listener(c->notifs, c->n_notifs, s->listener_arg);
     if (c->n_docops)
         s->docop_listener(c->docops, c->n_docops, s->listener_arg);
-    for (size_t i = 0; i < c->n_msgs; i++)
-        store_msg_cleanup(&c->msgs[i]);
+    for (size_t i = 0; i < c->n_changes; i++)
+        store_change_cleanup(&c->changes[i]);
     for (size_t i = 0; i < c->n_notifs; i++)
         store_notif_cleanup(&c->notifs[i]);
     for (size_t i = 0; i < c->n_docops; i++)
         store_docop_cleanup(&c->docops[i]);
-    free(c->msgs);
+    free(c->changes);
     free(c->notifs);
     free(c->docops);
 }
@@ -1025,7 +1037,7 @@ static int pg_migrate(const char *url, int *applied, char *err, size_t errlen)
     return rc;
 }
 
-static void pg_set_listener(struct store *base, store_msg_listener fn, void *arg)
+static void pg_set_listener(struct store *base, store_change_listener fn, void *arg)
 {
     struct pg_store *s = (struct pg_store *)base;
     s->listener = fn;

@@ -38,6 +38,9 @@ enum store_pg_stmt {
     ST_NOTIF_ADD,
     ST_NOTIF_READ,
     ST_DOCOP_ADD,
+    ST_MSG_CHANGE,
+    ST_REACTION,
+    ST_READ_MARK,
     ST_PING,
     ST_ROOM_GET,
     ST_MEMBERS_LIST,
@@ -48,6 +51,10 @@ enum store_pg_stmt {
     ST_DOC_JOIN_ASC,
     ST_DOC_JOIN_DESC,
     ST_NOTIF_UNREAD,
+    ST_JOIN_CHANGES,
+    ST_CHANGES_PAGE,
+    ST_REPLIES,
+    ST_USER_ROOMS,
     ST_COUNT
 };
 
@@ -62,7 +69,7 @@ void store_pg_stmt_name(enum store_pg_stmt id, char out[8]);
 struct store_pg_args {
     const char *v[6];
     char num[4][24];
-    char *owned[3];
+    char *owned[4];
     int n, nnum, nowned;
 };
 
@@ -77,7 +84,7 @@ enum store_pg_stmt store_pg_read_stmt(const struct store_req *r, struct store_pg
  * when the request is invalid (a notification without a valid message) or not a write. */
 enum store_pg_stmt store_pg_write_stmt(const struct store_req *r, struct store_pg_args *a);
 
-/* Fills a with the arguments of ST_MSG_ADD_MANY for the k message requests of v: three
+/* Fills a with the arguments of ST_MSG_ADD_MANY for the k message requests of v: four
  * array literals that a owns (store_pg_args_cleanup frees them). */
 void store_pg_messages_args(struct store_req **v, size_t k, struct store_pg_args *a);
 
@@ -93,13 +100,15 @@ char *store_pg_batch_keys(struct store_req **v, size_t n, bool users);
 int store_pg_parse_read(struct store_req *req, const PGresult *res) MUSTCHECK;
 
 /* Turns the result of a write's statement (status PGRES_TUPLES_OK or PGRES_COMMAND_OK)
- * into req's fields, which req owns. Returns 0, RC_ECONFLICT (the room exists),
- * RC_ENOTFOUND (nothing to delete or mark read), RC_ESTORE (not the one row the statement
+ * into req's fields, which req owns; the change the write logged, if any, goes to
+ * req->changes. Returns 0, RC_ECONFLICT (the room exists), RC_ENOTFOUND (nothing to
+ * delete or mark read, no such message), RC_EFORBIDDEN (not the author, an owner, a
+ * member), RC_EGONE (the message is deleted), RC_ESTORE (not the one row the statement
  * returns) or RC_EINVAL (not a write). */
 int store_pg_parse_write(struct store_req *req, const PGresult *res) MUSTCHECK;
 
-/* Fills the k message requests of v from the rows of their ST_MSG_ADD_MANY and sets
- * their rc to 0. False when the rows do not match the requests. */
+/* Fills the k message requests of v (and the changes they logged) from the rows of their
+ * ST_MSG_ADD_MANY and sets their rc to 0. False when the rows do not match the requests. */
 bool store_pg_parse_messages(struct store_req **v, size_t k, const PGresult *res);
 
 /* Frees and clears what store_pg_parse_write or store_pg_parse_messages put in r (its
@@ -107,20 +116,21 @@ bool store_pg_parse_messages(struct store_req **v, size_t k, const PGresult *res
 void store_pg_clear_write(struct store_req *r);
 
 /* The columns the row readers below read, in order, of a table aliased t ("g." or ""). */
-#define STORE_PG_MSG_COLS(t)                                                                       \
-    t "id, " t "seq, " t "user_id, " t "body, rowcast_iso(" t "inserted_at)"
 #define STORE_PG_DOCOP_COLS(t)                                                                     \
     t "id, " t "seq, " t "user_id, " t "operation, " t "data::text, rowcast_iso(" t "inserted_at)"
 #define STORE_PG_NOTIF_COLS(t) t "id, " t "payload::text, rowcast_iso(" t "inserted_at)"
+#define STORE_PG_CHANGE_COLS(t)                                                                    \
+    t "id, " t "version, " t "seq, " t "user_id, " t "event, " t "payload::text, "                \
+      "rowcast_iso(" t "inserted_at)"
 
 /* Row readers: fill *out from the columns col.. of a row (the list of its *_COLS above)
  * and the room (user) the query was for, which they copy. The strings are malloc'd; the
  * store's *_cleanup frees them. */
-void store_pg_read_msg(const PGresult *res, int row, int col, const char *room_id,
-                       struct store_msg *out);
 void store_pg_read_docop(const PGresult *res, int row, int col, const char *room_id,
                          struct store_docop *out);
 void store_pg_read_notif(const PGresult *res, int row, int col, const char *user_id,
                          struct store_notif *out);
+void store_pg_read_change(const PGresult *res, int row, int col, const char *room_id,
+                          struct store_change *out);
 
 #endif

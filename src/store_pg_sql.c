@@ -17,21 +17,51 @@
 
 /* ---- statements ----------------------------------------------------------------------- */
 
-/* Columns of a message (document operation) row in the page and join queries. */
-#define MSG_COLS STORE_PG_MSG_COLS("g.")
+/* The columns of a message that the message reader reads (read_msg), of the rows of
+ * MSG_SELECT aliased g. */
+#define MSG_COLS                                                                                   \
+    "g.id, g.seq, g.user_id, g.body, rowcast_iso(g.inserted_at), g.reply_to, "                     \
+    "rowcast_iso(g.edited_at), rowcast_iso(g.deleted_at), g.reply_count, g.reactions"
+/* A message t with what is counted for it: its replies that are not deleted, and its
+ * reactions as [{"emoji":…,"count":N},…] by emoji (bytewise, as SQLite orders them), NULL
+ * when there are none. */
+#define MSG_SELECT                                                                                 \
+    "SELECT t.id, t.seq, t.user_id, t.body, t.inserted_at, t.reply_to, t.edited_at, "              \
+    "t.deleted_at, (SELECT count(*) FROM messages x WHERE x.room_id = t.room_id "                  \
+    "AND x.reply_to = t.seq AND x.deleted_at IS NULL) AS reply_count, "                           \
+    "(SELECT '[' || string_agg(format('{\"emoji\":%s,\"count\":%s}', to_json(z.emoji), z.n), "    \
+    "',' ORDER BY z.emoji COLLATE \"C\") || ']' FROM (SELECT emoji, count(*) AS n "                \
+    "FROM reactions e WHERE e.room_id = t.room_id AND e.seq = t.seq GROUP BY emoji) z) "         \
+    "AS reactions FROM messages t "
 #define DOCOP_COLS STORE_PG_DOCOP_COLS("g.")
-/* Room and membership columns of the join queries (8 columns). */
-#define JOIN_COLS                                                                                  \
-    "r.id, r.name, r.last_seq, rowcast_iso(r.created_at), r.doc_last_seq, m.role, "                \
-    "COALESCE(u.name, m.user_id), u.avatar_url, "
+#define CHANGE_COLS STORE_PG_CHANGE_COLS("c.")
+/* A room's columns, as read_room reads them (6 columns). */
+#define ROOM_COLS(t)                                                                               \
+    t "id, " t "name, " t "last_seq, rowcast_iso(" t "created_at), " t "doc_last_seq, " t "version"
+/* The messages after member m's read cursor in room r that others wrote and that are not
+ * deleted. */
+#define UNREAD                                                                                     \
+    "(SELECT count(*) FROM messages x WHERE x.room_id = r.id AND x.seq > m.last_read_seq "        \
+    "AND x.user_id <> m.user_id AND x.deleted_at IS NULL)"
+/* Room and membership columns of the join queries (11 columns), with unread (an
+ * expression) for the member's unread count. */
+#define JOIN_COLS(unread)                                                                          \
+    ROOM_COLS("r.") ", m.role, COALESCE(u.name, m.user_id), u.avatar_url, m.last_read_seq, "      \
+    unread ", "
 #define JOIN_FROM                                                                                  \
     "FROM rooms r LEFT JOIN memberships m ON m.room_id = r.id AND m.user_id = $2 "                 \
     "LEFT JOIN users u ON u.id = m.user_id "
+/* The change columns that follow the columns a write function returns about its request:
+ * the change it logged (all NULL when none). */
+#define FN_CHANGE_COLS "(o_change).id, (o_change).version, (o_change).seq, (o_change).user_id, " \
+                       "(o_change).event, (o_change).payload, (o_change).inserted_at"
 
 /* The page and join reads are one statement each (one snapshot): the room's row, left
  * joined with the page, so no row means no room and a row with NULL message columns
  * means an empty page. Bounds absent from the request are passed as INT64_MAX; a
- * negative limit as NULL (no limit, as in SQLite). */
+ * negative limit as NULL (no limit, as in SQLite). The writes of the message life are
+ * calls of the functions of migrations/postgres/0006, which answer a refusal with a
+ * status instead of an error: the batch's transaction goes on. */
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN",
     [ST_COMMIT] = "COMMIT",
@@ -50,7 +80,7 @@ static const char *const stmt_sql[ST_COUNT] = {
                     "avatar_url = excluded.avatar_url "
                     "RETURNING id, name, avatar_url, rowcast_iso(created_at)",
     [ST_ROOM_CREATE] = "INSERT INTO rooms(id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING "
-                       "RETURNING id, name, last_seq, rowcast_iso(created_at), doc_last_seq",
+                       "RETURNING " ROOM_COLS(""),
     [ST_ROOM_DELETE] = "DELETE FROM rooms WHERE id = $1",
     /* Creates the user (named by its id) if needed, upserts the membership, returns the
      * member's role, name and avatar. A missing room fails the memberships foreign key
@@ -65,55 +95,61 @@ static const char *const stmt_sql[ST_COUNT] = {
                       "COALESCE(u.avatar_url, x.avatar_url) "
                       "FROM m LEFT JOIN u ON true LEFT JOIN users x ON x.id = $2",
     [ST_MEMBER_DELETE] = "DELETE FROM memberships WHERE room_id = $1 AND user_id = $2",
-    [ST_MSG_ADD] = "INSERT INTO messages(room_id, user_id, body) VALUES ($1, $2, $3) "
-                   "RETURNING id, seq, rowcast_iso(inserted_at)",
+    /* $1 room, $2 user, $3 body, $4 reply_to (0: none) */
+    [ST_MSG_ADD] = "SELECT o_id, o_seq, o_inserted_at, " FN_CHANGE_COLS
+                   " FROM rowcast_message_add($1, $2, $3, $4)",
     /* A run of messages in one statement, inserted in the arrays' order (the seq trigger
      * numbers each room's rows in that order). */
-    [ST_MSG_ADD_MANY] = "INSERT INTO messages(room_id, user_id, body) "
-                        "SELECT r, u, b FROM unnest($1::text[], $2::text[], $3::text[]) "
-                        "WITH ORDINALITY AS t(r, u, b, o) ORDER BY o "
-                        "RETURNING id, room_id, seq, rowcast_iso(inserted_at)",
+    [ST_MSG_ADD_MANY] = "SELECT o_id, o_room, o_seq, o_inserted_at, " FN_CHANGE_COLS
+                        " FROM rowcast_messages_add($1::text[], $2::text[], $3::text[], "
+                        "$4::bigint[])",
     [ST_NOTIF_ADD] = "INSERT INTO notifications(user_id, payload) VALUES ($1, $2::jsonb) "
                      "RETURNING " STORE_PG_NOTIF_COLS(""),
     [ST_NOTIF_READ] = "UPDATE notifications SET read_at = now() WHERE id = $1 AND user_id = $2",
     [ST_DOCOP_ADD] = "INSERT INTO document_ops(room_id, user_id, operation, data) "
                      "VALUES ($1, $2, $3, $4::jsonb) "
                      "RETURNING id, seq, data::text, rowcast_iso(inserted_at)",
+    /* $1 room, $2 seq, $3 body, $4 user (NULL: anyone), $5 true to delete, false to edit */
+    [ST_MSG_CHANGE] = "SELECT o_status, o_id, o_author, o_inserted_at, o_reply_to, o_edited_at, "
+                      "o_deleted_at, o_version, " FN_CHANGE_COLS
+                      " FROM rowcast_message_change($1, $2, $3, $4, $5)",
+    /* $1 room, $2 seq, $3 user, $4 emoji, $5 true to add, false to remove */
+    [ST_REACTION] = "SELECT o_status, o_version, " FN_CHANGE_COLS
+                    " FROM rowcast_reaction_write($1, $2, $3, $4, $5)",
+    /* $1 room, $2 user, $3 seq */
+    [ST_READ_MARK] = "SELECT o_status, o_last_seq, o_role, o_last_read_seq, o_unread "
+                     "FROM rowcast_read_mark($1, $2, $3)",
     [ST_PING] = "SELECT 1",
-    [ST_ROOM_GET] = "SELECT id, name, last_seq, rowcast_iso(created_at), doc_last_seq "
-                    "FROM rooms WHERE id = $1",
+    [ST_ROOM_GET] = "SELECT " ROOM_COLS("") " FROM rooms WHERE id = $1",
     [ST_MEMBERS_LIST] = "SELECT m.user_id, m.role, COALESCE(u.name, m.user_id) FROM rooms r "
                         "LEFT JOIN memberships m ON m.room_id = r.id "
                         "LEFT JOIN users u ON u.id = m.user_id "
                         "WHERE r.id = $1 ORDER BY m.user_id COLLATE \"C\"",
     /* $1 room, $2 after, $3 before, $4 limit */
-    [ST_PAGE_ASC] = "SELECT " MSG_COLS " FROM rooms r LEFT JOIN LATERAL ("
-                    "SELECT id, seq, user_id, body, inserted_at FROM messages "
-                    "WHERE room_id = r.id AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4) g "
-                    "ON true WHERE r.id = $1 ORDER BY g.seq",
+    [ST_PAGE_ASC] = "SELECT " MSG_COLS " FROM rooms r LEFT JOIN LATERAL (" MSG_SELECT
+                    "WHERE t.room_id = r.id AND t.seq > $2 AND t.seq < $3 ORDER BY t.seq "
+                    "LIMIT $4) g ON true WHERE r.id = $1 ORDER BY g.seq",
     /* $1 room, $2 before, $3 limit: the last `limit` below before */
-    [ST_PAGE_DESC] = "SELECT " MSG_COLS " FROM rooms r LEFT JOIN LATERAL ("
-                     "SELECT id, seq, user_id, body, inserted_at FROM messages "
-                     "WHERE room_id = r.id AND seq < $2 ORDER BY seq DESC LIMIT $3) g "
+    [ST_PAGE_DESC] = "SELECT " MSG_COLS " FROM rooms r LEFT JOIN LATERAL (" MSG_SELECT
+                     "WHERE t.room_id = r.id AND t.seq < $2 ORDER BY t.seq DESC LIMIT $3) g "
                      "ON true WHERE r.id = $1 ORDER BY g.seq",
     /* $1 room, $2 user, $3 after, $4 before, $5 limit; no history for a non-member */
-    [ST_JOIN_ASC] = "SELECT " JOIN_COLS MSG_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
-                    "SELECT id, seq, user_id, body, inserted_at FROM messages "
-                    "WHERE m.role IS NOT NULL AND room_id = r.id AND seq > $3 AND seq < $4 "
-                    "ORDER BY seq LIMIT $5) g ON true WHERE r.id = $1 ORDER BY g.seq",
+    [ST_JOIN_ASC] = "SELECT " JOIN_COLS(UNREAD) MSG_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
+                    MSG_SELECT "WHERE m.role IS NOT NULL AND t.room_id = r.id AND t.seq > $3 "
+                    "AND t.seq < $4 ORDER BY t.seq LIMIT $5) g ON true "
+                    "WHERE r.id = $1 ORDER BY g.seq",
     /* $1 room, $2 user, $3 before, $4 limit */
-    [ST_JOIN_DESC] = "SELECT " JOIN_COLS MSG_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
-                     "SELECT id, seq, user_id, body, inserted_at FROM messages "
-                     "WHERE m.role IS NOT NULL AND room_id = r.id AND seq < $3 "
-                     "ORDER BY seq DESC LIMIT $4) g ON true WHERE r.id = $1 ORDER BY g.seq",
+    [ST_JOIN_DESC] = "SELECT " JOIN_COLS(UNREAD) MSG_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
+                     MSG_SELECT "WHERE m.role IS NOT NULL AND t.room_id = r.id AND t.seq < $3 "
+                     "ORDER BY t.seq DESC LIMIT $4) g ON true WHERE r.id = $1 ORDER BY g.seq",
     /* $1 room, $2 user, $3 after, $4 limit */
-    [ST_DOC_JOIN_ASC] = "SELECT " JOIN_COLS DOCOP_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
+    [ST_DOC_JOIN_ASC] = "SELECT " JOIN_COLS("0") DOCOP_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
                         "SELECT id, seq, user_id, operation, data, inserted_at "
                         "FROM document_ops WHERE m.role IS NOT NULL AND room_id = r.id "
                         "AND seq > $3 ORDER BY seq LIMIT $4) g ON true "
                         "WHERE r.id = $1 ORDER BY g.seq",
     /* $1 room, $2 user, $3 limit */
-    [ST_DOC_JOIN_DESC] = "SELECT " JOIN_COLS DOCOP_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
+    [ST_DOC_JOIN_DESC] = "SELECT " JOIN_COLS("0") DOCOP_COLS " " JOIN_FROM "LEFT JOIN LATERAL ("
                          "SELECT id, seq, user_id, operation, data, inserted_at "
                          "FROM document_ops WHERE m.role IS NOT NULL AND room_id = r.id "
                          "ORDER BY seq DESC LIMIT $3) g ON true "
@@ -125,6 +161,27 @@ static const char *const stmt_sql[ST_COUNT] = {
                         "SELECT id, payload, inserted_at FROM notifications "
                         "WHERE user_id = $1 AND read_at IS NULL ORDER BY id LIMIT $2) n "
                         "ON true ORDER BY n.id",
+    /* $1 room, $2 user, $3 since_version, $4 limit */
+    [ST_JOIN_CHANGES] = "SELECT " JOIN_COLS(UNREAD) CHANGE_COLS " " JOIN_FROM
+                        "LEFT JOIN LATERAL (SELECT * FROM room_changes WHERE m.role IS NOT NULL "
+                        "AND room_id = r.id AND version > $3 ORDER BY version LIMIT $4) c "
+                        "ON true WHERE r.id = $1 ORDER BY c.version",
+    /* $1 room, $2 since_version, $3 limit */
+    [ST_CHANGES_PAGE] = "SELECT " ROOM_COLS("r.") ", " CHANGE_COLS " FROM rooms r "
+                        "LEFT JOIN LATERAL (SELECT * FROM room_changes WHERE room_id = r.id "
+                        "AND version > $2 ORDER BY version LIMIT $3) c ON true "
+                        "WHERE r.id = $1 ORDER BY c.version",
+    /* $1 room, $2 the parent's seq, $3 after, $4 limit; no row: no room, a NULL first
+     * column: no such parent */
+    [ST_REPLIES] = "SELECT p.seq, " MSG_COLS " FROM rooms r "
+                   "LEFT JOIN messages p ON p.room_id = r.id AND p.seq = $2 "
+                   "LEFT JOIN LATERAL (" MSG_SELECT "WHERE p.seq IS NOT NULL "
+                   "AND t.room_id = r.id AND t.reply_to = $2 AND t.seq > $3 ORDER BY t.seq "
+                   "LIMIT $4) g ON true WHERE r.id = $1 ORDER BY g.seq",
+    /* $1 user */
+    [ST_USER_ROOMS] = "SELECT r.id, r.name, m.role, r.last_seq, m.last_read_seq, " UNREAD " "
+                      "FROM memberships m JOIN rooms r ON r.id = m.room_id "
+                      "WHERE m.user_id = $1 ORDER BY r.id COLLATE \"C\"",
 };
 
 const char *store_pg_stmt_sql(enum store_pg_stmt id)
@@ -204,7 +261,8 @@ static void col_ts(const PGresult *res, int row, int col, char out[32])
     snprintf(out, 32, "%s", PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col));
 }
 
-/* Reads a room from columns col.. (id, name, last_seq, created_at, doc_last_seq). */
+/* Reads a room from columns col.. (ROOM_COLS: id, name, last_seq, created_at,
+ * doc_last_seq, version). */
 static void read_room(const PGresult *res, int row, int col, struct store_room *r)
 {
     r->id = col_str(res, row, col);
@@ -212,10 +270,12 @@ static void read_room(const PGresult *res, int row, int col, struct store_room *
     r->last_seq = col_i64(res, row, col + 2);
     col_ts(res, row, col + 3, r->created_at);
     r->doc_last_seq = col_i64(res, row, col + 4);
+    r->version = col_i64(res, row, col + 5);
 }
 
-void store_pg_read_msg(const PGresult *res, int row, int col, const char *room_id,
-                       struct store_msg *out)
+/* Reads a message from columns col.. (MSG_COLS) of the room room_id. */
+static void read_msg(const PGresult *res, int row, int col, const char *room_id,
+                     struct store_msg *out)
 {
     out->id = col_i64(res, row, col);
     out->seq = col_i64(res, row, col + 1);
@@ -223,6 +283,11 @@ void store_pg_read_msg(const PGresult *res, int row, int col, const char *room_i
     out->user_id = col_str_or(res, row, col + 2, "");
     out->body = col_str_or(res, row, col + 3, "");
     col_ts(res, row, col + 4, out->inserted_at);
+    out->reply_to = col_i64(res, row, col + 5);
+    col_ts(res, row, col + 6, out->edited_at);
+    col_ts(res, row, col + 7, out->deleted_at);
+    out->reply_count = col_i64(res, row, col + 8);
+    out->reactions = col_str(res, row, col + 9);
 }
 
 void store_pg_read_docop(const PGresult *res, int row, int col, const char *room_id,
@@ -246,8 +311,21 @@ void store_pg_read_notif(const PGresult *res, int row, int col, const char *user
     col_ts(res, row, col + 2, out->inserted_at);
 }
 
-/* Fills req->member from the first row's columns col.. (role, name, avatar_url) and the
- * request. */
+void store_pg_read_change(const PGresult *res, int row, int col, const char *room_id,
+                          struct store_change *out)
+{
+    out->id = col_i64(res, row, col);
+    out->version = col_i64(res, row, col + 1);
+    out->seq = col_i64(res, row, col + 2);
+    out->room_id = xstrdup(room_id);
+    out->user_id = col_str_or(res, row, col + 3, "");
+    out->event = col_str_or(res, row, col + 4, "");
+    out->payload = col_str_or(res, row, col + 5, "{}");
+    col_ts(res, row, col + 6, out->inserted_at);
+}
+
+/* Fills req->member from the first row's columns col.. (role, name, avatar_url,
+ * last_read_seq, unread) and the request. */
 static void read_member(const PGresult *res, int col, struct store_req *req)
 {
     req->member.room_id = xstrdup(req->room_id);
@@ -255,10 +333,25 @@ static void read_member(const PGresult *res, int col, struct store_req *req)
     req->member.role = col_str(res, 0, col);
     req->member.name = col_str(res, 0, col + 1);
     req->member.avatar_url = col_str(res, 0, col + 2);
+    req->member.last_read_seq = col_i64(res, 0, col + 3);
+    req->member.unread = col_i64(res, 0, col + 4);
 }
 
-/* Fills req->msg from an inserted row (id in column 0, then seq and inserted_at from
- * column seq) and the request. */
+/* Adds to req->changes the change whose columns (CHANGE_COLS) start at col of row, if
+ * there is one (a write that changed nothing returns NULLs); returns its version, or 0. */
+static int64_t read_logged_change(const PGresult *res, int row, int col, struct store_req *req)
+{
+    if (PQgetisnull(res, row, col))
+        return 0;
+    req->changes = xrealloc(req->changes, (req->n_changes + 1) * sizeof *req->changes);
+    struct store_change *c = &req->changes[req->n_changes++];
+    memset(c, 0, sizeof *c);
+    store_pg_read_change(res, row, col, req->room_id, c);
+    return c->version;
+}
+
+/* Fills req->msg (and the change it logged) from a row of ST_MSG_ADD or ST_MSG_ADD_MANY:
+ * id in column 0, then seq and inserted_at from column seq, then the change. */
 static void read_added_msg(const PGresult *res, int row, int seq, struct store_req *req)
 {
     req->msg.id = col_i64(res, row, 0);
@@ -267,6 +360,8 @@ static void read_added_msg(const PGresult *res, int row, int seq, struct store_r
     req->msg.room_id = xstrdup(req->room_id);
     req->msg.user_id = xstrdup(req->user_id);
     req->msg.body = xstrdup(req->body);
+    req->msg.reply_to = req->reply_to > 0 ? req->reply_to : 0;
+    req->version = read_logged_change(res, row, seq + 2, req);
 }
 
 /* True when a command changed at least one row. */
@@ -299,6 +394,11 @@ enum store_pg_stmt store_pg_read_stmt(const struct store_req *r, struct store_pg
     case STORE_JOIN_ROOM:
         arg_str(a, r->room_id);
         arg_str(a, r->user_id);
+        if (r->since_version >= 0) {
+            arg_int(a, r->since_version);
+            arg_limit(a, r->limit);
+            return ST_JOIN_CHANGES;
+        }
         if (r->after_seq >= 0) {
             arg_int(a, r->after_seq);
             arg_int(a, before);
@@ -308,6 +408,18 @@ enum store_pg_stmt store_pg_read_stmt(const struct store_req *r, struct store_pg
         arg_int(a, before);
         arg_limit(a, r->limit);
         return ST_JOIN_DESC;
+    case STORE_CHANGES_PAGE:
+        arg_str(a, r->room_id);
+        arg_int(a, r->since_version);
+        arg_limit(a, r->limit);
+        return ST_CHANGES_PAGE;
+    case STORE_REPLIES_PAGE:
+        arg_str(a, r->room_id);
+        arg_int(a, r->seq);
+        arg_int(a, r->after_seq);
+        arg_limit(a, r->limit);
+        return ST_REPLIES;
+    case STORE_USER_ROOMS: arg_str(a, r->user_id); return ST_USER_ROOMS;
     case STORE_DOC_JOIN: /* like SQLite: after_seq, or the latest; before_seq unused */
         arg_str(a, r->room_id);
         arg_str(a, r->user_id);
@@ -335,18 +447,51 @@ static void read_msgs(const PGresult *res, int col, struct store_req *req)
             continue;
         if (!req->msgs)
             req->msgs = xcalloc((size_t)rows, sizeof *req->msgs);
-        store_pg_read_msg(res, i, col, req->room_id, &req->msgs[req->n_msgs++]);
+        read_msg(res, i, col, req->room_id, &req->msgs[req->n_msgs++]);
     }
 }
+
+/* Fills req->changes from the change columns (from col) of every row that has one. */
+static void read_changes(const PGresult *res, int col, struct store_req *req)
+{
+    int rows = PQntuples(res);
+    for (int i = 0; i < rows; i++) {
+        if (PQgetisnull(res, i, col))
+            continue;
+        if (!req->changes)
+            req->changes = xcalloc((size_t)rows, sizeof *req->changes);
+        store_pg_read_change(res, i, col, req->room_id, &req->changes[req->n_changes++]);
+    }
+}
+
+/* The first column after a join row's room and member (JOIN_COLS). */
+#define JOIN_NCOLS 11
 
 /* Fills req->room and req->member from a join row; RC_EFORBIDDEN for a non-member. */
 static int read_join_head(const PGresult *res, struct store_req *req)
 {
     read_room(res, 0, 0, &req->room);
-    if (PQgetisnull(res, 0, 5))
+    if (PQgetisnull(res, 0, 6))
         return RC_EFORBIDDEN;
-    read_member(res, 5, req);
+    read_member(res, 6, req);
     return 0;
+}
+
+/* Fills req->user_rooms from the rows of ST_USER_ROOMS. */
+static void read_user_rooms(const PGresult *res, struct store_req *req)
+{
+    int rows = PQntuples(res);
+    if (rows)
+        req->user_rooms = xcalloc((size_t)rows, sizeof *req->user_rooms);
+    for (int i = 0; i < rows; i++) {
+        struct store_user_room *u = &req->user_rooms[req->n_user_rooms++];
+        u->room_id = col_str(res, i, 0);
+        u->name = col_str(res, i, 1);
+        u->role = col_str(res, i, 2);
+        u->last_seq = col_i64(res, i, 3);
+        u->last_read_seq = col_i64(res, i, 4);
+        u->unread = col_i64(res, i, 5);
+    }
 }
 
 int store_pg_parse_read(struct store_req *req, const PGresult *res)
@@ -383,10 +528,24 @@ int store_pg_parse_read(struct store_req *req, const PGresult *res)
         if (!rows)
             return RC_ENOTFOUND;
         int rc = read_join_head(res, req);
-        if (!rc)
-            read_msgs(res, 8, req);
+        if (!rc && req->since_version >= 0)
+            read_changes(res, JOIN_NCOLS, req);
+        else if (!rc)
+            read_msgs(res, JOIN_NCOLS, req);
         return rc;
     }
+    case STORE_CHANGES_PAGE:
+        if (!rows)
+            return RC_ENOTFOUND;
+        read_room(res, 0, 0, &req->room);
+        read_changes(res, 6, req);
+        return 0;
+    case STORE_REPLIES_PAGE:
+        if (!rows || PQgetisnull(res, 0, 0))
+            return RC_ENOTFOUND;
+        read_msgs(res, 1, req);
+        return 0;
+    case STORE_USER_ROOMS: read_user_rooms(res, req); return 0;
     case STORE_DOC_JOIN: {
         if (!rows)
             return RC_ENOTFOUND;
@@ -394,11 +553,11 @@ int store_pg_parse_read(struct store_req *req, const PGresult *res)
         if (rc)
             return rc;
         for (int i = 0; i < rows; i++) {
-            if (PQgetisnull(res, i, 8))
+            if (PQgetisnull(res, i, JOIN_NCOLS))
                 continue;
             if (!req->docops)
                 req->docops = xcalloc((size_t)rows, sizeof *req->docops);
-            store_pg_read_docop(res, i, 8, req->room_id, &req->docops[req->n_docops++]);
+            store_pg_read_docop(res, i, JOIN_NCOLS, req->room_id, &req->docops[req->n_docops++]);
         }
         return 0;
     }
@@ -461,7 +620,33 @@ enum store_pg_stmt store_pg_write_stmt(const struct store_req *r, struct store_p
         arg_str(a, r->room_id);
         arg_str(a, r->user_id);
         arg_str(a, r->body);
+        arg_int(a, r->reply_to > 0 ? r->reply_to : 0);
         return ST_MSG_ADD;
+    case STORE_MESSAGE_EDIT:
+    case STORE_MESSAGE_DELETE:
+        if (r->op == STORE_MESSAGE_EDIT && !r->body)
+            return ST_COUNT;
+        arg_str(a, r->room_id);
+        arg_int(a, r->seq);
+        arg_str(a, r->op == STORE_MESSAGE_EDIT ? r->body : NULL);
+        arg_str(a, r->user_id);
+        arg_str(a, r->op == STORE_MESSAGE_DELETE ? "true" : "false");
+        return ST_MSG_CHANGE;
+    case STORE_REACTION_PUT:
+    case STORE_REACTION_DELETE:
+        if (!r->user_id || !r->name)
+            return ST_COUNT;
+        arg_str(a, r->room_id);
+        arg_int(a, r->seq);
+        arg_str(a, r->user_id);
+        arg_str(a, r->name);
+        arg_str(a, r->op == STORE_REACTION_PUT ? "true" : "false");
+        return ST_REACTION;
+    case STORE_READ_MARK:
+        arg_str(a, r->room_id);
+        arg_str(a, r->user_id);
+        arg_int(a, r->seq);
+        return ST_READ_MARK;
     case STORE_NOTIFY_ADD: {
         char *payload = notif_payload(r);
         if (!payload)
@@ -505,6 +690,49 @@ void store_pg_clear_write(struct store_req *r)
     memset(&r->notif, 0, sizeof r->notif);
     store_docop_cleanup(&r->docop);
     memset(&r->docop, 0, sizeof r->docop);
+    for (size_t i = 0; i < r->n_changes; i++)
+        store_change_cleanup(&r->changes[i]);
+    free(r->changes);
+    r->changes = NULL;
+    r->n_changes = 0;
+    r->version = 0;
+}
+
+/* The rc of a write function's status (column 0 of its one row). */
+static int status_rc(const PGresult *res)
+{
+    const char *st = PQgetvalue(res, 0, 0);
+    if (!strcmp(st, "ok"))
+        return 0;
+    if (!strcmp(st, "not_found"))
+        return RC_ENOTFOUND;
+    if (!strcmp(st, "forbidden"))
+        return RC_EFORBIDDEN;
+    if (!strcmp(st, "gone"))
+        return RC_EGONE;
+    return RC_ESTORE;
+}
+
+/* Fills req->msg, req->version and req->room.version (and the change) from the row of
+ * an edit or a delete (ST_MSG_CHANGE). */
+static int read_msg_change(const PGresult *res, struct store_req *req)
+{
+    int rc = status_rc(res);
+    if (rc)
+        return rc;
+    struct store_msg *m = &req->msg;
+    m->room_id = xstrdup(req->room_id);
+    m->seq = req->seq;
+    m->id = col_i64(res, 0, 1);
+    m->user_id = col_str_or(res, 0, 2, "");
+    m->body = xstrdup(req->op == STORE_MESSAGE_EDIT ? req->body : "");
+    col_ts(res, 0, 3, m->inserted_at);
+    m->reply_to = col_i64(res, 0, 4);
+    col_ts(res, 0, 5, m->edited_at);
+    col_ts(res, 0, 6, m->deleted_at);
+    req->room.version = col_i64(res, 0, 7);
+    req->version = read_logged_change(res, 0, 8, req);
+    return 0;
 }
 
 int store_pg_parse_write(struct store_req *req, const PGresult *res)
@@ -537,6 +765,33 @@ int store_pg_parse_write(struct store_req *req, const PGresult *res)
             return RC_ESTORE;
         read_added_msg(res, 0, 1, req);
         return 0;
+    case STORE_MESSAGE_EDIT:
+    case STORE_MESSAGE_DELETE: return rows == 1 ? read_msg_change(res, req) : RC_ESTORE;
+    case STORE_REACTION_PUT:
+    case STORE_REACTION_DELETE: {
+        if (rows != 1)
+            return RC_ESTORE;
+        int rc = status_rc(res);
+        if (rc)
+            return rc;
+        req->room.version = col_i64(res, 0, 1);
+        req->version = read_logged_change(res, 0, 2, req);
+        return 0;
+    }
+    case STORE_READ_MARK: {
+        if (rows != 1)
+            return RC_ESTORE;
+        int rc = status_rc(res);
+        if (rc)
+            return rc;
+        req->room.last_seq = col_i64(res, 0, 1);
+        req->member.room_id = xstrdup(req->room_id);
+        req->member.user_id = xstrdup(req->user_id);
+        req->member.role = col_str(res, 0, 2);
+        req->member.last_read_seq = col_i64(res, 0, 3);
+        req->member.unread = col_i64(res, 0, 4);
+        return 0;
+    }
     case STORE_NOTIFY_ADD:
         if (rows != 1)
             return RC_ESTORE;
@@ -585,13 +840,22 @@ static char *array_close(char *buf, size_t len)
     return buf;
 }
 
-/* The key a batch pre-locks for request r: the room of a message or document operation,
- * the user of a notification (users when true); NULL for none. */
+/* The key a batch pre-locks for request r: the room of a write that locks its room (a
+ * message, a change of one, a document operation), the user of a notification (users
+ * when true); NULL for none. */
 static const char *lock_key(const struct store_req *r, bool users)
 {
     if (users)
         return r->op == STORE_NOTIFY_ADD ? r->user_id : NULL;
-    return r->op == STORE_MESSAGE_ADD || r->op == STORE_DOC_EDIT ? r->room_id : NULL;
+    switch (r->op) {
+    case STORE_MESSAGE_ADD:
+    case STORE_MESSAGE_EDIT:
+    case STORE_MESSAGE_DELETE:
+    case STORE_REACTION_PUT:
+    case STORE_REACTION_DELETE:
+    case STORE_DOC_EDIT: return r->room_id;
+    default: return NULL;
+    }
 }
 
 char *store_pg_batch_keys(struct store_req **v, size_t n, bool users)
@@ -619,14 +883,17 @@ char *store_pg_batch_keys(struct store_req **v, size_t n, bool users)
 
 void store_pg_messages_args(struct store_req **v, size_t k, struct store_pg_args *a)
 {
-    char *arr[3] = {NULL, NULL, NULL};
-    size_t len[3] = {0, 0, 0}, cap[3] = {0, 0, 0};
+    char *arr[4] = {NULL, NULL, NULL, NULL};
+    size_t len[4] = {0, 0, 0, 0}, cap[4] = {0, 0, 0, 0};
     for (size_t j = 0; j < k; j++) {
+        char reply_to[24];
+        snprintf(reply_to, sizeof reply_to, "%" PRId64, v[j]->reply_to > 0 ? v[j]->reply_to : 0);
         array_add(&arr[0], &len[0], &cap[0], v[j]->room_id);
         array_add(&arr[1], &len[1], &cap[1], v[j]->user_id);
         array_add(&arr[2], &len[2], &cap[2], v[j]->body);
+        array_add(&arr[3], &len[3], &cap[3], reply_to);
     }
-    for (int c = 0; c < 3; c++)
+    for (int c = 0; c < 4; c++)
         arg_owned(a, array_close(arr[c], len[c]));
 }
 
@@ -650,7 +917,7 @@ static int cmp_pick(const void *a, const void *b)
  * RETURNING gives. */
 bool store_pg_parse_messages(struct store_req **v, size_t k, const PGresult *res)
 {
-    if ((size_t)PQntuples(res) != k || PQnfields(res) != 4)
+    if ((size_t)PQntuples(res) != k || PQnfields(res) != 11)
         return false;
     struct pick *rows = xcalloc(k, sizeof *rows), *reqs = xcalloc(k, sizeof *reqs);
     for (size_t j = 0; j < k; j++) {

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <jansson.h>
 #include <sqlite3.h>
@@ -28,7 +29,7 @@
 #include "util/thread.h"
 #include "util/xmalloc.h"
 
-/* Rows read per query when looking for newly committed messages. */
+/* Rows read per query when looking for newly committed rows. */
 #define SCAN_CHUNK 512
 
 /* Prepared statements, one set per connection. */
@@ -38,6 +39,7 @@ enum stmt_id {
     ST_ROOM_GET,
     ST_ROOM_DELETE,
     ST_ROOM_EXISTS,
+    ST_ROOM_VERSION,
     ST_USER_ENSURE,
     ST_MEMBER_PUT,
     ST_MEMBER_GET,
@@ -48,7 +50,18 @@ enum stmt_id {
     ST_MSGS_BEFORE,
     ST_MSGS_BETWEEN,
     ST_MSGS_LATEST,
-    ST_SCAN,
+    ST_MSG_STATE,
+    ST_MSG_EXISTS,
+    ST_MSG_EDIT,
+    ST_MSG_DELETE,
+    ST_REACTION_PUT,
+    ST_REACTION_DELETE,
+    ST_READ_MARK,
+    ST_UNREAD,
+    ST_REPLIES,
+    ST_USER_ROOMS,
+    ST_CHANGES_AFTER,
+    ST_CHANGE_SCAN,
     ST_PING,
     ST_NOTIF_ADD,
     ST_NOTIF_UNREAD,
@@ -62,20 +75,45 @@ enum stmt_id {
     ST_COUNT
 };
 
+/* A message as read_msg() reads it (m: the messages row): its columns, the replies that
+ * are not deleted, and the reactions counted per emoji as JSON text (NULL when none). */
+#define MSG_COLS                                                                                   \
+    "m.id, m.room_id, m.seq, m.user_id, m.body, m.inserted_at, m.reply_to, "                       \
+    "(SELECT count(*) FROM messages r WHERE r.room_id = m.room_id AND r.reply_to = m.seq "         \
+    "AND r.deleted_at IS NULL), m.edited_at, m.deleted_at, "                                       \
+    "(SELECT NULLIF(json_group_array(json_object('emoji', emoji, 'count', n)), '[]') "             \
+    "FROM (SELECT emoji, count(*) AS n FROM reactions "                                            \
+    "WHERE room_id = m.room_id AND seq = m.seq GROUP BY emoji ORDER BY emoji))"
+#define MSG_N_COLS 11
+
+/* A room_changes row as read_change() reads it. */
+#define CHANGE_COLS "id, room_id, version, seq, user_id, event, payload, inserted_at"
+
+/* A membership (mb) with its room (r) and read state, as read_user_room() reads it: room
+ * id, name, role, last_seq, last_read_seq, and unread: the messages after the cursor that
+ * are neither the member's own nor deleted. */
+#define READ_STATE                                                                                 \
+    "r.id, r.name, mb.role, r.last_seq, mb.last_read_seq, "                                        \
+    "(SELECT count(*) FROM messages u WHERE u.room_id = r.id AND u.seq > mb.last_read_seq "        \
+    "AND u.user_id <> mb.user_id AND u.deleted_at IS NULL) "                                       \
+    "FROM memberships mb JOIN rooms r ON r.id = mb.room_id"
+
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_USER_PUT] = "INSERT INTO users(id, name, avatar_url) VALUES (?1, ?2, ?3) "
                     "ON CONFLICT(id) DO UPDATE SET name = excluded.name, "
                     "avatar_url = excluded.avatar_url "
                     "RETURNING id, name, avatar_url, created_at",
     [ST_ROOM_CREATE] = "INSERT INTO rooms(id, name) VALUES (?1, ?2) "
-                       "RETURNING id, name, last_seq, created_at, doc_last_seq",
-    [ST_ROOM_GET] = "SELECT id, name, last_seq, created_at, doc_last_seq FROM rooms WHERE id = ?1",
+                       "RETURNING id, name, last_seq, created_at, doc_last_seq, version",
+    [ST_ROOM_GET] = "SELECT id, name, last_seq, created_at, doc_last_seq, version FROM rooms "
+                    "WHERE id = ?1",
     [ST_ROOM_DELETE] = "DELETE FROM rooms WHERE id = ?1",
     [ST_ROOM_EXISTS] = "SELECT 1 FROM rooms WHERE id = ?1",
+    [ST_ROOM_VERSION] = "SELECT version FROM rooms WHERE id = ?1",
     [ST_USER_ENSURE] = "INSERT INTO users(id, name) VALUES (?1, ?1) ON CONFLICT(id) DO NOTHING",
     [ST_MEMBER_PUT] = "INSERT INTO memberships(room_id, user_id, role) VALUES (?1, ?2, ?3) "
                       "ON CONFLICT(room_id, user_id) DO UPDATE SET role = excluded.role",
-    [ST_MEMBER_GET] = "SELECT m.role, COALESCE(u.name, m.user_id), u.avatar_url "
+    [ST_MEMBER_GET] = "SELECT m.role, COALESCE(u.name, m.user_id), u.avatar_url, m.last_read_seq "
                       "FROM memberships m "
                       "LEFT JOIN users u ON u.id = m.user_id "
                       "WHERE m.room_id = ?1 AND m.user_id = ?2",
@@ -83,21 +121,45 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_MEMBERS_LIST] = "SELECT m.user_id, m.role, COALESCE(u.name, m.user_id) "
                         "FROM memberships m LEFT JOIN users u ON u.id = m.user_id "
                         "WHERE m.room_id = ?1 ORDER BY m.user_id",
-    [ST_MSG_INSERT] = "INSERT INTO messages(room_id, user_id, body, inserted_at, seq) "
-                      "VALUES (?1, ?2, ?3, ?4, (SELECT last_seq + 1 FROM rooms WHERE id = ?1)) "
+    [ST_MSG_INSERT] = "INSERT INTO messages(room_id, user_id, body, inserted_at, reply_to, seq) "
+                      "VALUES (?1, ?2, ?3, ?4, NULLIF(?5, 0), "
+                      "(SELECT last_seq + 1 FROM rooms WHERE id = ?1)) "
                       "RETURNING id, seq",
-    [ST_MSGS_AFTER] = "SELECT id, room_id, seq, user_id, body, inserted_at FROM messages "
-                      "WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-    [ST_MSGS_BEFORE] = "SELECT * FROM (SELECT id, room_id, seq, user_id, body, inserted_at "
-                       "FROM messages WHERE room_id = ?1 AND seq < ?2 "
-                       "ORDER BY seq DESC LIMIT ?3) ORDER BY seq",
-    [ST_MSGS_BETWEEN] = "SELECT id, room_id, seq, user_id, body, inserted_at FROM messages "
-                        "WHERE room_id = ?1 AND seq > ?2 AND seq < ?4 ORDER BY seq LIMIT ?3",
-    [ST_MSGS_LATEST] = "SELECT * FROM (SELECT id, room_id, seq, user_id, body, inserted_at "
-                       "FROM messages WHERE room_id = ?1 ORDER BY seq DESC LIMIT ?3) "
-                       "ORDER BY seq",
-    [ST_SCAN] = "SELECT id, room_id, seq, user_id, body, inserted_at FROM messages "
-                "WHERE id > ?1 ORDER BY id LIMIT ?2",
+    [ST_MSGS_AFTER] = "SELECT " MSG_COLS " FROM messages m "
+                      "WHERE m.room_id = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3",
+    [ST_MSGS_BEFORE] = "SELECT * FROM (SELECT " MSG_COLS " FROM messages m "
+                       "WHERE m.room_id = ?1 AND m.seq < ?2 "
+                       "ORDER BY m.seq DESC LIMIT ?3) ORDER BY seq",
+    [ST_MSGS_BETWEEN] = "SELECT " MSG_COLS " FROM messages m WHERE m.room_id = ?1 "
+                        "AND m.seq > ?2 AND m.seq < ?4 ORDER BY m.seq LIMIT ?3",
+    [ST_MSGS_LATEST] = "SELECT * FROM (SELECT " MSG_COLS " FROM messages m "
+                       "WHERE m.room_id = ?1 ORDER BY m.seq DESC LIMIT ?3) ORDER BY seq",
+    /* a message with the room's version and the role of the user ?3: what an edit,
+     * delete or reaction checks before it writes, and reads back after */
+    [ST_MSG_STATE] = "SELECT " MSG_COLS ", r.version, "
+                     "(SELECT role FROM memberships WHERE room_id = ?1 AND user_id = ?3) "
+                     "FROM messages m JOIN rooms r ON r.id = m.room_id "
+                     "WHERE m.room_id = ?1 AND m.seq = ?2",
+    [ST_MSG_EXISTS] = "SELECT 1 FROM messages WHERE room_id = ?1 AND seq = ?2",
+    /* the triggers of 0003_message_life.sql set edited_at, erase the body, log the change */
+    [ST_MSG_EDIT] = "UPDATE messages SET body = ?3 WHERE room_id = ?1 AND seq = ?2",
+    [ST_MSG_DELETE] = "UPDATE messages SET deleted_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                      "WHERE room_id = ?1 AND seq = ?2 AND deleted_at IS NULL",
+    [ST_REACTION_PUT] = "INSERT INTO reactions(room_id, seq, emoji, user_id) "
+                        "VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+    [ST_REACTION_DELETE] = "DELETE FROM reactions "
+                           "WHERE room_id = ?1 AND seq = ?2 AND emoji = ?3 AND user_id = ?4",
+    [ST_READ_MARK] = "UPDATE memberships SET last_read_seq = max(last_read_seq, "
+                     "min(?3, (SELECT last_seq FROM rooms WHERE id = ?1))) "
+                     "WHERE room_id = ?1 AND user_id = ?2 RETURNING last_read_seq, role",
+    [ST_UNREAD] = "SELECT " READ_STATE " WHERE mb.room_id = ?1 AND mb.user_id = ?2",
+    [ST_REPLIES] = "SELECT " MSG_COLS " FROM messages m WHERE m.room_id = ?1 "
+                   "AND m.reply_to = ?2 AND m.seq > ?3 ORDER BY m.seq LIMIT ?4",
+    [ST_USER_ROOMS] = "SELECT " READ_STATE " WHERE mb.user_id = ?1 ORDER BY r.id",
+    [ST_CHANGES_AFTER] = "SELECT " CHANGE_COLS " FROM room_changes "
+                         "WHERE room_id = ?1 AND version > ?2 ORDER BY version LIMIT ?3",
+    [ST_CHANGE_SCAN] = "SELECT " CHANGE_COLS " FROM room_changes "
+                       "WHERE id > ?1 ORDER BY id LIMIT ?2",
     [ST_PING] = "SELECT 1",
     [ST_NOTIF_ADD] = "INSERT INTO notifications(user_id, payload, inserted_at) VALUES (?1, ?2, ?3) "
                      "RETURNING id",
@@ -159,9 +221,9 @@ struct sqlite_store {
      * frames; the sync thread, how many finished ones an fdatasync() has covered. */
     atomic_llong commits_begun, commits_done;
     long long commits_synced;
-    store_msg_listener listener;
+    store_change_listener listener;
     void *listener_arg;
-    int64_t delivered_id; /* highest message id handed to the listener */
+    int64_t delivered_change_id; /* highest room_changes id handed to the listener */
     int64_t delivered_notif_id, delivered_docop_id;
     void (*notif_listener)(const struct store_notif *n, size_t count, void *arg);
     void (*docop_listener)(const struct store_docop *ops, size_t count, void *arg);
@@ -322,12 +384,18 @@ static const char *url_path(const char *url)
     return url + strlen("sqlite:");
 }
 
-/* Maps a failed step to an rc, logging unexpected errors. */
+/* Maps a failed step to an rc, logging unexpected errors. The schema's triggers name
+ * what they refuse in their messages. */
 static int step_error(struct conn *c, int rc)
 {
     if ((rc & 0xff) == SQLITE_CONSTRAINT) {
-        if (strstr(sqlite3_errmsg(c->db), "no such room"))
+        const char *msg = sqlite3_errmsg(c->db);
+        if (strstr(msg, "rowcast: no such room") || strstr(msg, "rowcast: no such message"))
             return RC_ENOTFOUND;
+        if (strstr(msg, "rowcast: a deleted message stays deleted"))
+            return RC_EGONE;
+        if (strstr(msg, "rowcast: invalid reply_to"))
+            return RC_EINVAL;
         if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
             return RC_ECONFLICT;
         if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
@@ -338,18 +406,27 @@ static int step_error(struct conn *c, int rc)
     return RC_ESTORE;
 }
 
-/* Reads a message row (id, room_id, seq, user_id, body, inserted_at). */
-static void read_msg(sqlite3_stmt *st, struct store_msg *m)
+/* Row readers: each fills the struct at row from the current row of st. */
+
+/* A message row (MSG_COLS) into a struct store_msg. */
+static void read_msg(sqlite3_stmt *st, void *row)
 {
+    struct store_msg *m = row;
+    memset(m, 0, sizeof *m); /* what the columns do not fill stays empty */
     m->id = sqlite3_column_int64(st, 0);
     m->room_id = col_str(st, 1);
     m->seq = sqlite3_column_int64(st, 2);
     m->user_id = col_str(st, 3);
     m->body = col_str(st, 4);
     col_ts(st, 5, m->inserted_at);
+    m->reply_to = sqlite3_column_int64(st, 6); /* NULL reads as 0: not a reply */
+    m->reply_count = sqlite3_column_int64(st, 7);
+    col_ts(st, 8, m->edited_at);
+    col_ts(st, 9, m->deleted_at);
+    m->reactions = col_str(st, 10);
 }
 
-/* Reads a room row (id, name, last_seq, created_at). */
+/* A room row (id, name, last_seq, created_at, doc_last_seq, version). */
 static void read_room(sqlite3_stmt *st, struct store_room *r)
 {
     r->id = col_str(st, 0);
@@ -357,11 +434,27 @@ static void read_room(sqlite3_stmt *st, struct store_room *r)
     r->last_seq = sqlite3_column_int64(st, 2);
     col_ts(st, 3, r->created_at);
     r->doc_last_seq = sqlite3_column_int64(st, 4);
+    r->version = sqlite3_column_int64(st, 5);
 }
 
-/* Reads a notification row (id, user_id, payload, inserted_at). */
-static void read_notif(sqlite3_stmt *st, struct store_notif *n)
+/* A room_changes row (CHANGE_COLS) into a struct store_change. */
+static void read_change(sqlite3_stmt *st, void *row)
 {
+    struct store_change *ch = row;
+    ch->id = sqlite3_column_int64(st, 0);
+    ch->room_id = col_str(st, 1);
+    ch->version = sqlite3_column_int64(st, 2);
+    ch->seq = sqlite3_column_int64(st, 3);
+    ch->user_id = col_str(st, 4);
+    ch->event = col_str(st, 5);
+    ch->payload = col_str(st, 6);
+    col_ts(st, 7, ch->inserted_at);
+}
+
+/* A notification row (id, user_id, payload, inserted_at) into a struct store_notif. */
+static void read_notif(sqlite3_stmt *st, void *row)
+{
+    struct store_notif *n = row;
     n->id = sqlite3_column_int64(st, 0);
     n->user_id = col_str(st, 1);
     n->payload = col_str(st, 2);
@@ -370,9 +463,11 @@ static void read_notif(sqlite3_stmt *st, struct store_notif *n)
         n->payload = xstrdup("{}");
 }
 
-/* Reads a document operation row (id, room_id, seq, user_id, operation, data, at). */
-static void read_docop(sqlite3_stmt *st, struct store_docop *op)
+/* A document operation row (id, room_id, seq, user_id, operation, data, inserted_at)
+ * into a struct store_docop. */
+static void read_docop(sqlite3_stmt *st, void *row)
 {
+    struct store_docop *op = row;
     op->id = sqlite3_column_int64(st, 0);
     op->room_id = col_str(st, 1);
     op->seq = sqlite3_column_int64(st, 2);
@@ -384,62 +479,123 @@ static void read_docop(sqlite3_stmt *st, struct store_docop *op)
         op->operation = xstrdup("");
 }
 
-/* Returns 0 when the room exists, RC_ENOTFOUND or RC_ESTORE. */
-static int room_exists(struct conn *c, const char *room_id)
+/* A membership with its read state (READ_STATE) into a struct store_user_room. */
+static void read_user_room(sqlite3_stmt *st, void *row)
 {
-    sqlite3_stmt *st = stmt(c, ST_ROOM_EXISTS);
+    struct store_user_room *u = row;
+    u->room_id = col_str(st, 0);
+    u->name = col_str(st, 1);
+    u->role = col_str(st, 2);
+    u->last_seq = sqlite3_column_int64(st, 3);
+    u->last_read_seq = sqlite3_column_int64(st, 4);
+    u->unread = sqlite3_column_int64(st, 5);
+}
+
+/* Returns statement id on c with its parameters bound in order from ?1 as fmt says:
+ * 's' a string (NULL binds SQL NULL), 'I' an int64_t, 'i' an int. NULL when the
+ * statement cannot be prepared. */
+static sqlite3_stmt *bound(struct conn *c, enum stmt_id id, const char *fmt, ...)
+{
+    sqlite3_stmt *st = stmt(c, id);
+    va_list ap;
+    va_start(ap, fmt);
+    for (int i = 0; st && fmt[i]; i++) {
+        if (fmt[i] == 's')
+            bind_text(st, i + 1, va_arg(ap, const char *));
+        else if (fmt[i] == 'I')
+            sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+        else
+            sqlite3_bind_int(st, i + 1, va_arg(ap, int));
+    }
+    va_end(ap);
+    return st;
+}
+
+/* Steps st (from bound()) to its first row: 0, RC_ENOTFOUND when there is none,
+ * RC_ESTORE when st is NULL, or the step's error. */
+static int step_row(struct conn *c, sqlite3_stmt *st)
+{
     if (!st)
         return RC_ESTORE;
-    bind_text(st, 1, room_id);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         return 0;
     return rc == SQLITE_DONE ? RC_ENOTFOUND : step_error(c, rc);
 }
 
+/* Steps st (from bound()) to its end, a statement without rows or the rest of one:
+ * 0, RC_ESTORE when st is NULL, or the step's error. */
+static int step_done(struct conn *c, sqlite3_stmt *st)
+{
+    if (!st)
+        return RC_ESTORE;
+    int rc = sqlite3_step(st);
+    return rc == SQLITE_DONE ? 0 : step_error(c, rc);
+}
+
+/* Steps st (from bound()) through all its rows, reading each with read into a new array
+ * of size-byte rows; returns the array (NULL when there is none), its length in *n and
+ * the outcome in *rc. */
+static void *step_rows(struct conn *c, sqlite3_stmt *st, size_t size,
+                       void (*read)(sqlite3_stmt *st, void *row), size_t *n, int *rc)
+{
+    char *rows = NULL;
+    size_t cap = 0;
+    int step = SQLITE_MISUSE;
+    *n = 0;
+    while (st && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            rows = xrealloc(rows, cap * size);
+        }
+        memset(rows + *n * size, 0, size);
+        read(st, rows + (*n)++ * size);
+    }
+    *rc = !st ? RC_ESTORE : step == SQLITE_DONE ? 0 : step_error(c, step);
+    return rows;
+}
+
+/* Returns 0 when the room exists, RC_ENOTFOUND or RC_ESTORE. */
+static int room_exists(struct conn *c, const char *room_id)
+{
+    return step_row(c, bound(c, ST_ROOM_EXISTS, "s", room_id));
+}
+
 /* Loads a room into req->room. */
 static int do_room_get(struct conn *c, struct store_req *req)
 {
-    sqlite3_stmt *st = stmt(c, ST_ROOM_GET);
-    if (!st)
-        return RC_ESTORE;
-    bind_text(st, 1, req->room_id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE)
-        return RC_ENOTFOUND;
-    if (rc != SQLITE_ROW)
-        return step_error(c, rc);
-    read_room(st, &req->room);
-    return 0;
+    sqlite3_stmt *st = bound(c, ST_ROOM_GET, "s", req->room_id);
+    int rc = step_row(c, st);
+    if (!rc)
+        read_room(st, &req->room);
+    return rc;
 }
 
 /* Loads a page of messages into req->msgs according to the request's bounds. */
 static int do_messages(struct conn *c, struct store_req *req)
 {
-    enum stmt_id id = ST_MSGS_LATEST;
+    sqlite3_stmt *st;
     if (req->after_seq >= 0 && req->before_seq >= 0)
-        id = ST_MSGS_BETWEEN;
+        st = bound(c, ST_MSGS_BETWEEN, "sIiI", req->room_id, req->after_seq, req->limit,
+                   req->before_seq);
     else if (req->after_seq >= 0)
-        id = ST_MSGS_AFTER;
+        st = bound(c, ST_MSGS_AFTER, "sIi", req->room_id, req->after_seq, req->limit);
     else if (req->before_seq >= 0)
-        id = ST_MSGS_BEFORE;
-    sqlite3_stmt *st = stmt(c, id);
-    if (!st)
-        return RC_ESTORE;
-    bind_text(st, 1, req->room_id);
-    sqlite3_bind_int64(st, 2, req->after_seq);
-    sqlite3_bind_int(st, 3, req->limit);
-    if (id == ST_MSGS_BEFORE)
-        sqlite3_bind_int64(st, 2, req->before_seq);
-    if (id == ST_MSGS_BETWEEN)
-        sqlite3_bind_int64(st, 4, req->before_seq);
-    size_t cap = 0;
+        st = bound(c, ST_MSGS_BEFORE, "sIi", req->room_id, req->before_seq, req->limit);
+    else
+        st = bound(c, ST_MSGS_LATEST, "sIi", req->room_id, (int64_t)-1, req->limit);
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        ARRAY_GROW(req->msgs, req->n_msgs, cap);
-        read_msg(st, &req->msgs[req->n_msgs++]);
-    }
-    return rc == SQLITE_DONE ? 0 : step_error(c, rc);
+    req->msgs = step_rows(c, st, sizeof *req->msgs, read_msg, &req->n_msgs, &rc);
+    return rc;
+}
+
+/* A row of ST_MEMBERS_LIST (user_id, role, name) into a struct store_member. */
+static void read_member(sqlite3_stmt *st, void *row)
+{
+    struct store_member *m = row;
+    m->user_id = col_str(st, 0);
+    m->role = col_str(st, 1);
+    m->name = col_str(st, 2);
 }
 
 /* Loads a room's members into req->members. */
@@ -448,103 +604,127 @@ static int do_members_list(struct conn *c, struct store_req *req)
     int rc = room_exists(c, req->room_id);
     if (rc)
         return rc;
-    sqlite3_stmt *st = stmt(c, ST_MEMBERS_LIST);
-    if (!st)
-        return RC_ESTORE;
-    bind_text(st, 1, req->room_id);
-    size_t cap = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        ARRAY_GROW(req->members, req->n_members, cap);
-        struct store_member *m = &req->members[req->n_members++];
-        memset(m, 0, sizeof *m);
-        m->room_id = xstrdup(req->room_id);
-        m->user_id = col_str(st, 0);
-        m->role = col_str(st, 1);
-        m->name = col_str(st, 2);
-    }
-    return rc == SQLITE_DONE ? 0 : step_error(c, rc);
+    sqlite3_stmt *st = bound(c, ST_MEMBERS_LIST, "s", req->room_id);
+    req->members = step_rows(c, st, sizeof *req->members, read_member, &req->n_members, &rc);
+    for (size_t i = 0; i < req->n_members; i++)
+        req->members[i].room_id = xstrdup(req->room_id);
+    return rc;
 }
 
-/* Loads the member row (role, name) of req->user_id in req->room_id. */
+/* Loads the member row (role, name, read cursor) of req->user_id in req->room_id;
+ * RC_EFORBIDDEN when there is none. */
 static int do_member_get(struct conn *c, struct store_req *req)
 {
-    sqlite3_stmt *st = stmt(c, ST_MEMBER_GET);
-    if (!st)
-        return RC_ESTORE;
-    bind_text(st, 1, req->room_id);
-    bind_text(st, 2, req->user_id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE)
-        return RC_EFORBIDDEN;
-    if (rc != SQLITE_ROW)
-        return step_error(c, rc);
+    sqlite3_stmt *st = bound(c, ST_MEMBER_GET, "ss", req->room_id, req->user_id);
+    int rc = step_row(c, st);
+    if (rc)
+        return rc == RC_ENOTFOUND ? RC_EFORBIDDEN : rc;
     req->member.room_id = xstrdup(req->room_id);
     req->member.user_id = xstrdup(req->user_id);
     req->member.role = col_str(st, 0);
     req->member.name = col_str(st, 1);
     req->member.avatar_url = col_str(st, 2);
+    req->member.last_read_seq = sqlite3_column_int64(st, 3);
     return 0;
 }
 
-/* Room, membership and history in one read snapshot. */
-static int do_join_room(struct conn *c, struct store_req *req)
+/* Counts req->user_id's unread messages in req->room_id (after the stored cursor) into
+ * req->member and reads the room's last_seq; RC_ENOTFOUND when there is no membership. */
+static int do_unread(struct conn *c, struct store_req *req)
+{
+    sqlite3_stmt *st = bound(c, ST_UNREAD, "ss", req->room_id, req->user_id);
+    int rc = step_row(c, st);
+    if (rc)
+        return rc;
+    req->room.last_seq = sqlite3_column_int64(st, 3);
+    req->member.unread = sqlite3_column_int64(st, 5);
+    return 0;
+}
+
+/* Loads the room's changes after req->since_version, the first req->limit of them. */
+static int do_changes(struct conn *c, struct store_req *req)
+{
+    sqlite3_stmt *st =
+        bound(c, ST_CHANGES_AFTER, "sIi", req->room_id, req->since_version, req->limit);
+    int rc;
+    req->changes = step_rows(c, st, sizeof *req->changes, read_change, &req->n_changes, &rc);
+    return rc;
+}
+
+/* Runs read(c, req) in one read transaction, so that its queries see one snapshot. */
+static int in_snapshot(struct conn *c, struct store_req *req,
+                       int (*read)(struct conn *c, struct store_req *req))
 {
     if (exec_simple(c->db, "BEGIN") != SQLITE_OK)
         return RC_ESTORE;
+    int rc = read(c, req);
+    exec_simple(c->db, "COMMIT");
+    return rc;
+}
+
+/* Room, membership with its read state, and history (or the changes after
+ * since_version). */
+static int do_join_room(struct conn *c, struct store_req *req)
+{
     int rc = do_room_get(c, req);
     if (!rc)
         rc = do_member_get(c, req);
     if (!rc)
-        rc = do_messages(c, req);
-    exec_simple(c->db, "COMMIT");
+        rc = do_unread(c, req);
+    if (!rc)
+        rc = req->since_version >= 0 ? do_changes(c, req) : do_messages(c, req);
+    return rc;
+}
+
+/* The room (version, last_seq) and its changes after since_version. */
+static int do_changes_page(struct conn *c, struct store_req *req)
+{
+    int rc = do_room_get(c, req);
+    return rc ? rc : do_changes(c, req);
+}
+
+/* A page of the replies to message req->seq (there, deleted or not), oldest first. */
+static int do_replies_page(struct conn *c, struct store_req *req)
+{
+    int rc = step_row(c, bound(c, ST_MSG_EXISTS, "sI", req->room_id, req->seq));
+    if (rc)
+        return rc;
+    sqlite3_stmt *st =
+        bound(c, ST_REPLIES, "sIIi", req->room_id, req->seq, req->after_seq, req->limit);
+    req->msgs = step_rows(c, st, sizeof *req->msgs, read_msg, &req->n_msgs, &rc);
+    return rc;
+}
+
+/* Loads the rooms req->user_id is a member of, with the user's read state in each. */
+static int do_user_rooms(struct conn *c, struct store_req *req)
+{
+    sqlite3_stmt *st = bound(c, ST_USER_ROOMS, "s", req->user_id);
+    int rc;
+    req->user_rooms =
+        step_rows(c, st, sizeof *req->user_rooms, read_user_room, &req->n_user_rooms, &rc);
     return rc;
 }
 
 /* Loads unread notifications of req->user_id. */
 static int do_notif_unread(struct conn *c, struct store_req *req)
 {
-    sqlite3_stmt *st = stmt(c, ST_NOTIF_UNREAD);
-    if (!st)
-        return RC_ESTORE;
-    bind_text(st, 1, req->user_id);
-    sqlite3_bind_int(st, 2, req->limit);
-    size_t cap = 0;
+    sqlite3_stmt *st = bound(c, ST_NOTIF_UNREAD, "si", req->user_id, req->limit);
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        ARRAY_GROW(req->notifs, req->n_notifs, cap);
-        read_notif(st, &req->notifs[req->n_notifs++]);
-    }
-    return rc == SQLITE_DONE ? 0 : step_error(c, rc);
+    req->notifs = step_rows(c, st, sizeof *req->notifs, read_notif, &req->n_notifs, &rc);
+    return rc;
 }
 
-/* Room, membership and the document's operations in one read snapshot. */
+/* Room, membership and the document's operations. */
 static int do_doc_join(struct conn *c, struct store_req *req)
 {
-    if (exec_simple(c->db, "BEGIN") != SQLITE_OK)
-        return RC_ESTORE;
     int rc = do_room_get(c, req);
     if (!rc)
         rc = do_member_get(c, req);
-    sqlite3_stmt *st = NULL;
-    if (!rc && !(st = stmt(c, req->after_seq >= 0 ? ST_DOCOPS_AFTER : ST_DOCOPS_LATEST)))
-        rc = RC_ESTORE;
-    if (!rc) {
-        bind_text(st, 1, req->room_id);
-        sqlite3_bind_int64(st, 2, req->after_seq);
-        sqlite3_bind_int(st, 3, req->limit);
-        size_t cap = 0;
-        int step;
-        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-            if (req->n_docops == cap) {
-                cap = cap ? cap * 2 : 16;
-                req->docops = xrealloc(req->docops, cap * sizeof *req->docops);
-            }
-            read_docop(st, &req->docops[req->n_docops++]);
-        }
-        if (step != SQLITE_DONE)
-            rc = step_error(c, step);
-    }
-    exec_simple(c->db, "COMMIT");
+    if (rc)
+        return rc;
+    enum stmt_id id = req->after_seq >= 0 ? ST_DOCOPS_AFTER : ST_DOCOPS_LATEST;
+    sqlite3_stmt *st = bound(c, id, "sIi", req->room_id, req->after_seq, req->limit);
+    req->docops = step_rows(c, st, sizeof *req->docops, read_docop, &req->n_docops, &rc);
     return rc;
 }
 
@@ -552,13 +732,8 @@ static int do_doc_join(struct conn *c, struct store_req *req)
 static int run_read(struct conn *c, struct store_req *req)
 {
     switch (req->op) {
-    case STORE_PING: {
-        sqlite3_stmt *st = stmt(c, ST_PING);
-        if (!st)
-            return RC_ESTORE;
-        int rc = sqlite3_step(st);
-        return rc == SQLITE_ROW ? 0 : step_error(c, rc);
-    }
+    case STORE_PING:
+        return step_row(c, stmt(c, ST_PING));
     case STORE_ROOM_GET:
         return do_room_get(c, req);
     case STORE_MEMBERS_LIST:
@@ -568,7 +743,7 @@ static int run_read(struct conn *c, struct store_req *req)
         return rc ? rc : do_messages(c, req);
     }
     case STORE_JOIN_ROOM:
-        return do_join_room(c, req);
+        return in_snapshot(c, req, do_join_room);
     case STORE_NOTIFY_UNREAD: {
         if (exec_simple(c->db, "BEGIN") != SQLITE_OK)
             return RC_ESTORE;
@@ -585,7 +760,13 @@ static int run_read(struct conn *c, struct store_req *req)
         return rc;
     }
     case STORE_DOC_JOIN:
-        return do_doc_join(c, req);
+        return in_snapshot(c, req, do_doc_join);
+    case STORE_CHANGES_PAGE:
+        return in_snapshot(c, req, do_changes_page);
+    case STORE_REPLIES_PAGE:
+        return in_snapshot(c, req, do_replies_page);
+    case STORE_USER_ROOMS:
+        return do_user_rooms(c, req);
     default:
         return RC_EINVAL;
     }
@@ -664,32 +845,122 @@ static int do_member_put(struct conn *c, struct store_req *req)
     return do_member_get(c, req);
 }
 
-/* Inserts a message with the room's next seq (the triggers check and record it). */
+/* Reads the room's current version into *out: after a write, the one it took. */
+static int room_version(struct conn *c, const char *room_id, int64_t *out)
+{
+    sqlite3_stmt *st = bound(c, ST_ROOM_VERSION, "s", room_id);
+    int rc = step_row(c, st);
+    if (!rc)
+        *out = sqlite3_column_int64(st, 0);
+    return rc;
+}
+
+/* Inserts a message with the room's next seq (the triggers check it, record it and take
+ * the room's next version). */
 static int do_message_add(struct conn *c, struct store_req *req)
 {
-    sqlite3_stmt *st = stmt(c, ST_MSG_INSERT);
-    if (!st)
-        return RC_ESTORE;
     char ts[32];
     clock_iso8601(ts);
-    bind_text(st, 1, req->room_id);
-    bind_text(st, 2, req->user_id);
-    bind_text(st, 3, req->body);
-    bind_text(st, 4, ts);
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW)
-        return step_error(c, rc);
+    sqlite3_stmt *st =
+        bound(c, ST_MSG_INSERT, "ssssI", req->room_id, req->user_id, req->body, ts, req->reply_to);
+    int rc = step_row(c, st);
+    /* The reply_to check may run before the room's: a missing room is not found. */
+    if (rc == RC_EINVAL && req->reply_to && room_exists(c, req->room_id) == RC_ENOTFOUND)
+        return RC_ENOTFOUND;
+    if (rc)
+        return rc;
     req->msg.id = sqlite3_column_int64(st, 0);
     req->msg.seq = sqlite3_column_int64(st, 1);
-    rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE)
-        return step_error(c, rc);
+    if ((rc = step_done(c, st)) || (rc = room_version(c, req->room_id, &req->version)))
+        return rc;
     req->msg.room_id = xstrdup(req->room_id);
     req->msg.user_id = xstrdup(req->user_id);
     req->msg.body = xstrdup(req->body);
+    req->msg.reply_to = req->reply_to;
     memcpy(req->msg.inserted_at, ts, sizeof ts);
     return 0;
+}
+
+/* Message req->seq of req->room_id as an edit, delete or reaction finds it: fills
+ * req->msg and req->room.version, and says whether req->user_id may edit (its author) or
+ * delete it (its author or an owner of the room). RC_ENOTFOUND (room or message),
+ * RC_EGONE (deleted). */
+static int msg_state(struct conn *c, struct store_req *req, bool *may_edit, bool *may_delete)
+{
+    sqlite3_stmt *st = bound(c, ST_MSG_STATE, "sIs", req->room_id, req->seq, req->user_id);
+    int rc = step_row(c, st);
+    if (rc)
+        return rc;
+    store_msg_cleanup(&req->msg);
+    read_msg(st, &req->msg);
+    req->room.version = sqlite3_column_int64(st, MSG_N_COLS);
+    const unsigned char *role = sqlite3_column_text(st, MSG_N_COLS + 1);
+    *may_edit = !req->user_id || !strcmp(req->user_id, req->msg.user_id);
+    *may_delete = *may_edit || (role && !strcmp((const char *)role, "owner"));
+    sqlite3_reset(st);
+    return req->msg.deleted_at[0] ? RC_EGONE : 0;
+}
+
+/* Edits (STORE_MESSAGE_EDIT, ST_MSG_EDIT: the author only) or deletes (ST_MSG_DELETE:
+ * the author or an owner) a message; anyone may when req->user_id is NULL. The triggers
+ * set edited_at or erase the body, and log the change. Fills req->msg as it is after, and
+ * req->version with the version it took (0 when nothing changed: the same body). */
+static int do_message_change(struct conn *c, struct store_req *req)
+{
+    bool edit = req->op == STORE_MESSAGE_EDIT, may_edit, may_delete;
+    int rc = msg_state(c, req, &may_edit, &may_delete);
+    if (rc)
+        return rc;
+    if (!(edit ? may_edit : may_delete))
+        return RC_EFORBIDDEN;
+    int64_t before = req->room.version;
+    sqlite3_stmt *st = edit ? bound(c, ST_MSG_EDIT, "sIs", req->room_id, req->seq, req->body)
+                            : bound(c, ST_MSG_DELETE, "sI", req->room_id, req->seq);
+    if ((rc = step_done(c, st)))
+        return rc;
+    if ((rc = msg_state(c, req, &may_edit, &may_delete)) && rc != RC_EGONE)
+        return rc;
+    req->version = req->room.version != before ? req->room.version : 0;
+    return 0;
+}
+
+/* Adds (STORE_REACTION_PUT) or removes req->user_id's reaction req->name to message
+ * req->seq; the triggers log the change. req->version: the version it took, 0 when
+ * nothing changed (it was there / was not). */
+static int do_reaction(struct conn *c, struct store_req *req)
+{
+    bool may_edit, may_delete;
+    int rc = msg_state(c, req, &may_edit, &may_delete);
+    if (rc)
+        return rc;
+    int64_t before = req->room.version;
+    enum stmt_id id = req->op == STORE_REACTION_PUT ? ST_REACTION_PUT : ST_REACTION_DELETE;
+    rc = step_done(c, bound(c, id, "sIss", req->room_id, req->seq, req->name, req->user_id));
+    if (rc || (rc = room_version(c, req->room_id, &req->room.version)))
+        return rc;
+    req->version = req->room.version != before ? req->room.version : 0;
+    return 0;
+}
+
+/* Moves req->user_id's read cursor forward to req->seq (at most the room's last_seq)
+ * and counts what is left unread. */
+static int do_read_mark(struct conn *c, struct store_req *req)
+{
+    sqlite3_stmt *st = bound(c, ST_READ_MARK, "ssI", req->room_id, req->user_id, req->seq);
+    int rc = step_row(c, st);
+    if (rc == RC_ENOTFOUND) { /* no such membership; is there such a room? */
+        rc = room_exists(c, req->room_id);
+        return rc ? rc : RC_EFORBIDDEN;
+    }
+    if (rc)
+        return rc;
+    req->member.last_read_seq = sqlite3_column_int64(st, 0);
+    req->member.role = col_str(st, 1);
+    req->member.room_id = xstrdup(req->room_id);
+    req->member.user_id = xstrdup(req->user_id);
+    if ((rc = step_done(c, st)))
+        return rc;
+    return do_unread(c, req);
 }
 
 /* Stores a notification; payload is {"message":…,"data":…}. */
@@ -799,7 +1070,9 @@ static int do_dev_setup(struct conn *c, struct store_req *req)
 static int run_write(struct conn *c, struct store_req *req)
 {
     bool multi = req->op == STORE_MEMBER_PUT || req->op == STORE_ROOM_DELETE ||
-                 req->op == STORE_DEV_SETUP;
+                 req->op == STORE_DEV_SETUP || req->op == STORE_MESSAGE_EDIT ||
+                 req->op == STORE_MESSAGE_DELETE || req->op == STORE_REACTION_PUT ||
+                 req->op == STORE_REACTION_DELETE || req->op == STORE_READ_MARK;
     if (multi && exec_simple(c->db, "SAVEPOINT req") != SQLITE_OK)
         return RC_ESTORE;
     int rc;
@@ -814,6 +1087,11 @@ static int run_write(struct conn *c, struct store_req *req)
     case STORE_NOTIFY_READ: rc = do_notif_read(c, req); break;
     case STORE_DOC_EDIT: rc = do_docop_add(c, req); break;
     case STORE_DEV_SETUP: rc = do_dev_setup(c, req); break;
+    case STORE_MESSAGE_EDIT:
+    case STORE_MESSAGE_DELETE: rc = do_message_change(c, req); break;
+    case STORE_REACTION_PUT:
+    case STORE_REACTION_DELETE: rc = do_reaction(c, req); break;
+    case STORE_READ_MARK: rc = do_read_mark(c, req); break;
     default: rc = RC_EINVAL; break;
     }
     if (multi) {
@@ -826,7 +1104,7 @@ static int run_write(struct conn *c, struct store_req *req)
 
 /* Which tables delivery looks at. */
 enum {
-    SCAN_MESSAGES = 1,
+    SCAN_CHANGES = 1,
     SCAN_NOTIFS = 2,
     SCAN_DOCOPS = 4,
     SCAN_ALL = 7,
@@ -844,21 +1122,9 @@ struct scan {
 };
 
 /* Row adapters for struct scan. */
-static void scan_read_msg(sqlite3_stmt *st, void *row)
+static int64_t scan_id_change(const void *row)
 {
-    read_msg(st, row);
-}
-static void scan_read_notif(sqlite3_stmt *st, void *row)
-{
-    read_notif(st, row);
-}
-static void scan_read_docop(sqlite3_stmt *st, void *row)
-{
-    read_docop(st, row);
-}
-static int64_t scan_id_msg(const void *row)
-{
-    return ((const struct store_msg *)row)->id;
+    return ((const struct store_change *)row)->id;
 }
 static int64_t scan_id_notif(const void *row)
 {
@@ -868,9 +1134,9 @@ static int64_t scan_id_docop(const void *row)
 {
     return ((const struct store_docop *)row)->id;
 }
-static void scan_free_msg(void *row)
+static void scan_free_change(void *row)
 {
-    store_msg_cleanup(row);
+    store_change_cleanup(row);
 }
 static void scan_free_notif(void *row)
 {
@@ -881,7 +1147,7 @@ static void scan_free_docop(void *row)
     store_docop_cleanup(row);
 }
 
-static void scan_to_msgs(struct sqlite_store *s, const void *rows, size_t n)
+static void scan_to_changes(struct sqlite_store *s, const void *rows, size_t n)
 {
     s->listener(rows, n, s->listener_arg);
 }
@@ -894,14 +1160,14 @@ static void scan_to_docops(struct sqlite_store *s, const void *rows, size_t n)
     s->docop_listener(rows, n, s->listener_arg);
 }
 
-static const struct scan scan_messages = {ST_SCAN,       sizeof(struct store_msg),
-                                          scan_read_msg, scan_id_msg,
-                                          scan_free_msg, scan_to_msgs};
+static const struct scan scan_changes = {ST_CHANGE_SCAN,   sizeof(struct store_change),
+                                         read_change,      scan_id_change,
+                                         scan_free_change, scan_to_changes};
 static const struct scan scan_notifs = {ST_NOTIF_SCAN,   sizeof(struct store_notif),
-                                        scan_read_notif, scan_id_notif,
+                                        read_notif,      scan_id_notif,
                                         scan_free_notif, scan_to_notifs};
 static const struct scan scan_docops = {ST_DOCOP_SCAN,   sizeof(struct store_docop),
-                                        scan_read_docop, scan_id_docop,
+                                        read_docop,      scan_id_docop,
                                         scan_free_docop, scan_to_docops};
 
 /* Hands every row of sc's table committed after *mark to fn, in id order. */
@@ -936,12 +1202,31 @@ static void deliver_table(struct sqlite_store *s, const struct scan *sc, int64_t
 /* Delivers what was committed since the last delivery, for the tables in mask. */
 static void deliver_new(struct sqlite_store *s, int mask)
 {
-    if ((mask & SCAN_MESSAGES) && s->listener)
-        deliver_table(s, &scan_messages, &s->delivered_id);
+    if ((mask & SCAN_CHANGES) && s->listener)
+        deliver_table(s, &scan_changes, &s->delivered_change_id);
     if ((mask & SCAN_NOTIFS) && s->notif_listener)
         deliver_table(s, &scan_notifs, &s->delivered_notif_id);
     if ((mask & SCAN_DOCOPS) && s->docop_listener)
         deliver_table(s, &scan_docops, &s->delivered_docop_id);
+}
+
+/* The tables (SCAN_*) a write op adds rows to that delivery hands on. */
+static int write_scans(enum store_op op)
+{
+    switch (op) {
+    case STORE_MESSAGE_ADD:
+    case STORE_MESSAGE_EDIT:
+    case STORE_MESSAGE_DELETE:
+    case STORE_REACTION_PUT:
+    case STORE_REACTION_DELETE:
+        return SCAN_CHANGES;
+    case STORE_NOTIFY_ADD:
+        return SCAN_NOTIFS;
+    case STORE_DOC_EDIT:
+        return SCAN_DOCOPS;
+    default:
+        return 0;
+    }
 }
 
 /* Commits a batch of writes in one transaction (into the WAL, not yet fsynced) and
@@ -955,10 +1240,7 @@ static void commit_batch(struct sqlite_store *s, struct store_req *head)
     for (struct store_req *r = head; r; r = r->_next) {
         r->rc = began ? run_write(&s->w, r) : RC_ESTORE;
         c->n++;
-        c->mask |= r->op == STORE_MESSAGE_ADD  ? SCAN_MESSAGES
-                   : r->op == STORE_NOTIFY_ADD ? SCAN_NOTIFS
-                   : r->op == STORE_DOC_EDIT   ? SCAN_DOCOPS
-                                               : 0;
+        c->mask |= write_scans(r->op);
     }
     for (int i = 0; i < ST_COUNT; i++) /* else the snapshot outlives the COMMIT */
         sqlite3_reset(s->w.st[i]);
@@ -1214,7 +1496,7 @@ static int sq_open(const struct store_options *opts, struct store **out, char *e
     /* Checkpoints run on the reader thread, off the commit path (a checkpoint inside a
      * commit adds its writes and fsyncs to every client waiting on that batch). */
     exec_simple(s->w.db, "PRAGMA wal_autocheckpoint=0");
-    s->delivered_id = max_id(s->w.db, "SELECT COALESCE(MAX(id), 0) FROM messages");
+    s->delivered_change_id = max_id(s->w.db, "SELECT COALESCE(MAX(id), 0) FROM room_changes");
     s->delivered_notif_id = max_id(s->w.db, "SELECT COALESCE(MAX(id), 0) FROM notifications");
     s->delivered_docop_id = max_id(s->w.db, "SELECT COALESCE(MAX(id), 0) FROM document_ops");
     if (pthread_create(&s->syncer, NULL, syncer_main, s)) {
@@ -1269,7 +1551,7 @@ static int sq_migrate(const char *url, int *applied, char *err, size_t errlen)
     return rc;
 }
 
-static void sq_set_listener(struct store *base, store_msg_listener fn, void *arg)
+static void sq_set_listener(struct store *base, store_change_listener fn, void *arg)
 {
     struct sqlite_store *s = (struct sqlite_store *)base;
     s->listener = fn;

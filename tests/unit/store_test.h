@@ -28,12 +28,14 @@ struct waiter {
     bool overrun; /* done called more often than requests were submitted */
 };
 
-/* One message as the listener saw it. */
+/* One room change as the listener saw it (body: the payload's, "" when it has none). */
 struct seen {
-    int64_t id, seq;
+    int64_t id, seq, version;
     char room_id[32];
     char user_id[32];
     char body[64];
+    char event[32];
+    char payload[512];
 };
 
 /* Everything the listeners were given. */
@@ -186,7 +188,7 @@ void close_store(struct fixture *f);
 int n_migrations(const struct backend *be);
 
 /* Listeners recording into the collector in arg; they run on a store thread. */
-void collect(const struct store_msg *msgs, size_t n, void *arg);
+void collect(const struct store_change *changes, size_t n, void *arg);
 void collect_notifs(const struct store_notif *v, size_t n, void *arg);
 void collect_docops(const struct store_docop *v, size_t n, void *arg);
 /* Waits until the collector holds at least n messages or ms pass; returns the count. */
@@ -217,6 +219,37 @@ void release_writer(struct client *c);
 /* Waits until the store's writer waits for the held lock, where the backend can tell. */
 void wait_writer_blocked(struct fixture *f);
 
+/* The life of a message (test_store_life.c): LIFE_CASES, what every backend must do, and
+ * what only SQLite does (its listener gets the changes other processes commit). */
+/* clang-format off */
+#define LIFE_CASES(X, be)                            \
+    X(be, test_life_reply_to),                       \
+    X(be, test_life_edit),                           \
+    X(be, test_life_delete),                         \
+    X(be, test_life_reactions),                      \
+    X(be, test_life_read_mark),                      \
+    X(be, test_life_changes_by_version),             \
+    X(be, test_life_replies),                        \
+    X(be, test_life_user_rooms),                     \
+    X(be, test_life_listener_own_changes),           \
+    X(be, test_life_sql_writer),                     \
+    X(be, test_life_listener_starts_at_open),        \
+    X(be, test_life_message_json)
+/* clang-format on */
+void test_life_reply_to(void **state);
+void test_life_edit(void **state);
+void test_life_delete(void **state);
+void test_life_reactions(void **state);
+void test_life_read_mark(void **state);
+void test_life_changes_by_version(void **state);
+void test_life_replies(void **state);
+void test_life_user_rooms(void **state);
+void test_life_listener_own_changes(void **state);
+void test_life_sql_writer(void **state);
+void test_life_listener_starts_at_open(void **state);
+void test_life_message_json(void **state);
+void test_life_sql_writer_reaches_listener(void **state);
+
 /* The cases only PostgreSQL has (test_store_pg.c). */
 void test_migrate_concurrent(void **state);
 void test_notify_sql_matches_migration(void **state);
@@ -225,6 +258,7 @@ void test_room_delete_races_insert(void **state);
 void test_seq_in_one_transaction(void **state);
 void test_bulk_insert_select(void **state);
 void test_notification_ids_in_commit_order(void **state);
+void test_life_in_one_batch(void **state);
 void test_notify_triggers(void **state);
 void test_killed_connection(void **state);
 void test_database_unreachable(void **state);

@@ -278,14 +278,14 @@ static void log_call(struct collector *c, char kind)
         c->log[c->log_len++] = kind;
 }
 
-void collect(const struct store_msg *msgs, size_t n, void *arg)
+void collect(const struct store_change *changes, size_t n, void *arg)
 {
     struct collector *c = arg;
 
     pthread_mutex_lock(&c->mu);
     c->calls++;
     log_call(c, 'm');
-    if (n == 0 || !msgs)
+    if (n == 0 || !changes)
         c->bad_call = true;
     if (n > c->max_per_call)
         c->max_per_call = n;
@@ -298,11 +298,18 @@ void collect(const struct store_msg *msgs, size_t n, void *arg)
         }
         struct seen *e = &c->v[c->n++];
 
-        e->id = msgs[i].id;
-        e->seq = msgs[i].seq;
-        snprintf(e->room_id, sizeof e->room_id, "%s", msgs[i].room_id ? msgs[i].room_id : "");
-        snprintf(e->user_id, sizeof e->user_id, "%s", msgs[i].user_id ? msgs[i].user_id : "");
-        snprintf(e->body, sizeof e->body, "%s", msgs[i].body ? msgs[i].body : "");
+        json_t *p = json_loads(changes[i].payload, 0, NULL);
+        const char *body = json_string_value(json_object_get(p, "body"));
+
+        e->id = changes[i].id;
+        e->seq = changes[i].seq;
+        e->version = changes[i].version;
+        snprintf(e->room_id, sizeof e->room_id, "%s", changes[i].room_id ? changes[i].room_id : "");
+        snprintf(e->user_id, sizeof e->user_id, "%s", changes[i].user_id ? changes[i].user_id : "");
+        snprintf(e->body, sizeof e->body, "%s", body ? body : "");
+        snprintf(e->event, sizeof e->event, "%s", changes[i].event ? changes[i].event : "");
+        snprintf(e->payload, sizeof e->payload, "%s", changes[i].payload ? changes[i].payload : "");
+        json_decref(p);
     }
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
@@ -2106,6 +2113,8 @@ int main(void)
         ON(sqlite, test_open_errors_sqlite),
         ON(sqlite, test_listener_sees_other_process),
         ON(sqlite, test_listener_sees_other_process_while_busy),
+        LIFE_CASES(ON, sqlite),
+        ON(sqlite, test_life_sql_writer_reaches_listener),
         EVERY_BACKEND(ON, pg),
         ONCE(test_notify_sql_matches_migration),
         ON(pg, test_open_errors_pg),
@@ -2114,6 +2123,7 @@ int main(void)
         ON(pg, test_seq_in_one_transaction),
         ON(pg, test_bulk_insert_select),
         ON(pg, test_notification_ids_in_commit_order),
+        ON(pg, test_life_in_one_batch),
         ON(pg, test_notify_triggers),
         ON(pg, test_killed_connection),
         ON(pg, test_database_unreachable),

@@ -667,6 +667,191 @@ void test_notification_ids_in_commit_order(void **state)
     waiter_destroy(w);
 }
 
+/* ---- the message life in one transaction ------------------------------------------------ */
+
+/* The room changes a listener was given, in order. */
+struct change_log {
+    pthread_mutex_t mu;
+    size_t n;
+    char room[32][16];
+    char event[32][24];
+    int64_t version[32];
+    bool overflow;
+};
+
+/* Change listener: appends what it is given to the change_log in arg. */
+static void log_changes(const struct store_change *c, size_t n, void *arg)
+{
+    struct change_log *l = arg;
+
+    pthread_mutex_lock(&l->mu);
+    for (size_t i = 0; i < n; i++) {
+        if (l->n == 32) {
+            l->overflow = true;
+            break;
+        }
+        snprintf(l->room[l->n], sizeof l->room[0], "%s", c[i].room_id);
+        snprintf(l->event[l->n], sizeof l->event[0], "%s", c[i].event);
+        l->version[l->n++] = c[i].version;
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* A request for op on message seq of room by user (NULL: anyone), with name (the emoji)
+ * or body. */
+static struct store_req *req_life(enum store_op op, const char *room, const char *user,
+                                  int64_t seq, const char *text)
+{
+    struct store_req *r = store_req_create(op);
+
+    r->room_id = dup_or_null(room);
+    r->user_id = dup_or_null(user);
+    r->seq = seq;
+    if (op == STORE_REACTION_PUT || op == STORE_REACTION_DELETE)
+        r->name = dup_or_null(text);
+    else
+        r->body = dup_or_null(text);
+    return r;
+}
+
+/* Runs reqs as one batch: a message to room "gate" waits for a lock another client holds
+ * while they queue behind it. */
+static void run_one_batch(struct fixture *f, struct store_req **reqs, int n)
+{
+    struct client *lock = hold_writer(f);
+    struct waiter *w = waiter_create();
+    struct store_req *gate = req_msg("gate", "alice", "gate");
+
+    submit_counted(f->s, w, gate);
+    wait_writer_blocked(f);
+    for (int i = 0; i < n; i++)
+        submit_counted(f->s, w, reqs[i]);
+    release_writer(lock);
+    wait_all(w);
+    assert_int_equal(gate->rc, 0);
+    store_req_destroy(gate);
+    waiter_destroy(w);
+}
+
+/* Fails unless request i of reqs has rc want[i] and took version vers[i]. */
+static void assert_batch(struct store_req **reqs, int n, const int *want, const int64_t *vers)
+{
+    for (int i = 0; i < n; i++)
+        if (reqs[i]->rc != want[i] || reqs[i]->version != vers[i])
+            fail_msg("request %d: rc %d (%s) version %lld, want rc %d version %lld", i,
+                     reqs[i]->rc, rc_strerror(reqs[i]->rc), (long long)reqs[i]->version,
+                     want[i], (long long)vers[i]);
+}
+
+/* Edits, deletes, reactions, replies and read marks batched in one transaction, where
+ * rooms.version and rooms.last_seq lag until the commit: each write gets the version it
+ * took and the room's state as the transaction sees it; refusals change nothing and do not
+ * abort the batch; a batch run again after a failed request (savepoints) gives the same
+ * versions; the listener gets each commit's changes in version order. */
+void test_life_in_one_batch(void **state)
+{
+    struct fixture *f = *state;
+    struct change_log log = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    enum { NA = 10, NB = 3 };
+    struct store_req *a[NA], *b[NB];
+
+    open_store(f, 100, 0, NO_LISTENER);
+    store_set_listener(f->s, log_changes, &log);
+    create_room(f->s, "lobby");
+    create_room(f->s, "gate");
+    put_member(f->s, "lobby", "alice", "owner");
+    put_member(f->s, "lobby", "bob", "member");
+    assert_int_equal(add_msg(f->s, "lobby", "bob", "parent"), 1); /* version 1 */
+
+    a[0] = req_msg("lobby", "alice", "reply one");
+    a[0]->reply_to = 1;
+    a[1] = req_msg("lobby", "bob", "reply two");
+    a[1]->reply_to = 1;
+    a[2] = req_life(STORE_MESSAGE_EDIT, "lobby", "alice", 1, "not mine");
+    a[3] = req_life(STORE_MESSAGE_EDIT, "lobby", "bob", 1, "parent, edited");
+    a[4] = req_life(STORE_REACTION_PUT, "lobby", "alice", 1, "\xf0\x9f\x91\x8d");
+    a[5] = req_life(STORE_REACTION_PUT, "lobby", "alice", 1, "\xf0\x9f\x91\x8d");
+    a[6] = req_life(STORE_READ_MARK, "lobby", "alice", 2, NULL);
+    a[7] = req_life(STORE_MESSAGE_DELETE, "lobby", "bob", 2, NULL);
+    a[8] = req_life(STORE_MESSAGE_DELETE, "lobby", "alice", 3, NULL);
+    a[9] = req_life(STORE_REACTION_PUT, "lobby", "bob", 3, "x");
+    run_one_batch(f, a, NA);
+    static const int want_a[NA] = {0, 0, RC_EFORBIDDEN, 0, 0, 0, 0, RC_EFORBIDDEN, 0, RC_EGONE};
+    static const int64_t vers_a[NA] = {2, 3, 0, 4, 5, 0, 0, 0, 6, 0};
+
+    assert_batch(a, NA, want_a, vers_a);
+    assert_int_equal(a[0]->msg.seq, 2);
+    assert_int_equal(a[0]->msg.reply_to, 1);
+    assert_int_equal(a[1]->msg.seq, 3);
+    assert_string_equal(a[3]->msg.body, "parent, edited");
+    assert_string_equal(a[3]->msg.user_id, "bob");
+    assert_iso8601(a[3]->msg.edited_at);
+    assert_int_equal(a[3]->room.version, 4);
+    assert_int_equal(a[5]->room.version, 5); /* there already: the room's current version */
+    assert_int_equal(a[6]->room.last_seq, 3); /* rooms.last_seq still said 1 */
+    assert_int_equal(a[6]->member.last_read_seq, 2);
+    assert_int_equal(a[6]->member.unread, 1); /* bob's reply two */
+    assert_string_equal(a[8]->msg.user_id, "bob");
+    assert_string_equal(a[8]->msg.body, "");
+    assert_iso8601(a[8]->msg.deleted_at);
+    for (int i = 0; i < NA; i++)
+        assert_int_equal(a[i]->n_changes, 0); /* the listener took them */
+
+    /* A reply to the deleted message fails its statement: the batch runs again, each
+     * request in a savepoint, and the others get what they would have got. */
+    b[0] = req_msg("lobby", "alice", "to a deleted one");
+    b[0]->reply_to = 3;
+    b[1] = req_msg("lobby", "alice", "after");
+    b[2] = req_life(STORE_MESSAGE_EDIT, "lobby", "alice", 4, "after, edited");
+    run_one_batch(f, b, NB);
+    static const int want_b[NB] = {RC_EINVAL, 0, 0};
+    static const int64_t vers_b[NB] = {0, 7, 8};
+
+    assert_batch(b, NB, want_b, vers_b);
+    assert_int_equal(b[1]->msg.seq, 4);
+    close_store(f);
+
+    struct client *db = ext(f);
+
+    assert_int_equal(ext_int(db, "SELECT version FROM rooms WHERE id = 'lobby'", NULL), 8);
+    assert_int_equal(ext_int(db, "SELECT last_seq FROM rooms WHERE id = 'lobby'", NULL), 4);
+    assert_int_equal(ext_int(db,
+                             "SELECT count(*) FROM room_changes WHERE room_id = 'lobby' "
+                             "AND version BETWEEN 1 AND 8",
+                             NULL),
+                     8);
+    assert_int_equal(ext_int(db, "SELECT count(*) FROM reactions", NULL), 1);
+    assert_int_equal(ext_int(db, "SELECT last_read_seq FROM memberships WHERE user_id = 'alice'",
+                             NULL),
+                     2);
+    assert_int_equal(ext_int(db, "SELECT count(*) FROM messages WHERE body = 'not mine'", NULL), 0);
+
+    /* The parent; then per batch its gate message and its changes in order. */
+    static const struct {
+        const char *room, *event;
+        int64_t version;
+    } want[] = {
+        {"lobby", "new_message", 1},     {"gate", "new_message", 1},
+        {"lobby", "new_message", 2},     {"lobby", "new_message", 3},
+        {"lobby", "message_updated", 4}, {"lobby", "reaction_added", 5},
+        {"lobby", "message_deleted", 6}, {"gate", "new_message", 2},
+        {"lobby", "new_message", 7},     {"lobby", "message_updated", 8},
+    };
+
+    assert_false(log.overflow);
+    assert_int_equal(log.n, sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < log.n; i++)
+        if (strcmp(log.room[i], want[i].room) || strcmp(log.event[i], want[i].event) ||
+            log.version[i] != want[i].version)
+            fail_msg("change %zu: %s %s %lld, want %s %s %lld", i, log.room[i], log.event[i],
+                     (long long)log.version[i], want[i].room, want[i].event,
+                     (long long)want[i].version);
+    for (int i = 0; i < NA; i++)
+        store_req_destroy(a[i]);
+    for (int i = 0; i < NB; i++)
+        store_req_destroy(b[i]);
+}
+
 /* ---- wake-ups -------------------------------------------------------------------------- */
 
 /* Collects NOTIFY payloads on channel rowcast for ms milliseconds (or until want). */
