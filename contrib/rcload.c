@@ -272,7 +272,8 @@ struct opts {
     struct sockaddr_in dst, sub_dst;
     const char *api_key;
     long conns, rooms, subs, messages, count, concurrency, history, body_bytes, server_pid;
-    long rate; /* fanout: publisher messages per second, open loop; 0: paced on acks */
+    long rate;       /* fanout: publisher messages per second, open loop; 0: paced on acks */
+    long notif_subs; /* fanout: subscribers also on notifications:<user>, counting unread */
     double duration, timeout, hold, heartbeat, drain, leave_fraction;
     bool rest_publisher;
 };
@@ -1108,6 +1109,16 @@ struct seqtrack {
     uint64_t uniq, dup, ooo, stray;
 };
 
+/* fanout --notif-subs: a subscriber's notifications:<user> channel on its room socket. */
+struct nsub {
+    char *topic;            /* "notifications:<user>" */
+    uint64_t join_ref;      /* of the notifications join */
+    uint8_t js;             /* enum join_state of that channel */
+    int64_t unread0, read0; /* unread and last_read_seq of the room join reply (0 if absent) */
+    struct seqtrack st;     /* the last_seq of each unread event received */
+    uint64_t frames, wrong; /* unread events; those with a wrong room or count */
+};
+
 /* One WebSocket client joined to one room. */
 struct client {
     struct conn c;
@@ -1127,6 +1138,7 @@ struct client {
     uint32_t hist_n;
     bool hist_bad;
     struct pstate *ps; /* presence scenario: the client's presence list */
+    struct nsub *ns;   /* fanout --notif-subs: its notifications channel, else NULL */
 };
 
 /* A room of this run, with the seqs its messages were acked with. */
@@ -1148,6 +1160,8 @@ struct pmsg;
 /* Scenario hooks for client events. */
 struct hooks {
     bool join_on_reply; /* the join is done at its ok reply (no last_seq, no history) */
+    /* any parsed frame, before the shared code sees it; true if the scenario took it */
+    bool (*frame)(struct client *cl, const struct pmsg *m, uint64_t now);
     void (*joined)(struct client *cl, uint64_t now);
     void (*message)(struct client *cl, int64_t seq, struct span body, uint64_t now);
     bool (*may_send)(struct client *cl, uint64_t now);
@@ -1393,6 +1407,8 @@ static void client_text(struct conn *c, const char *msg, size_t n)
         err_sample("unparsable frame: %.*s", (int)(n > 120 ? 120 : n), msg);
         return;
     }
+    if (H.frame && H.frame(cl, &m, now))
+        return;
     if (jeq(m.event, "new_message")) {
         struct span s, body;
         int64_t seq;
@@ -2235,6 +2251,19 @@ static struct {
     struct lat lag; /* how late each send was against its slot in the schedule */
 } FO;
 
+/* Grows the zero-filled array *v of *n entries until index i is in it. */
+static void u64s_reach(uint64_t **v, size_t *n, size_t i)
+{
+    if (i < *n)
+        return;
+    size_t m = *n ? *n : 1024;
+    while (i >= m)
+        m *= 2;
+    *v = xrealloc(*v, m * sizeof **v);
+    memset(*v + *n, 0, (m - *n) * sizeof **v);
+    *n = m;
+}
+
 /* The publisher has nothing more to send. */
 static void fanout_pub_over(uint64_t now)
 {
@@ -2242,6 +2271,249 @@ static void fanout_pub_over(uint64_t now)
         FO.pub_done = true;
         FO.t_pub_done = FO.last_activity = now;
     }
+}
+
+/* --notif-subs: the notifications channels of the first K subscribers and their unread
+   events. The publisher is another user, so each of its messages raises every one of
+   them by one: for last_seq S, unread = unread0 + (S - base), seqs being gapless per room. */
+static struct {
+    size_t joining, joined, failed; /* notifications joins in flight, acked, refused */
+    uint64_t *pub_t;                /* publish time (the body's timestamp) by seq, 0: unknown */
+    size_t npub_t;
+    struct {
+        int64_t seq;
+        uint64_t t;
+    } * pend; /* unread receipts that came before any copy of their message */
+    size_t npend, cap;
+    uint64_t expect, expect_at; /* unread events still expected, and when it was counted */
+    struct lat lat;             /* publish to unread receipt */
+} NF;
+
+/* Remembers when the message with this seq was published, from its body's timestamp. */
+static void notif_pub_time(int64_t seq, struct span body)
+{
+    uint64_t t;
+    if (!O.notif_subs || seq < 1 || seq > (int64_t)MAX_SEQ_SPAN || !body_ts(body, &t))
+        return;
+    u64s_reach(&NF.pub_t, &NF.npub_t, (size_t)seq);
+    if (!NF.pub_t[seq])
+        NF.pub_t[seq] = t;
+}
+
+/* Records the latency of an unread receipt, or keeps it until its publish time is known. */
+static void notif_latency(int64_t seq, uint64_t now)
+{
+    uint64_t t = seq >= 1 && (size_t)seq < NF.npub_t ? NF.pub_t[seq] : 0;
+    if (t) {
+        if (t <= now)
+            lat_add(&NF.lat, now - t);
+        return;
+    }
+    if (NF.npend == NF.cap) {
+        NF.cap = NF.cap ? NF.cap * 2 : 256;
+        NF.pend = xrealloc(NF.pend, NF.cap * sizeof *NF.pend);
+    }
+    NF.pend[NF.npend].seq = seq;
+    NF.pend[NF.npend++].t = now;
+}
+
+/* Gives every notifications subscriber its topic. */
+static void notif_setup(void)
+{
+    for (size_t i = 0; i < (size_t)O.notif_subs; i++) {
+        CL[i].ns = xcalloc(1, sizeof *CL[i].ns);
+        CL[i].ns->topic = xasprintf("notifications:%s", CL[i].user);
+    }
+}
+
+/* The room join is done: join notifications:<user> on the same socket. */
+static void notif_joined_room(struct client *cl, uint64_t now)
+{
+    struct nsub *ns = cl->ns;
+    if (!ns)
+        return;
+    ns->st.base = ns->st.max = cl->st.base;
+    ns->join_ref = ++cl->ref;
+    ns->js = JS_PENDING;
+    NF.joining++;
+    client_sendf(cl, "[\"%" PRIu64 "\",\"%" PRIu64 "\",\"%s\",\"phx_join\",{}]", ns->join_ref,
+                 ns->join_ref, ns->topic);
+}
+
+/* The notifications join ended, with its ok reply (ok) or without one. */
+static void notif_join_over(struct nsub *ns, bool ok)
+{
+    if (ns->js != JS_PENDING)
+        return;
+    NF.joining--;
+    ns->js = ok ? JS_JOINED : JS_FAILED;
+    if (ok)
+        NF.joined++;
+    else
+        NF.failed++;
+}
+
+/* The socket ended: so did the notifications channel on it. */
+static void notif_ended(struct client *cl)
+{
+    if (!cl->ns || cl->c.fd >= 0)
+        return; /* only the room channel ended: the notifications channel goes on */
+    notif_join_over(cl->ns, false);
+    if (cl->ns->js == JS_JOINED)
+        cl->ns->js = JS_CLOSED;
+}
+
+/* Checks one unread event against the message its last_seq names. */
+static void notif_unread(struct client *cl, struct span pl, uint64_t now)
+{
+    struct nsub *ns = cl->ns;
+    struct span rid, v;
+    int64_t unread, last, read;
+    ns->frames++;
+    if (!jget(pl, "room_id", &rid) || !jget(pl, "unread", &v) || !jint(v, &unread) ||
+        !jget(pl, "last_seq", &v) || !jint(v, &last) || !jget(pl, "last_read_seq", &v) ||
+        !jint(v, &read)) {
+        E.protocol++;
+        err_sample("unread without room_id, unread, last_seq or last_read_seq: %.*s", (int)pl.n,
+                   pl.p);
+        return;
+    }
+    if (!jeq(rid, ROOMS[0].id) || read != ns->read0 ||
+        unread != ns->unread0 + (last - ns->st.base)) {
+        ns->wrong++;
+        err_sample("%s: unread %.*s, expected room %s, unread %" PRId64 ", last_read_seq %" PRId64,
+                   cl->user, (int)pl.n, pl.p, ROOMS[0].id, ns->unread0 + (last - ns->st.base),
+                   ns->read0);
+    }
+    if (st_add(&ns->st, last))
+        notif_latency(last, now);
+}
+
+/* Frames of a notifications subscriber: its room join reply gives the counts to start
+   from; everything on its notifications topic is taken here. */
+static bool notif_frame(struct client *cl, const struct pmsg *m, uint64_t now)
+{
+    struct nsub *ns = cl->ns;
+    struct span st = {"", 0}, resp = {"{}", 2}, v;
+    int64_t ref = 0;
+    if (!ns)
+        return false;
+    bool reply = jeq(m->event, "phx_reply");
+    if (reply) {
+        jget(m->payload, "status", &st);
+        jget(m->payload, "response", &resp);
+        jint(m->ref, &ref);
+    }
+    if (!jeq(m->topic, ns->topic)) {
+        if (reply && ref > 0 && (uint64_t)ref == cl->join_ref && !cl->replied) {
+            if (jget(resp, "unread", &v))
+                jint(v, &ns->unread0);
+            if (jget(resp, "last_read_seq", &v))
+                jint(v, &ns->read0);
+        }
+        return false;
+    }
+    if (jeq(m->event, "unread")) {
+        notif_unread(cl, m->payload, now);
+        FO.last_activity = now;
+    } else if (reply && ref > 0 && (uint64_t)ref == ns->join_ref && ns->js == JS_PENDING) {
+        notif_join_over(ns, jeq(st, "ok"));
+        if (ns->js == JS_FAILED) {
+            E.reply++;
+            err_sample("notifications join error reply: %.*s", (int)m->payload.n, m->payload.p);
+        }
+    } else if (reply && !jeq(st, "ok")) {
+        E.reply++;
+        err_sample("notifications error reply: %.*s", (int)m->payload.n, m->payload.p);
+    } else if (jeq(m->event, "phx_close") || jeq(m->event, "phx_error")) {
+        if (!L.stopping) {
+            E.closed++;
+            err_sample("notifications channel ended: %.*s %.*s", (int)m->event.n, m->event.p,
+                       (int)m->payload.n, m->payload.p);
+        }
+        notif_join_over(ns, false);
+        if (ns->js == JS_JOINED)
+            ns->js = JS_CLOSED;
+    }
+    return true; /* unread_notifications, new_notification: not counted */
+}
+
+/* True when no notifications join awaits its reply. */
+static bool notif_joins_done(void *arg)
+{
+    return NF.joining == 0;
+}
+
+/* Unread events still expected: every acked message for a subscriber whose notifications
+   channel is up, what it already got for one whose channel ended; at most every 10 ms. */
+static uint64_t notif_expected(void)
+{
+    uint64_t now = now_ns();
+    if (NF.expect_at && now - NF.expect_at < 10 * MSEC)
+        return NF.expect;
+    NF.expect_at = now;
+    NF.expect = 0;
+    for (size_t i = 0; i < (size_t)O.notif_subs; i++) {
+        const struct nsub *ns = CL[i].ns;
+        NF.expect += ns->js == JS_JOINED && CL[i].c.fd >= 0 ? ROOMS[0].nacked : ns->st.uniq;
+    }
+    return NF.expect;
+}
+
+/* Unique unread events received by all notifications subscribers. */
+static uint64_t notif_received(void)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < (size_t)O.notif_subs; i++)
+        n += CL[i].ns->st.uniq;
+    return n;
+}
+
+/* Reports the unread events: expected, received, missing, wrong, latency; true if clean. */
+static bool notif_report(void)
+{
+    uint64_t expect = 0, missing = 0, frames = 0, wrong = 0, dup = 0, ooo = 0, stray = 0;
+    size_t subs = 0;
+    struct room *rm = &ROOMS[0];
+    for (size_t i = 0; i < NF.npend; i++) {
+        int64_t seq = NF.pend[i].seq;
+        uint64_t t = seq >= 1 && (size_t)seq < NF.npub_t ? NF.pub_t[seq] : 0;
+        if (t && t <= NF.pend[i].t)
+            lat_add(&NF.lat, NF.pend[i].t - t);
+    }
+    for (size_t i = 0; i < (size_t)O.notif_subs; i++) {
+        const struct client *cl = &CL[i];
+        const struct nsub *ns = cl->ns;
+        frames += ns->frames;
+        wrong += ns->wrong;
+        dup += ns->st.dup;
+        ooo += ns->st.ooo;
+        stray += ns->st.stray;
+        if (!cl->replied || !cl->hist)
+            continue; /* not in the room: counted as a subscriber join failure */
+        subs++;
+        expect += rm->nacked;
+        for (size_t k = 0; k < rm->nacked; k++)
+            missing += !st_has(&ns->st, rm->acked[k]);
+    }
+    uint64_t got = notif_received();
+    printf("  %-22s %zu of %ld joined notifications:<user>, %zu refused\n", "notif subscribers",
+           NF.joined, O.notif_subs, NF.failed);
+    printf("  %-22s expected %" PRIu64 ", received %" PRIu64 " (%" PRIu64
+           " frames), missing %" PRIu64 ", wrong %" PRIu64 ", duplicate %" PRIu64
+           ", out of order %" PRIu64 ", stray %" PRIu64 "\n",
+           "unread events", expect, got, frames, missing, wrong, dup, ooo, stray);
+    jkv("notif_subs", "%ld", O.notif_subs);
+    jkv("notif_subs_joined", "%zu", NF.joined);
+    jkv("unread_expected", "%" PRIu64, expect);
+    jkv("unread_received", "%" PRIu64, got);
+    jkv("unread_missing", "%" PRIu64, missing);
+    jkv("unread_wrong", "%" PRIu64, wrong);
+    jkv("unread_duplicate", "%" PRIu64, dup);
+    jkv("unread_out_of_order", "%" PRIu64, ooo);
+    jkv("unread_stray", "%" PRIu64, stray);
+    report_lat("unread_latency", "unread latency", &NF.lat);
+    return !missing && !wrong && !dup && !ooo && !stray && NF.joined == subs;
 }
 
 /* The publisher sends until --messages are acked. */
@@ -2258,6 +2530,7 @@ static bool fanout_may_send(struct client *cl, uint64_t now)
 /* A subscriber's delivery: check order, record latency. */
 static void fanout_message(struct client *cl, int64_t seq, struct span body, uint64_t now)
 {
+    notif_pub_time(seq, body);
     if (cl->publisher) {
         W.self++;
         return;
@@ -2281,7 +2554,7 @@ static bool fanout_done(void *arg)
     }
     if (!FO.pub_done)
         return false;
-    if (W.uniq >= expected_cached())
+    if (W.uniq >= expected_cached() && (!O.notif_subs || notif_received() >= notif_expected()))
         return true;
     return now_ns() - FO.last_activity > (uint64_t)(O.drain * (double)NSEC);
 }
@@ -2317,14 +2590,7 @@ static void fanout_rate_timer(uint64_t now)
         lat_add(&FO.lag, now - due);
         FO.nsched++;
         uint64_t ref = pub->ref + 1; /* the ref message_send gives it */
-        if (ref >= FO.nref) {
-            size_t n = FO.nref ? FO.nref : 1024;
-            while (ref >= n)
-                n *= 2;
-            FO.ref_t = xrealloc(FO.ref_t, n * sizeof *FO.ref_t);
-            memset(FO.ref_t + FO.nref, 0, (n - FO.nref) * sizeof *FO.ref_t);
-            FO.nref = n;
-        }
+        u64s_reach(&FO.ref_t, &FO.nref, (size_t)ref);
         FO.ref_t[ref] = now;
         FO.inflight++;
         message_send(pub, now, &ref);
@@ -2417,8 +2683,14 @@ static int run_fanout(void)
         H.reply = fanout_rate_reply;
         H.timer = fanout_rate_timer;
     }
+    if (O.notif_subs > 0) {
+        H.frame = notif_frame;
+        H.joined = notif_joined_room;
+        H.ended = notif_ended;
+    }
     if (!setup_rooms(1) || !setup_clients((size_t)O.subs, true))
         return 2;
+    notif_setup();
     pub = &CL[NCL - 1];
     for (size_t i = 0; O.sub_url && i + 1 < NCL; i++)
         CL[i].c.sub = true;
@@ -2430,6 +2702,9 @@ static int run_fanout(void)
         printf("  subscribers on %s, publisher on %s\n", O.sub_hostport, O.hostport);
     if (O.rate > 0)
         printf("  publisher sends %ld messages/s, not waiting for replies\n", O.rate);
+    if (O.notif_subs > 0)
+        printf("  %ld subscribers also on notifications:<user>, counting unread events\n",
+               O.notif_subs);
     uint64_t tj = now_ns();
     R.n = NCL;
     R.conc = (size_t)O.concurrency;
@@ -2440,6 +2715,10 @@ static int run_fanout(void)
     double join_s = (double)(now_ns() - tj) / 1e9;
     size_t subs_joined = R.ok - (pub->js == JS_JOINED);
     printf("  %-22s %zu of %ld in %.2f s\n", "subscribers joined", subs_joined, O.subs, join_s);
+    if (O.notif_subs > 0 && !loop_run(notif_joins_done, NULL, UINT64_MAX)) {
+        E.incomplete++;
+        err_sample("fanout: notifications joins not finished at the --timeout");
+    }
     struct cpu_window w;
     cpu_begin(&w);
     if (O.rest_publisher) {
@@ -2508,6 +2787,8 @@ static int run_fanout(void)
     jkv("stray", "%" PRIu64, stray);
     bool bad = missing || dup || ooo || stray || subs_joined < (size_t)O.subs ||
                acked < (size_t)O.messages;
+    if (O.notif_subs > 0 && !notif_report())
+        bad = true;
     return report_end(&w, bad);
 }
 
@@ -3660,6 +3941,9 @@ static void usage(FILE *f)
           "                       cluster), the publisher and the setup to --url (--url)\n"
           "  --rate N             fanout: the WebSocket publisher sends N messages/s on a fixed\n"
           "                       schedule, not waiting for acks (0: next send on each ack)\n"
+          "  --notif-subs K       fanout: the first K subscribers also join\n"
+          "                       notifications:<user> on their socket; every message must\n"
+          "                       bring each an unread event (+1, last_seq = its seq) (0)\n"
           "  --duration S         rest/chat measuring time (10)\n"
           "  --count N            rest/chat: stop after N messages instead of --duration\n"
           "  --concurrency N      connects+joins in flight (100, presence 200)\n"
@@ -3789,6 +4073,7 @@ int main(int argc, char **argv)
         {"publisher", required_argument, NULL, 'P'},
         {"sub-url", required_argument, NULL, 'U'},
         {"rate", required_argument, NULL, 'R'},
+        {"notif-subs", required_argument, NULL, 'N'},
         {"duration", required_argument, NULL, 'd'},
         {"count", required_argument, NULL, 'n'},
         {"concurrency", required_argument, NULL, 'C'},
@@ -3838,6 +4123,7 @@ int main(int argc, char **argv)
             break;
         case 'U': O.sub_url = optarg; break;
         case 'R': O.rate = opt_long("rate", optarg, 0, 1000000); break;
+        case 'N': O.notif_subs = opt_long("notif-subs", optarg, 0, 1000000); break;
         case 'd': O.duration = opt_secs("duration", optarg, 0.1, 86400); break;
         case 'n': O.count = opt_long("count", optarg, 1, 1000000000); break;
         case 'C': O.concurrency = opt_long("concurrency", optarg, 1, 100000); break;
@@ -3874,8 +4160,13 @@ int main(int argc, char **argv)
         return 2;
     if (O.sub_url && !parse_url("sub-url", O.sub_url, &O.sub_dst, O.sub_hostport))
         return 2;
-    if ((O.sub_url || O.rate > 0) && O.sc != SC_FANOUT) {
-        fprintf(stderr, "rcload: --sub-url and --rate are fanout options\n");
+    if ((O.sub_url || O.rate > 0 || O.notif_subs > 0) && O.sc != SC_FANOUT) {
+        fprintf(stderr, "rcload: --sub-url, --rate and --notif-subs are fanout options\n");
+        return 2;
+    }
+    if (O.notif_subs > O.subs) {
+        fprintf(stderr, "rcload: --notif-subs %ld is more than the %ld --subs\n", O.notif_subs,
+                O.subs);
         return 2;
     }
     if (O.rate > 0 && O.rest_publisher) {

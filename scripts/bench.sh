@@ -8,6 +8,9 @@
 # scripts/pg-test.sh start DIR) runs every run on a new database there instead of a
 # SQLite file. ROWCAST_BENCH_NODES=2 starts a second node on the same database at
 # port+1 (for rcload's --sub-url http://127.0.0.1:PORT+1).
+#
+# rcload options for every run: RCLOAD_ARGS, e.g. RCLOAD_ARGS="--notif-subs 100"
+# scripts/bench.sh 5 fanout (the medians then include the unread events and their latency).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
@@ -87,7 +90,9 @@ def med(path):
 keys = ["msgs_per_s", "deliveries_per_s", "joins_per_s", "rss_per_conn_bytes",
         "latency.p50_ms", "latency.p99_ms", "ack_latency.p50_ms", "ack_latency.p99_ms",
         "delivery_latency.p50_ms", "delivery_latency.p99_ms", "join_latency.p50_ms",
-        "join_latency.p99_ms", "missing", "server_cpu_pct", "client_cpu_pct"]
+        "join_latency.p99_ms", "missing", "server_cpu_pct", "client_cpu_pct",
+        "unread_expected", "unread_received", "unread_missing", "unread_latency.p50_ms",
+        "unread_latency.p99_ms"]
 out = {k: med(k) for k in keys if med(k) is not None}
 print("'"$sc"' median of %d runs: %s" % (len(rows), json.dumps(out)))
 '
