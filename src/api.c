@@ -27,7 +27,6 @@
 #define PAGE_MAX 200
 #define CHANGES_DEFAULT 100
 #define CHANGES_MAX 10000
-#define EMOJI_MAX 32
 #define TOKEN_TTL_DEFAULT 3600
 #define TOKEN_TTL_MAX 31536000
 
@@ -378,8 +377,7 @@ static bool put_reaction(const struct api_request *req, bool put, const char *ro
     const char *user;
     if (!query_user(req, true, &user, resp))
         return false;
-    size_t len = strlen(emoji);
-    if (len < 1 || len > EMOJI_MAX || !utf8_valid(emoji, len)) {
+    if (!validate_emoji(emoji, strlen(emoji))) {
         api_error(resp, 400, "invalid_emoji", "an emoji is 1 to 32 bytes of UTF-8");
         return false;
     }
@@ -870,16 +868,7 @@ static void messages_page(const struct store_req *s, struct api_response *resp)
 static void changes_page(const struct store_req *s, struct api_response *resp)
 {
     struct sbuf b = SBUF_INIT;
-    sbuf_adds(&b, "{\"changes\":[");
-    for (size_t i = 0; i < s->n_changes; i++) {
-        if (i)
-            sbuf_addc(&b, ',');
-        store_change_append_json(&b, &s->changes[i]);
-    }
-    bool more = s->n_changes && s->n_changes == (size_t)s->limit &&
-                s->changes[s->n_changes - 1].version < s->room.version;
-    sbuf_printf(&b, "],\"has_more\":%s,\"version\":%lld}", more ? "true" : "false",
-                (long long)s->room.version);
+    store_changes_append_json(&b, s);
     resp->status = 200;
     resp->body = sbuf_steal(&b, NULL);
 }

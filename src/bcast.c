@@ -3,8 +3,6 @@
 #include <string.h>
 
 #include "bcast.h"
-#include <jansson.h>
-
 #include "codec.h"
 #include "obuf.h"
 #include "store.h"
@@ -73,19 +71,9 @@ static struct sbuf *row_payload(struct bcast_scratch *s)
     return &s->payload;
 }
 
-/* Whether text (len bytes) is one JSON object. */
-static bool is_json_object(const char *text, size_t len)
-{
-    json_t *j = json_loadb(text, len, 0, NULL);
-    bool ok = json_is_object(j);
-    json_decref(j);
-    return ok;
-}
-
 struct bcast *bcast_of_change(const struct store_change *c, struct bcast_scratch *s)
 {
-    size_t len = strlen(c->payload);
-    if (!is_json_object(c->payload, len)) {
+    if (!store_change_payload_ok(c)) {
         log_warn("room change with a payload that is not a JSON object skipped",
                  "room=%s version=%lld", log_v(c->room_id), (long long)c->version);
         return NULL;
@@ -93,7 +81,8 @@ struct bcast *bcast_of_change(const struct store_change *c, struct bcast_scratch
     sbuf_reset(&s->topic);
     sbuf_adds(&s->topic, "room:");
     sbuf_adds(&s->topic, c->room_id);
-    struct bcast *b = bcast_create(s->topic.data, c->event, c->payload, len, 0, c->version);
+    struct bcast *b = bcast_create(s->topic.data, c->event, c->payload, strlen(c->payload), 0,
+                                   c->version);
     if (b) {
         b->msg_seq = c->seq;
         b->user_id = xstrdup(c->user_id);

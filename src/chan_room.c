@@ -11,7 +11,6 @@
 #include "bus.h"
 #include "store.h"
 #include "util/sbuf.h"
-#include "util/utf8.h"
 #include "util/xmalloc.h"
 #include "validate.h"
 #include "worker.h"
@@ -21,8 +20,6 @@
 /* At most this many missed messages (or changes, with since_version) are replayed on a
  * join; more sets "has_more" and the client asks again from where the page ended. */
 #define RECOVERY_LIMIT 10000
-/* The longest reaction, in bytes. */
-#define EMOJI_MAX_BYTES 32
 
 /* What a room channel keeps besides struct chan's own fields. */
 struct room_priv {
@@ -76,15 +73,6 @@ static void reply_join(struct chan *ch, const struct store_req *req)
     sbuf_cleanup(&b);
 }
 
-/* Whether text is one JSON object (a change logged by another writer may not be). */
-static bool is_object_text(const char *text)
-{
-    json_t *j = text ? json_loads(text, 0, NULL) : NULL;
-    bool ok = json_is_object(j);
-    json_decref(j);
-    return ok;
-}
-
 /* message_history {messages, has_more?}: the last messages, or those after last_seq. */
 static void push_history(struct chan *ch, const struct store_req *req)
 {
@@ -105,25 +93,11 @@ static void push_history(struct chan *ch, const struct store_req *req)
 }
 
 /* room_changes {changes, version, has_more}: every change after since_version, as it was
- * broadcast (one whose payload is not a JSON object was not broadcast and is left out). */
+ * broadcast. */
 static void push_changes(struct chan *ch, const struct store_req *req)
 {
-    size_t n = req->n_changes;
-    bool more = n && (size_t)req->limit == n && req->changes[n - 1].version < req->room.version;
     struct sbuf b = SBUF_INIT;
-    sbuf_adds(&b, "{\"changes\":[");
-    bool first = true;
-    for (size_t i = 0; i < n; i++) {
-        const struct store_change *c = &req->changes[i];
-        if (!c->event || !is_object_text(c->payload))
-            continue;
-        if (!first)
-            sbuf_addc(&b, ',');
-        first = false;
-        store_change_append_json(&b, c);
-    }
-    sbuf_printf(&b, "],\"has_more\":%s,\"version\":%lld}", more ? "true" : "false",
-                (long long)req->room.version);
+    store_changes_append_json(&b, req);
     chan_push(ch, "room_changes", b.data, b.len);
     sbuf_cleanup(&b);
 }
@@ -204,14 +178,11 @@ static json_t *body_arg(struct chan *ch, const struct phx_in *m, const char *ref
     return NULL;
 }
 
-/* The emoji argument: a non-empty string of valid UTF-8, at most EMOJI_MAX_BYTES bytes,
- * without NUL; replies invalid_emoji and gives NULL otherwise. */
+/* The emoji argument (validate_emoji); replies invalid_emoji and gives NULL otherwise. */
 static json_t *emoji_arg(struct chan *ch, const struct phx_in *m, const char *ref)
 {
     json_t *e = arg(m, "emoji");
-    size_t n = json_is_string(e) ? json_string_length(e) : 0;
-    if (n && n <= EMOJI_MAX_BYTES && utf8_valid(json_string_value(e), n) &&
-        !memchr(json_string_value(e), '\0', n))
+    if (json_is_string(e) && validate_emoji(json_string_value(e), json_string_length(e)))
         return e;
     chan_reply_error(ch, ref, "invalid_emoji");
     return NULL;

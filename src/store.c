@@ -218,6 +218,32 @@ void store_msg_append_json(struct sbuf *out, const struct store_msg *m)
     sbuf_addc(out, '}');
 }
 
+bool store_change_payload_ok(const struct store_change *c)
+{
+    json_t *j = c->event && c->payload ? json_loads(c->payload, 0, NULL) : NULL;
+    bool ok = json_is_object(j);
+    json_decref(j);
+    return ok;
+}
+
+void store_changes_append_json(struct sbuf *out, const struct store_req *req)
+{
+    size_t n = req->n_changes;
+    bool more = n && (size_t)req->limit == n && req->changes[n - 1].version < req->room.version;
+    bool first = true;
+    sbuf_adds(out, "{\"changes\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (!store_change_payload_ok(&req->changes[i]))
+            continue;
+        if (!first)
+            sbuf_addc(out, ',');
+        first = false;
+        store_change_append_json(out, &req->changes[i]);
+    }
+    sbuf_printf(out, "],\"has_more\":%s,\"version\":%lld}", more ? "true" : "false",
+                (long long)req->room.version);
+}
+
 void store_change_append_json(struct sbuf *out, const struct store_change *c)
 {
     sbuf_adds(out, "{\"event\":");

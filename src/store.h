@@ -258,8 +258,15 @@ struct sbuf;
  * {"body","id","inserted_at","reactions","reply_count","seq","user_id"} with "edited_at"
  * and "reply_to" when set; a deleted one as {"deleted":true,"deleted_at","seq"}. */
 void store_msg_append_json(struct sbuf *out, const struct store_msg *m);
-/* {"event","payload"} from a change (payload pasted: the caller checked it). */
+/* Whether a change's payload is one JSON object. The log is a table any writer may
+ * insert into: a payload that is not is never broadcast nor replayed. */
+bool store_change_payload_ok(const struct store_change *c);
+/* {"event","payload"} from a change whose payload is ok. */
 void store_change_append_json(struct sbuf *out, const struct store_change *c);
+/* A page of changes (STORE_CHANGES_PAGE, or a join with since_version):
+ * {"changes":[…],"has_more","version"}, leaving out those whose payload is not ok;
+ * has_more when the page is full and ends before the snapshot's room.version. */
+void store_changes_append_json(struct sbuf *out, const struct store_req *req);
 /* {"data","id","inserted_at","message"} from a stored notification. */
 void store_notif_append_json(struct sbuf *out, const struct store_notif *n);
 /* {"data","inserted_at","operation","seq","user_id"} from a document operation. */

@@ -18,6 +18,11 @@ bool validate_room_id(const char *s)
     return true;
 }
 
+bool validate_emoji(const char *s, size_t n)
+{
+    return n >= 1 && n <= EMOJI_MAX_BYTES && utf8_valid(s, n) && !memchr(s, '\0', n);
+}
+
 bool validate_user_id(const char *s)
 {
     size_t n = strlen(s);

@@ -9,6 +9,7 @@
 #define ROOM_ID_MAX 100
 #define USER_ID_MAX 255
 #define MESSAGE_MAX_CHARS 10000
+#define EMOJI_MAX_BYTES 32
 
 /* Room ids: 1..ROOM_ID_MAX characters of [A-Za-z0-9_.-]. */
 bool validate_room_id(const char *s);
@@ -18,6 +19,10 @@ bool validate_user_id(const char *s);
 
 /* Roles: owner, editor, member, viewer. */
 bool validate_role(const char *s);
+
+/* Reaction emoji ("invalid_emoji" otherwise): 1..EMOJI_MAX_BYTES bytes (n) of valid
+ * UTF-8 without NUL. Any string of that shape is accepted, not only emoji. */
+bool validate_emoji(const char *s, size_t n);
 
 enum body_check {
     BODY_OK = 0,

@@ -246,6 +246,28 @@ static void test_roles(void **state)
 }
 
 /* Ordinary bodies pass. */
+/* Emoji: 1..32 bytes of valid UTF-8 without NUL; any such string, multi-code-point
+ * emoji included; the limit counts bytes, not characters. */
+static void test_emoji(void **state)
+{
+    assert_true(validate_emoji("\xf0\x9f\x91\x8d", 4));   /* U+1F44D */
+    assert_true(validate_emoji("+1", 2));
+    const char *family = "\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9\xe2\x80\x8d"
+                         "\xf0\x9f\x91\xa7"; /* man ZWJ woman ZWJ girl: 18 bytes */
+    assert_true(validate_emoji(family, strlen(family)));
+    char b32[33], b33[34];
+    memset(b32, 'x', 32);
+    b32[32] = 0;
+    memset(b33, 'x', 33);
+    b33[33] = 0;
+    assert_true(validate_emoji(b32, 32));
+    assert_false(validate_emoji(b33, 33));
+    assert_false(validate_emoji("", 0));
+    assert_false(validate_emoji("a\0b", 3));
+    assert_false(validate_emoji("\xf0\x9f\x91", 3)); /* truncated */
+    assert_false(validate_emoji("\xc0\xaf", 2));     /* overlong */
+}
+
 static void test_body_ok(void **state)
 {
     (void)state;
@@ -392,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_user_id_invalid_utf8),
         cmocka_unit_test(test_user_id_length),
         cmocka_unit_test(test_roles),
+        cmocka_unit_test(test_emoji),
         cmocka_unit_test(test_body_ok),
         cmocka_unit_test(test_body_empty),
         cmocka_unit_test(test_body_length_two_byte_chars),
