@@ -36,7 +36,8 @@ static const char *const channel_names[] = {"room", "presence", "notifications",
                                             "other"};
 static const char *const event_names[] = {"new_message",   "typing", "update_status",
                                           "get_online_users", "mark_read", "edit",
-                                          "other"};
+                                          "edit_message", "delete_message", "add_reaction",
+                                          "remove_reaction", "other"};
 
 enum metric_channel metrics_channel_of(const char *topic)
 {

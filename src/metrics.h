@@ -23,6 +23,10 @@ enum metric_event {
     ME_GET_ONLINE_USERS,
     ME_MARK_READ,
     ME_EDIT,
+    ME_EDIT_MESSAGE,
+    ME_DELETE_MESSAGE,
+    ME_ADD_REACTION,
+    ME_REMOVE_REACTION,
     ME_OTHER,
     ME_EVENT_COUNT
 };

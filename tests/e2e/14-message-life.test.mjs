@@ -123,6 +123,10 @@ test("life: edits reach every member; only the author may edit; the body is vali
   const [stored] = await srv.getMessages(sc.room);
   assert.equal(stored.body, "fixed");
   assertIsoUtc(stored.edited_at);
+  // the edits are counted under their own event label
+  const metrics = await srv.api("GET", "/metrics");
+  const count = /rowcast_events_total\{channel="room",event="edit_message"\} (\d+)/.exec(metrics.text);
+  assert.ok(count && Number(count[1]) >= 8, `edit_message counted: ${count?.[0]}`);
 });
 
 test("life: delete by the author or an owner erases the body; others may not; a deleted message cannot change", async () => {
