@@ -495,7 +495,9 @@ static void collect_committed(struct pg_store *s, struct store_req **v, size_t n
     for (size_t i = 0; i < n; i++) {
         struct store_req *r = v[i];
         if (!r->rc && c->changes) {
-            memcpy(c->changes + c->n_changes, r->changes, r->n_changes * sizeof *r->changes);
+            if (r->n_changes) /* memcpy from NULL is undefined even for 0 bytes */
+                memcpy(c->changes + c->n_changes, r->changes,
+                       r->n_changes * sizeof *r->changes);
             c->n_changes += r->n_changes;
             free(r->changes);
         } else {
