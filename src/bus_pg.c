@@ -248,6 +248,24 @@ static void deliver_notifs(struct pg_bus *b, const char *user)
     deliver(b, &feed_notifs, &b->notif_wm, user, b->notif_floor);
 }
 
+/* Drops key's watermark in marks: its rows count from the start again. */
+static void forget_mark(struct hmap *marks, const char *key)
+{
+    free(hmap_del(marks, key, strlen(key)));
+}
+
+/* A room was deleted (NOTIFY 'room_gone:<id>'): a room created again under its id counts
+ * versions and document seqs from 0, so its watermarks go, and whatever the new room has
+ * already committed is delivered now (its own wake-ups may have been folded into one
+ * handled before this). */
+static void room_gone(struct pg_bus *b, const char *room)
+{
+    forget_mark(&b->room_wm, room);
+    forget_mark(&b->doc_wm, room);
+    deliver_room(b, room);
+    deliver_doc(b, room);
+}
+
 /* Publishes a broadcast that arrived over the bus to this node's subscribers. */
 static void local_broadcast(struct pg_bus *b, const char *text)
 {
@@ -308,6 +326,8 @@ static void handle(struct pg_bus *b, const char *p)
         deliver_doc(b, p + 9);
     else if (!strncmp(p, "notifications:", 14))
         deliver_notifs(b, p + 14);
+    else if (!strncmp(p, "room_gone:", 10))
+        room_gone(b, p + 10);
     else if (!strncmp(p, "b:", 2))
         local_broadcast(b, p + 2);
     else if (!strncmp(p, "B:", 2)) {
@@ -367,9 +387,16 @@ static void sync_marks(struct pg_bus *b)
                 mark_of(&b->doc_wm, room, doc)->v = doc;
                 continue;
             }
-            if (mark_of(&b->room_wm, room, 0)->v < version)
+            /* a count below the watermark: the room was deleted and created again while
+             * the bus was away */
+            struct mark *rm = mark_of(&b->room_wm, room, 0), *dm = mark_of(&b->doc_wm, room, 0);
+            if (rm->v > version)
+                rm->v = 0;
+            if (dm->v > doc)
+                dm->v = 0;
+            if (rm->v < version)
                 deliver_room(b, room);
-            if (mark_of(&b->doc_wm, room, 0)->v < doc)
+            if (dm->v < doc)
                 deliver_doc(b, room);
         }
         PQclear(r);

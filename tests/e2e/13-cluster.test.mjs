@@ -4,7 +4,7 @@
 // broadcasts; a 10,000-row transaction; typing; presence across nodes and the reaping of
 // a kill -9'd node; REST broadcasts and disconnects from another node; recovery by
 // last_seq on another node; edits, deletes, reactions, replies, read marks and psql
-// UPDATEs across nodes; PostgreSQL restarted mid-stream (/healthz 503 while it is
+// UPDATEs across nodes; a room deleted and created again; PostgreSQL restarted mid-stream (/healthz 503 while it is
 // down, every acknowledged message delivered in order afterwards).
 // Needs ROWCAST_E2E_PG_URL (run-e2e.sh's PostgreSQL pass); skipped in the SQLite pass.
 import { before, after } from "node:test";
@@ -488,6 +488,31 @@ function defineClusterTests() {
     await joinOk(back);
     const rc = await nextEvent(back, "room_changes", 3000);
     assert.deepEqual(rc.changes.map((c) => c.event), want.slice(2));
+  });
+
+  test("cluster: a room deleted and created again under the same id counts from version 1 on every node", async () => {
+    const sc = await scene(2);
+    const [ua, ub] = sc.users;
+    const cb = await client(B, ub, sc.topic);
+    const ca = await client(A, ua, sc.topic);
+    for (let i = 1; i <= 3; i++) {
+      const r = await pushP(ca.ch, "new_message", { body: `old ${i}` });
+      assert.equal(r.status, "ok");
+      assert.equal((await nextEvent(cb.ch, "new_message", 3000)).version, i);
+    }
+    ca.socket.disconnect();
+    cb.socket.disconnect();
+    expectStatus(await A.api("DELETE", `/api/rooms/${sc.room}`), 204);
+    await A.roomWith({ [ua]: "member", [ub]: "member" }, sc.room);
+    const nb = await client(B, ub, sc.topic);
+    const na = await client(A, ua, sc.topic);
+    assert.equal(nb.reply.version, 0);
+    const r = await pushP(na.ch, "new_message", { body: "new 1" });
+    assert.equal(r.status, "ok");
+    for (const c of [na, nb]) {
+      const m = await nextEvent(c.ch, "new_message", 3000);
+      assert.deepEqual([m.body, m.seq, m.version], ["new 1", 1, 1], `on node ${label(c.node)}`);
+    }
   });
 
   test("cluster: a psql UPDATE of a message on node A's database reaches a client on node B", async () => {
