@@ -248,22 +248,41 @@ static void deliver_notifs(struct pg_bus *b, const char *user)
     deliver(b, &feed_notifs, &b->notif_wm, user, b->notif_floor);
 }
 
-/* Drops key's watermark in marks: its rows count from the start again. */
-static void forget_mark(struct hmap *marks, const char *key)
+/* Delivers what room has committed beyond its watermarks, given the counts its row holds
+ * now. A count below a watermark means the room was deleted and created again under its
+ * id (counting from 0): that watermark starts over. */
+static void catch_up_room(struct pg_bus *b, const char *room, int64_t version, int64_t doc)
 {
-    free(hmap_del(marks, key, strlen(key)));
+    struct mark *rm = mark_of(&b->room_wm, room, 0), *dm = mark_of(&b->doc_wm, room, 0);
+    if (rm->v > version)
+        rm->v = 0;
+    if (dm->v > doc)
+        dm->v = 0;
+    if (rm->v < version)
+        deliver_room(b, room);
+    if (dm->v < doc)
+        deliver_doc(b, room);
 }
 
-/* A room was deleted (NOTIFY 'room_gone:<id>'): a room created again under its id counts
- * versions and document seqs from 0, so its watermarks go, and whatever the new room has
- * already committed is delivered now (its own wake-ups may have been folded into one
- * handled before this). */
+/* NOTIFY 'room_gone:<id>': a room was deleted. Any client of the database can send that
+ * text, so it is checked against the room's row: gone, its watermarks go; there again
+ * with counts below them, they start over (catch_up_room); otherwise nothing changes and
+ * nothing is delivered twice. Whatever a new room has committed is delivered now (its
+ * own wake-ups may have been folded into one handled before this). */
 static void room_gone(struct pg_bus *b, const char *room)
 {
-    forget_mark(&b->room_wm, room);
-    forget_mark(&b->doc_wm, room);
-    deliver_room(b, room);
-    deliver_doc(b, room);
+    const char *params[] = {room};
+    PGresult *r = q(b->lc, "SELECT version, doc_last_seq FROM rooms WHERE id = $1", 1, params);
+    if (!r)
+        return;
+    if (PQntuples(r))
+        catch_up_room(b, room, strtoll(PQgetvalue(r, 0, 0), NULL, 10),
+                      strtoll(PQgetvalue(r, 0, 1), NULL, 10));
+    else {
+        free(hmap_del(&b->room_wm, room, strlen(room)));
+        free(hmap_del(&b->doc_wm, room, strlen(room)));
+    }
+    PQclear(r);
 }
 
 /* Publishes a broadcast that arrived over the bus to this node's subscribers. */
@@ -387,17 +406,7 @@ static void sync_marks(struct pg_bus *b)
                 mark_of(&b->doc_wm, room, doc)->v = doc;
                 continue;
             }
-            /* a count below the watermark: the room was deleted and created again while
-             * the bus was away */
-            struct mark *rm = mark_of(&b->room_wm, room, 0), *dm = mark_of(&b->doc_wm, room, 0);
-            if (rm->v > version)
-                rm->v = 0;
-            if (dm->v > doc)
-                dm->v = 0;
-            if (rm->v < version)
-                deliver_room(b, room);
-            if (dm->v < doc)
-                deliver_doc(b, room);
+            catch_up_room(b, room, version, doc);
         }
         PQclear(r);
     }

@@ -495,11 +495,21 @@ function defineClusterTests() {
     const [ua, ub] = sc.users;
     const cb = await client(B, ub, sc.topic);
     const ca = await client(A, ua, sc.topic);
+    const nf = (await B.socket(ub)).channel(`notifications:${ub}`);
+    await joinOk(nf);
     for (let i = 1; i <= 3; i++) {
       const r = await pushP(ca.ch, "new_message", { body: `old ${i}` });
       assert.equal(r.status, "ok");
       assert.equal((await nextEvent(cb.ch, "new_message", 3000)).version, i);
+      assert.equal((await nextEvent(nf, "unread", 3000)).unread, i);
     }
+    assert.equal((await pushP(ca.ch, "delete_message", { seq: 2 })).status, "ok");
+    assert.equal((await nextEvent(nf, "unread", 3000)).unread, 2);
+    assert.equal((await nextEvent(cb.ch, "message_deleted", 3000)).seq, 2);
+    // a room_gone that anyone can NOTIFY for a room that is there redelivers nothing
+    await sql(A, `SELECT pg_notify('rowcast', 'room_gone:${sc.room}')`);
+    await noEvent(nf, "unread", 500);
+    await noEvent(cb.ch, "message_deleted", 0);
     ca.socket.disconnect();
     cb.socket.disconnect();
     expectStatus(await A.api("DELETE", `/api/rooms/${sc.room}`), 204);
