@@ -543,15 +543,113 @@ out:
     json_decref(j);
 }
 
+/* Whether a realtime-js broadcast's topic (without "realtime:") and event may be sent;
+ * false with resp filled. */
+static bool realtime_names_ok(const char *topic, const char *event, struct api_response *resp)
+{
+    size_t tl = strlen(topic), el = strlen(event);
+    if (tl && tl <= 255 - 9 && el && el <= 255 && strncmp(event, "phx_", 4))
+        return true;
+    api_error(resp, 422, "invalid_broadcast",
+              "topic is 1 to 246 bytes, event 1 to 255; phx_* events are reserved");
+    return false;
+}
+
+/* A realtime-js broadcast (the client's `broadcast` event) of event and payload (NULL:
+ * {}) on realtime:<topic>: public, published to every node's subscribers now; private,
+ * *pending becomes the room's durable broadcast (202 once committed). */
+static void realtime_broadcast(struct bus *bus, const char *topic, const char *event,
+                               json_t *payload, bool private_, struct store_req **pending)
+{
+    if (private_) {
+        struct store_req *s = store_req_create(STORE_BROADCAST_ADD);
+        s->room_id = xstrdup(topic);
+        s->name = xstrdup(event);
+        s->data = payload ? json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY) : xstrdup("{}");
+        *pending = s;
+        return;
+    }
+    json_t *o = json_pack("{s:s,s:s,s:o}", "type", "broadcast", "event", event, "payload",
+                          payload ? json_incref(payload) : json_object());
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    struct sbuf t = SBUF_INIT;
+    sbuf_adds(&t, "realtime:");
+    sbuf_adds(&t, topic);
+    bus_broadcast(bus, t.data, "broadcast", text, strlen(text), 0);
+    sbuf_cleanup(&t);
+    free(text);
+}
+
+/* A private message must name a room; false with resp filled. */
+static bool private_topic_ok(const char *topic, struct api_response *resp)
+{
+    if (validate_room_id(topic))
+        return true;
+    api_error(resp, 404, "not_found", "no such room");
+    return false;
+}
+
+/* POST /api/broadcast {messages: [{topic, event, payload, private}]}, realtime-js's
+ * shape: every message is checked first, then sent; at most one may be private (its
+ * commit answers the request). Returns whether *pending was set. */
+static bool post_messages(struct bus *bus, json_t *msgs, struct api_response *resp,
+                          struct store_req **pending)
+{
+    size_t i, n_private = 0;
+    json_t *m;
+    if (!json_array_size(msgs) || json_array_size(msgs) > 100) {
+        api_error(resp, 422, "invalid_broadcast", "\"messages\" holds 1 to 100 messages");
+        return false;
+    }
+    json_array_foreach(msgs, i, m) {
+        json_t *t = json_object_get(m, "topic"), *e = json_object_get(m, "event");
+        json_t *pv = json_object_get(m, "private");
+        if (!json_is_string(t) || !json_is_string(e) || (pv && !json_is_boolean(pv))) {
+            api_error(resp, 400, "invalid_request",
+                      "each message has string topic and event, and private a boolean");
+            return false;
+        }
+        if (!realtime_names_ok(json_string_value(t), json_string_value(e), resp))
+            return false;
+        if (json_is_true(pv) && (!private_topic_ok(json_string_value(t), resp) ||
+                                 ++n_private > 1)) {
+            if (n_private > 1)
+                api_error(resp, 422, "invalid_broadcast",
+                          "at most one private message per request");
+            return false;
+        }
+    }
+    json_array_foreach(msgs, i, m)
+        realtime_broadcast(bus, json_string_value(json_object_get(m, "topic")),
+                           json_string_value(json_object_get(m, "event")),
+                           json_object_get(m, "payload"),
+                           json_is_true(json_object_get(m, "private")), pending);
+    if (!*pending)
+        respond_json(resp, 202, json_object());
+    return *pending != NULL;
+}
+
 /* POST /api/broadcast {topic, event, payload}: an ephemeral broadcast to a topic's
- * subscribers; event "disconnect" to "user_socket:<user>" closes that user's sockets. */
-static void post_broadcast(struct bus *bus, const struct api_request *req,
-                           struct api_response *resp)
+ * subscribers; event "disconnect" to "user_socket:<user>" closes that user's sockets.
+ * {messages: [...]} is realtime-js's form (post_messages). Returns whether *pending was
+ * set. */
+static bool post_broadcast(struct bus *bus, const struct api_request *req,
+                           struct api_response *resp, struct store_req **pending)
 {
     json_t *j = parse_object(req, resp);
     if (!j)
-        return;
+        return false;
+    bool queued = false;
     const char *topic, *event;
+    json_t *msgs = json_object_get(j, "messages");
+    if (msgs) {
+        if (json_is_array(msgs))
+            queued = post_messages(bus, msgs, resp, pending);
+        else
+            api_error(resp, 400, "invalid_request", "\"messages\" must be an array");
+        goto out;
+    }
     if (!req_string(j, "topic", &topic, resp) || !req_string(j, "event", &event, resp))
         goto out;
     json_t *payload = json_object_get(j, "payload");
@@ -576,6 +674,35 @@ static void post_broadcast(struct bus *bus, const struct api_request *req,
     respond_json(resp, 200, json_pack("{s:s}", "status", "ok"));
 out:
     json_decref(j);
+    return queued;
+}
+
+/* POST /api/broadcast/{topic}/events/{event}[?private=true]: realtime-js's httpSend; the
+ * body is the payload (any JSON value; empty: {}). Returns whether *pending was set. */
+static bool post_event(struct bus *bus, const struct api_request *req, const char *topic,
+                       const char *event, struct api_response *resp, struct store_req **pending)
+{
+    const char *pq = req->query ? req->query(req->query_arg, "private") : NULL;
+    bool private_ = pq && !strcmp(pq, "true");
+    if (!realtime_names_ok(topic, event, resp) || (private_ && !private_topic_ok(topic, resp)))
+        return false;
+    json_t *payload = NULL;
+    if (req->body_len) {
+        json_error_t jerr;
+        payload = json_loadb(req->body, req->body_len, JSON_DECODE_ANY, &jerr);
+        if (!payload) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "the body must be JSON (binary payloads are not "
+                                      "supported): %s", jerr.text);
+            api_error(resp, 400, "invalid_json", msg);
+            return false;
+        }
+    }
+    realtime_broadcast(bus, topic, event, payload, private_, pending);
+    json_decref(payload);
+    if (!*pending)
+        respond_json(resp, 202, json_object());
+    return *pending != NULL;
 }
 
 /* POST /api/notifications {user_id, message, data?} */
@@ -676,6 +803,12 @@ bool api_handle(const struct config *cfg, struct bus *bus, const struct api_requ
     char buf[1024];
     char *seg[7];
     int n = strlen(req->path) < sizeof buf ? split_path(req->path, buf, sizeof buf, seg, 7) : -1;
+    /* realtime-js's REST broadcasts go to <socket URL's /realtime/v1>/api/broadcast… */
+    if (n >= 4 && !strcmp(seg[0], "realtime") && !strcmp(seg[1], "v1") &&
+        !strcmp(seg[2], "api") && !strcmp(seg[3], "broadcast")) {
+        memmove(seg, seg + 2, (size_t)(n - 2) * sizeof *seg);
+        n -= 2;
+    }
     if (n < 2 || strcmp(seg[0], "api")) {
         api_error(resp, 404, "not_found", "no such route");
         return false;
@@ -707,12 +840,10 @@ bool api_handle(const struct config *cfg, struct bus *bus, const struct api_requ
     }
     if (!strcmp(seg[1], "notifications") && n == 2)
         return post ? post_notification(req, resp, pending) : bad_method(resp);
-    if (!strcmp(seg[1], "broadcast") && n == 2) {
-        if (!post)
-            return bad_method(resp);
-        post_broadcast(bus, req, resp);
-        return false;
-    }
+    if (!strcmp(seg[1], "broadcast") && n == 2)
+        return post ? post_broadcast(bus, req, resp, pending) : bad_method(resp);
+    if (!strcmp(seg[1], "broadcast") && n == 5 && !strcmp(seg[3], "events"))
+        return post ? post_event(bus, req, seg[2], seg[4], resp, pending) : bad_method(resp);
     if (!strcmp(seg[1], "tokens") && n == 2) {
         if (!post)
             return bad_method(resp);
@@ -938,6 +1069,7 @@ void api_finish(struct bus *bus, const struct store_req *s, struct api_response 
                                           (json_int_t)s->msg.seq, "inserted_at",
                                           s->msg.inserted_at));
         return;
+    case STORE_BROADCAST_ADD: respond_json(resp, 202, json_object()); return;
     case STORE_DEV_SETUP:
         respond_json(resp, 200, json_pack("{s:s,s:s}", "token", s->body, "user_id", s->user_id));
         return;

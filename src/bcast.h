@@ -28,6 +28,7 @@ struct bcast {
                        * id); 0 for ephemeral events */
     int64_t msg_seq;  /* room changes: the message it is about */
     char *user_id;    /* room changes: that message's author; NULL otherwise */
+    struct obuf *rt_v2, *rt_v1, *rt_bin; /* realtime-js frames, NULL when none */
 };
 
 /* Encodes a broadcast once for both serializers; refs = 1. payload is JSON text. NULL

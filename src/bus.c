@@ -4,8 +4,10 @@
 #include "bcast.h"
 #include "bus.h"
 #include "metrics.h"
+#include "presence.h"
 #include "store.h"
 #include "util/log.h"
+#include "util/sbuf.h"
 #include "util/xmalloc.h"
 
 const char *bus_state_name(enum bus_state s)
@@ -94,4 +96,15 @@ void bus_publish_docops(struct bus *b, const struct store_docop *ops, size_t n)
     for (size_t i = 0; i < n; i++)
         batch_add(&bt, bcast_of_docop(&ops[i], &bt.scratch));
     batch_publish(b, &bt);
+}
+
+void bus_tell_presence(struct bus *b, struct presence *p, enum bus_presence_op op,
+                       const char *topic, const char *key, uint64_t conn_id)
+{
+    if (bus_state(b) == BUS_LOCAL)
+        return;
+    struct sbuf meta = SBUF_INIT;
+    if (op == BUS_UNTRACK || !presence_meta_of(p, topic, conn_id, &meta))
+        bus_presence(b, op, topic, key, conn_id, op == BUS_UNTRACK ? NULL : meta.data);
+    sbuf_cleanup(&meta);
 }

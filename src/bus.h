@@ -16,6 +16,7 @@
 
 struct bus;
 struct bcast;
+struct presence;
 struct store_change;
 struct store_notif;
 struct store_docop;
@@ -74,6 +75,11 @@ static inline void bus_presence(struct bus *b, enum bus_presence_op op, const ch
 {
     b->ops->presence(b, op, topic, key, conn_id, meta_json);
 }
+/* In a cluster, tells the other nodes about this node's presence change of (topic,
+ * conn_id) under key: the meta p now holds for it (not for BUS_UNTRACK). Nothing in
+ * BUS_LOCAL mode, or when p holds no meta for it. */
+void bus_tell_presence(struct bus *b, struct presence *p, enum bus_presence_op op,
+                       const char *topic, const char *key, uint64_t conn_id);
 static inline enum bus_state bus_state(struct bus *b)
 {
     return b->ops->state(b);
@@ -102,7 +108,6 @@ void bus_local_on_changes(const struct store_change *cs, size_t n, void *bus);
 void bus_local_on_notifs(const struct store_notif *ns, size_t n, void *bus);
 void bus_local_on_docops(const struct store_docop *ops, size_t n, void *bus);
 
-struct presence;
 /* bus_pg.c: the PostgreSQL cluster bus. One LISTEN connection per node wakes it for
  * "room:<id>", "notifications:<user>" and "document:<id>" (written by triggers on every
  * INSERT, by anyone); the node then reads the rows after the last ones it delivered, by

@@ -70,16 +70,7 @@ static void priv_free(struct presence_priv *pp)
 static void tell_cluster(struct chan *ch, enum bus_presence_op op)
 {
     const struct worker_env *env = chan_env(ch);
-    if (bus_state(env->bus) == BUS_LOCAL)
-        return;
-    struct sbuf meta = SBUF_INIT;
-    if (op != BUS_UNTRACK && presence_meta_of(env->presence, ch->topic, ch->conn->id, &meta)) {
-        sbuf_cleanup(&meta);
-        return;
-    }
-    bus_presence(env->bus, op, ch->topic, ch->conn->user_id, ch->conn->id,
-                 op == BUS_UNTRACK ? NULL : meta.data);
-    sbuf_cleanup(&meta);
+    bus_tell_presence(env->bus, env->presence, op, ch->topic, ch->conn->user_id, ch->conn->id);
 }
 
 /* Membership read finished: track, reply, push the state, release held diffs. */

@@ -7,10 +7,12 @@
 #include <string.h>
 
 #include "bcast.h"
+#include "config.h"
 #include "channel.h"
 #include "conn.h"
 #include "metrics.h"
 #include "store.h"
+#include "util/clock.h"
 #include "util/hmap.h"
 #include "util/log.h"
 #include "util/sbuf.h"
@@ -319,6 +321,37 @@ void chan_reply_error(struct chan *ch, const char *ref, const char *reason)
     sbuf_cleanup(&b);
 }
 
+bool chan_token_refresh(struct chan *ch, const json_t *token)
+{
+    struct conn *c = ch->conn;
+    if (!json_is_string(token))
+        return false;
+    int64_t exp = 0;
+    char *user = conn_token_user(c->worker->env->cfg->jwt_secret, json_string_value(token),
+                                 clock_unix(), &exp);
+    bool ok = user && !strcmp(user, c->user_id);
+    free(user);
+    if (ok)
+        c->token_exp = exp;
+    return ok;
+}
+
+void chan_push_system(struct chan *ch, const char *status, const char *message)
+{
+    size_t pl = strlen(ch->type->prefix);
+    const char *name = ch->topic_len > pl ? ch->topic + pl : ch->topic;
+    struct sbuf b = SBUF_INIT;
+    sbuf_adds(&b, "{\"channel\":");
+    sbuf_add_json_str(&b, name, strlen(name));
+    sbuf_adds(&b, ",\"extension\":\"system\",\"message\":");
+    sbuf_add_json_str(&b, message, strlen(message));
+    sbuf_adds(&b, ",\"status\":");
+    sbuf_add_json_str(&b, status, strlen(status));
+    sbuf_addc(&b, '}');
+    chan_push(ch, "system", b.data, b.len);
+    sbuf_cleanup(&b);
+}
+
 void chan_push(struct chan *ch, const char *event, const char *payload, size_t payload_len)
 {
     conn_push(ch->conn, chan_jr(ch), NULL, ch->topic, ch->topic_len, event, payload,
@@ -406,12 +439,26 @@ bool chan_accept_seq(struct chan *ch, const struct bcast *b)
     return true;
 }
 
+struct obuf *chan_frame_of(const struct chan *ch, const struct bcast *b)
+{
+    const struct conn *c = ch->conn;
+    if (ch->type->realtime_frames) {
+        if (c->realtime && c->vsn == CODEC_V2 && b->rt_bin)
+            return b->rt_bin;
+        if (b->rt_v2)
+            return c->vsn == CODEC_V1 ? b->rt_v1 : b->rt_v2;
+    }
+    return c->vsn == CODEC_V1 ? b->v1 : b->v2;
+}
+
 /* Sends a broadcast to a joined chan if its type accepts it. */
 static void send_bcast(struct chan *ch, struct bcast *b)
 {
     if (ch->type->accept && !ch->type->accept(ch, b))
         return;
-    conn_send(ch->conn, ch->conn->vsn == CODEC_V1 ? b->v1 : b->v2);
+    struct obuf *f = chan_frame_of(ch, b);
+    if (f)
+        conn_send(ch->conn, f);
 }
 
 void chan_release_held(struct chan *ch)

@@ -72,12 +72,16 @@ struct channel_type {
      * arrival order, held like the others while the chan joins. It must not add or
      * remove watches. NULL for types that never watch. */
     void (*watch)(struct chan *ch, const struct bcast *b);
+    /* Its clients are realtime-js: broadcasts with realtime-js frames (bcast.rt_*) go
+     * out in those (chan_frame_of). */
+    bool realtime_frames;
 };
 
 extern const struct channel_type room_channel;
 extern const struct channel_type notifications_channel;
 extern const struct channel_type document_channel;
 extern const struct channel_type presence_channel;
+extern const struct channel_type realtime_channel;
 
 /* Finishes a join: replies ok with response (JSON object text); the channel is joined.
  * Broadcasts held during the join stay held until the type releases them
@@ -116,6 +120,18 @@ void chan_reply_error(struct chan *ch, const char *ref, const char *reason);
 /* Pushes an event to this client only, with the channel's join_ref. */
 void chan_push(struct chan *ch, const char *event, const char *payload, size_t payload_len);
 
+/* A fresh token for ch's session (an access_token push, a realtime-js join's
+ * access_token): when token is a JSON string that is a valid, unexpired socket token of
+ * the conn's user, its exp becomes the session's (conn.token_exp) and true is returned;
+ * else nothing changes. */
+bool chan_token_refresh(struct chan *ch, const json_t *token);
+/* Pushes realtime-js's `system` event: {"channel":<topic after the type's prefix>,
+ * "extension":"system","message":message,"status":status}. */
+void chan_push_system(struct chan *ch, const char *status, const char *message);
+/* The frame of broadcast b that ch's client gets: a realtime-js form when b has one
+ * and ch's type has realtime_frames (binary on a V2 socket of the realtime endpoint, else
+ * text), else Phoenix's text frame for the conn's serializer. NULL: none for it. */
+struct obuf *chan_frame_of(const struct chan *ch, const struct bcast *b);
 /* What the channel's worker shares with every worker: config, store, bus, presence. */
 const struct worker_env *chan_env(const struct chan *ch);
 

@@ -2,12 +2,31 @@
  * step every reply and push takes. */
 #include <assert.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "conn.h"
+#include "jwt.h"
 #include "metrics.h"
 #include "obuf.h"
 #include "user_counter.h"
 #include "util/sbuf.h"
+#include "util/xmalloc.h"
+#include "validate.h"
+
+char *conn_token_user(const char *secret, const char *token, int64_t now, int64_t *exp)
+{
+    if (!token || !*token)
+        return NULL;
+    char sub[JWT_MAX_SUB + 1];
+    int64_t e = 0;
+    int rc = jwt_verify((const uint8_t *)secret, strlen(secret), token, strlen(token), now, sub,
+                        sizeof sub, &e);
+    if (rc || !validate_user_id(sub))
+        return NULL;
+    if (exp)
+        *exp = e;
+    return xstrdup(sub);
+}
 
 void conn_init(struct conn *c, const struct conn_ops *ops, struct worker *w,
                struct conn_set *set, struct user_counter *uc, char *user_id, enum codec_vsn vsn)

@@ -52,6 +52,11 @@ struct conn {
     char *user_id;
     enum codec_vsn vsn;
     uint8_t transport;     /* enum metric_transport */
+    bool realtime;         /* opened on /realtime/v1/websocket: realtime-js broadcasts go
+                            * out as binary user-broadcast frames (V2) */
+    int64_t token_exp;     /* the socket token's exp (Unix seconds); 0: none. At that time
+                            * the session closes unless a fresh token (an access_token
+                            * push) moved it */
     bool closed;           /* transport closed: no more output, channels terminated */
     int refs;              /* worker-local: the worker + each store request in flight */
     unsigned n_chans;
@@ -65,6 +70,11 @@ struct conn {
     bool _dead;                 /* on the set's list of conns to release */
     struct conn *_dead_next;
 };
+
+/* Verifies a socket token: HS256 under secret, unexpired at now (Unix seconds), its sub a
+ * valid user id. Returns the user id (malloc'd) and sets *exp (may be NULL) to the
+ * token's exp, or returns NULL. Pure; any thread. */
+char *conn_token_user(const char *secret, const char *token, int64_t now, int64_t *exp);
 
 /* Common initialization for transports: c belongs to worker w and its set, and holds one
  * of user_id's slots in uc (released when the last reference goes; uc may be NULL).

@@ -235,7 +235,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         hr->http = h;
         hr->conn = conn;
         *req_cls = hr;
-        if (!strncmp(url, "/socket/", 8)) {
+        if (!strncmp(url, "/socket/", 8) || !strcmp(url, "/realtime/v1/websocket")) {
             hr->state = REQ_SOCKET;
             return MHD_YES;
         }

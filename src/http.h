@@ -26,8 +26,8 @@ struct http_socket_request {
     bool too_large;   /* the body was over the limit and was dropped */
 };
 
-/* Called for requests whose path starts with "/socket/" once the body is in, and again
- * after each MHD_resume_connection; *sock_cls is the handler's own state (NULL at first).
+/* Called for requests whose path starts with "/socket/" (or is "/realtime/v1/websocket")
+ * once the body is in, and again after each MHD_resume_connection; *sock_cls is the handler's own state (NULL at first).
  * Returns an MHD result, as an MHD access handler does. NULL handler: 404. */
 typedef int (*http_socket_handler)(void *arg, const struct http_socket_request *req,
                                    void **sock_cls);

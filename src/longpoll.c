@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "obuf.h"
 #include "router.h"
+#include "util/clock.h"
 #include "socket.h"
 #include "user_counter.h"
 #include "util/base64.h"
@@ -60,6 +61,7 @@ struct lp_item {
     char *user_id;           /* LP_OPEN */
     struct user_counter *uc; /* LP_OPEN: holds one of the user's socket slots */
     enum codec_vsn vsn;      /* LP_OPEN */
+    int64_t token_exp;       /* LP_OPEN: the token's exp */
 };
 
 static const struct socket_transport lp_transport_def;
@@ -154,11 +156,12 @@ static enum MHD_Result open_session(struct socket_front *f,
                                    const struct http_socket_request *req)
 {
     enum codec_vsn vsn;
+    int64_t exp = 0;
     const char *why = NULL;
     char *user = socket_connect_step(
         f->cfg, req->conn,
         MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "X-Phoenix-AuthToken"),
-        lp_is_session_token, &vsn, &why);
+        lp_is_session_token, &vsn, &exp, &why);
     if (!user) {
         log_info("connect refused", "transport=longpoll reason=%s", why);
         return answer(req->conn, 200, "{\"status\":403}");
@@ -181,6 +184,7 @@ static enum MHD_Result open_session(struct socket_front *f,
     it->user_id = user;
     it->uc = f->uc;
     it->vsn = vsn;
+    it->token_exp = exp;
     char body[128];
     snprintf(body, sizeof body, "{\"messages\":[],\"status\":410,\"token\":\"%s\"}", token);
     /* The worker creates the session before it sees any later request for it: its
@@ -476,7 +480,7 @@ static void lp_flush(struct conn *c)
         answer_poll(s);
 }
 
-/* conn_ops.tick: the poll window, and sessions nobody polls any more. */
+/* conn_ops.tick: the poll window, sessions nobody polls any more, token expiry. */
 static void lp_tick(struct conn *c, int64_t now)
 {
     struct lp_session *s = (struct lp_session *)c;
@@ -484,8 +488,11 @@ static void lp_tick(struct conn *c, int64_t now)
         return;
     if (s->poll && now >= s->poll_deadline)
         answer_poll(s);
-    else if (!s->poll && now - s->last_poll_ms > LP_IDLE_MS)
+    else if (!s->poll && now - s->last_poll_ms > LP_IDLE_MS) {
         lp_end(s, "no poll");
+        return;
+    }
+    router_check_token(c, clock_unix());
 }
 
 /* conn_ops.destroy */
@@ -522,6 +529,7 @@ static void handle_item(struct worker *w, struct lp_item *it)
     case LP_OPEN: {
         s = xcalloc(1, sizeof *s);
         conn_init(&s->base, &lp_ops, w, &w->conns, it->uc, it->user_id, it->vsn);
+        s->base.token_exp = it->token_exp;
         it->user_id = NULL; /* the session's now */
         snprintf(s->token, sizeof s->token, "%s", it->token);
         s->last_poll_ms = w->now_ms;

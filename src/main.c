@@ -130,7 +130,8 @@ static int cmd_serve(struct config *cfg)
         }
         env->bus = bus; /* before any socket can connect: HTTP starts below */
     }
-    const struct socket_transport *const transports[] = {ws_transport, lp_transport};
+    const struct socket_transport *const transports[] = {ws_transport, lp_transport,
+                                                         ws_realtime_transport};
     struct socket_front front = {
         .cfg = cfg,
         .hub = hub,

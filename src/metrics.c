@@ -33,17 +33,18 @@ static atomic_llong bus_connected = -1; /* -1: no bus (SQLite mode) */
 
 static const char *const transport_names[] = {"websocket", "longpoll"};
 static const char *const channel_names[] = {"room", "presence", "notifications", "document",
-                                            "other"};
+                                            "realtime", "other"};
 static const char *const event_names[] = {"new_message",   "typing", "update_status",
                                           "get_online_users", "mark_read", "edit",
                                           "edit_message", "delete_message", "add_reaction",
-                                          "remove_reaction", "other"};
+                                          "remove_reaction", "broadcast", "presence",
+                                          "access_token", "other"};
 
 enum metric_channel metrics_channel_of(const char *topic)
 {
     static const char *const prefixes[] = {"room:", "presence:", "notifications:",
-                                           "document:"};
-    for (int i = 0; i < 4; i++)
+                                           "document:", "realtime:"};
+    for (int i = 0; i < 5; i++)
         if (!strncmp(topic, prefixes[i], strlen(prefixes[i])))
             return (enum metric_channel)i;
     return MC_OTHER;

@@ -12,8 +12,8 @@ struct sbuf;
 enum metric_transport { MT_WEBSOCKET, MT_LONGPOLL, MT_TRANSPORT_COUNT };
 
 /* Channel types as labels; MC_OTHER for topics no channel serves. */
-enum metric_channel { MC_ROOM, MC_PRESENCE, MC_NOTIFICATIONS, MC_DOCUMENT, MC_OTHER,
-                      MC_CHANNEL_COUNT };
+enum metric_channel { MC_ROOM, MC_PRESENCE, MC_NOTIFICATIONS, MC_DOCUMENT, MC_REALTIME,
+                      MC_OTHER, MC_CHANNEL_COUNT };
 
 /* Events as labels; anything else a client sends counts as ME_OTHER. */
 enum metric_event {
@@ -27,6 +27,9 @@ enum metric_event {
     ME_DELETE_MESSAGE,
     ME_ADD_REACTION,
     ME_REMOVE_REACTION,
+    ME_BROADCAST,
+    ME_PRESENCE,
+    ME_ACCESS_TOKEN,
     ME_OTHER,
     ME_EVENT_COUNT
 };

@@ -20,8 +20,9 @@ static const struct channel_type *channel_types[MAX_CHANNEL_TYPES] = {
     &notifications_channel,
     &document_channel,
     &presence_channel,
+    &realtime_channel,
 };
-static size_t n_channel_types = 4;
+static size_t n_channel_types = 5;
 
 static const char unmatched[] = "{\"reason\":\"unmatched topic\"}";
 
@@ -124,6 +125,40 @@ static bool rate_take(struct chan *ch, const char *ref)
     return false;
 }
 
+/* access_token {access_token} on any joined channel: a fresh token for the same user
+ * moves the session's expiry to the new token's; an invalid one (bad, expired, another
+ * user's) is refused, and a realtime-js channel gets a system error and is closed, as
+ * realtime-js expects. */
+static void handle_access_token(struct chan *ch, const struct phx_in *m, const char *ref)
+{
+    struct conn *c = ch->conn;
+    json_t *t = json_is_object(m->payload) ? json_object_get(m->payload, "access_token") : NULL;
+    if (chan_token_refresh(ch, t)) {
+        chan_reply(ch, ref, "ok", "{}");
+        return;
+    }
+    log_info("access token refused", "conn=%llu user=%s topic=%s", (unsigned long long)c->id,
+             log_v(c->user_id), log_v(ch->topic));
+    chan_reply_error(ch, ref, "invalid_token");
+    if (!ch->type->realtime_frames)
+        return;
+    chan_push_system(ch, "error", "Invalid access token: the channel is closed");
+    conn_push(c, ch->jr, ch->jr, ch->topic, ch->topic_len, "phx_close", "{}", 2);
+    chan_end(ch);
+}
+
+void router_check_token(struct conn *c, int64_t now_unix)
+{
+    if (c->closed || !c->token_exp || now_unix < c->token_exp)
+        return;
+    log_info("token expired", "conn=%llu user=%s exp=%lld", (unsigned long long)c->id,
+             log_v(c->user_id), (long long)c->token_exp);
+    for (struct chan *ch = c->chans; ch; ch = ch->next)
+        if (ch->type->realtime_frames && ch->state == CHAN_JOINED)
+            chan_push_system(ch, "error", "Token has expired");
+    c->ops->close(c, ROUTER_CLOSE_TOKEN_EXPIRED, "token_expired");
+}
+
 void router_handle(struct conn *c, const struct phx_in *m)
 {
     if (c->closed)
@@ -160,8 +195,12 @@ void router_handle(struct conn *c, const struct phx_in *m)
     if (!rate_take(ch, ref))
         goto out;
     int64_t t0 = clock_mono_us();
-    ch->type->handle_in(ch, ev, m, ref);
-    metrics_event(metrics_channel_of(ch->topic), metrics_event_of(ev), clock_mono_us() - t0);
+    enum metric_channel mc = metrics_channel_of(ch->topic);
+    if (!strcmp(ev, "access_token"))
+        handle_access_token(ch, m, ref); /* may end ch */
+    else
+        ch->type->handle_in(ch, ev, m, ref);
+    metrics_event(mc, metrics_event_of(ev), clock_mono_us() - t0);
 out:
     free(jr);
     free(ref);

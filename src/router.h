@@ -6,6 +6,7 @@
 #define RC_ROUTER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "codec.h"
 #include "rc.h"
@@ -22,6 +23,13 @@ const struct channel_type *router_match(const char *topic, size_t len);
 
 /* Handles one decoded client message. */
 void router_handle(struct conn *c, const struct phx_in *m);
+
+/* The close code of a session whose token expired (4001, reason "token_expired"). */
+#define ROUTER_CLOSE_TOKEN_EXPIRED 4001
+
+/* Closes c when its token has expired (c->token_exp <= now_unix) without a fresh one:
+ * realtime-js channels get a system error first. Transports call it from their tick. */
+void router_check_token(struct conn *c, int64_t now_unix);
 
 /* The session is over: no more output, every channel terminates (running their
  * terminate callbacks). Transports call it when they decide to close or see the peer

@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include "config.h"
+#include "conn.h"
 #include "http.h"
 #include "jwt.h"
 #include "socket.h"
@@ -42,16 +43,9 @@ void socket_front_cls_free(void *arg, void *sock_cls)
         s->transport->cls_free(arg, s);
 }
 
-char *socket_authenticate(const struct config *cfg, const char *token)
+char *socket_authenticate(const struct config *cfg, const char *token, int64_t *exp)
 {
-    if (!token || !*token)
-        return NULL;
-    char sub[JWT_MAX_SUB + 1];
-    int rc = jwt_verify((const uint8_t *)cfg->jwt_secret, strlen(cfg->jwt_secret), token,
-                        strlen(token), clock_unix(), sub, sizeof sub, NULL);
-    if (rc || !validate_user_id(sub))
-        return NULL;
-    return xstrdup(sub);
+    return conn_token_user(cfg->jwt_secret, token, clock_unix(), exp);
 }
 
 /* Whether one --check-origin entry (p, n bytes) allows host h (hl bytes). */
@@ -134,7 +128,7 @@ static enum MHD_Result find_vsn_array(void *cls, enum MHD_ValueKind kind, const 
 
 char *socket_connect_step(const struct config *cfg, struct MHD_Connection *conn,
                           const char *token, bool (*is_own)(const char *value),
-                          enum codec_vsn *vsn, const char **why)
+                          enum codec_vsn *vsn, int64_t *exp, const char **why)
 {
     int vsn_arrays = 0;
     MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, find_vsn_array, &vsn_arrays);
@@ -154,7 +148,7 @@ char *socket_connect_step(const struct config *cfg, struct MHD_Connection *conn,
         if (t.n && !(is_own && is_own(t.v[0])))
             token = t.v[0];
     }
-    char *user = socket_authenticate(cfg, token);
+    char *user = socket_authenticate(cfg, token, exp);
     if (!user)
         *why = token ? "bad_token" : "no_token";
     return user;

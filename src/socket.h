@@ -50,9 +50,9 @@ int socket_front_handler(void *arg, const struct http_socket_request *req, void 
 void socket_front_cls_free(void *arg, void *sock_cls);
 
 /* Verifies a socket token (HS256 JWT signed with cfg->jwt_secret, unexpired at the
- * current time, with a valid user id as sub) and returns the user id (malloc'd), or
- * NULL. Any thread. */
-char *socket_authenticate(const struct config *cfg, const char *token);
+ * current time, with a valid user id as sub) and returns the user id (malloc'd), with
+ * the token's exp in *exp (may be NULL), or NULL. Any thread. */
+char *socket_authenticate(const struct config *cfg, const char *token, int64_t *exp);
 
 /* Whether a socket request with this Origin header (NULL: none, a non-browser client,
  * allowed) and Host header may connect: --check-origin is a comma-separated list of
@@ -73,11 +73,11 @@ void socket_query_tokens(struct MHD_Connection *conn, struct socket_tokens *t);
  * non-string vsn) and the origin, then the token: token when the transport found one in
  * its own place (the WebSocket subprotocol, a long-poll header), else the first "token"
  * query value unless is_own(value) says the transport minted it. Returns the user id
- * (malloc'd) or NULL (refused; *why is "bad_vsn", "origin", "no_token" or
- * "bad_token"). */
+ * (malloc'd) with the token's exp in *exp, or NULL (refused; *why is "bad_vsn",
+ * "origin", "no_token" or "bad_token"). */
 char *socket_connect_step(const struct config *cfg, struct MHD_Connection *conn,
                           const char *token, bool (*is_own)(const char *value),
-                          enum codec_vsn *vsn, const char **why);
+                          enum codec_vsn *vsn, int64_t *exp, const char **why);
 
 /* Takes one of user's socket slots (false: the user has --max-conns-per-user open; the
  * refusal is logged). Every true is matched by one user_counter_release. */

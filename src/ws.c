@@ -50,6 +50,8 @@ struct upgrade_info {
     struct socket_cls base;
     struct socket_front *front;
     enum codec_vsn vsn;
+    int64_t token_exp;
+    bool realtime;
     bool counted;    /* holds one of the user's socket slots */
     char user_id[USER_ID_MAX + 1];
 };
@@ -103,9 +105,8 @@ static char *subprotocol_token(const char *protocols)
 struct ws_open {
     struct inbox_item it;
     int fd;
-    char *user_id;
+    struct ws_identity id;
     struct user_counter *uc;
-    enum codec_vsn vsn;
     size_t extra_len;
     uint8_t extra[]; /* what libmicrohttpd read past the handshake */
 };
@@ -118,7 +119,7 @@ static void run_open(struct worker *w, struct inbox_item *it)
         it->drop(w, it);
         return;
     }
-    ws_conn_create(w, o->fd, o->extra, o->extra_len, o->user_id, o->vsn);
+    ws_conn_create(w, o->fd, o->extra, o->extra_len, &o->id);
     free(o);
 }
 
@@ -127,23 +128,23 @@ static void drop_open(struct worker *w, struct inbox_item *it)
 {
     struct ws_open *o = (struct ws_open *)it;
     close(o->fd);
-    user_counter_release(o->uc, o->user_id);
-    free(o->user_id);
+    user_counter_release(o->uc, o->id.user_id);
+    free(o->id.user_id);
     free(o);
 }
 
 /* Hands an upgraded socket (fd, owned from now on) to the least-loaded worker with the
- * authenticated user (ownership passes) and the bytes read past the handshake. */
+ * authenticated user (id->user_id: ownership passes) and the bytes read past the
+ * handshake. */
 static void hand_over(struct socket_front *f, int fd, const uint8_t *extra, size_t extra_len,
-                      char *user_id, enum codec_vsn vsn)
+                      const struct ws_identity *id)
 {
     struct ws_open *o = xcalloc(1, sizeof *o + extra_len);
     o->it.run = run_open;
     o->it.drop = drop_open;
     o->fd = fd;
-    o->user_id = user_id;
+    o->id = *id;
     o->uc = f->uc;
-    o->vsn = vsn;
     o->extra_len = extra_len;
     if (extra_len)
         memcpy(o->extra, extra, extra_len);
@@ -159,15 +160,19 @@ static void on_upgraded(void *cls, struct MHD_Connection *connection, void *req_
 {
     struct upgrade_info *ui = cls;
     int fd = fcntl(sock, F_DUPFD_CLOEXEC, 0);
-    char *user = xstrdup(ui->user_id);
-    enum codec_vsn vsn = ui->vsn;
+    struct ws_identity id = {
+        .user_id = xstrdup(ui->user_id),
+        .vsn = ui->vsn,
+        .token_exp = ui->token_exp,
+        .realtime = ui->realtime,
+    };
     struct socket_front *f = ui->front;
     ui->counted = false; /* the socket slot goes with the session from here */
     MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE); /* may free ui */
     if (fd < 0) {
         log_warn("cannot take over an upgraded socket", "errno=%d", errno);
-        user_counter_release(f->uc, user);
-        free(user);
+        user_counter_release(f->uc, id.user_id);
+        free(id.user_id);
         return;
     }
     int fl = fcntl(fd, F_GETFL);
@@ -176,14 +181,16 @@ static void on_upgraded(void *cls, struct MHD_Connection *connection, void *req_
      * peer's delayed-ACK time to every reply that follows a broadcast. */
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    hand_over(f, fd, (const uint8_t *)extra_in, extra_in_size, user, vsn);
+    hand_over(f, fd, (const uint8_t *)extra_in, extra_in_size, &id);
 }
 
-static const struct socket_transport ws_transport_def;
+static const struct socket_transport ws_transport_def, ws_realtime_transport_def;
 
-/* GET /socket/websocket: the connect step, the upgrade's own checks, then upgrade. */
-static int websocket_request(struct socket_front *f, const struct http_socket_request *req,
-                             void **sock_cls)
+/* GET /socket/websocket or /realtime/v1/websocket (realtime): the connect step, the
+ * upgrade's own checks, then upgrade. realtime-js sends its token as the apikey query
+ * argument; phoenix.js as the token argument or in the subprotocol. */
+static int upgrade_request(struct socket_front *f, const struct http_socket_request *req,
+                           void **sock_cls, bool realtime)
 {
     if (*sock_cls)
         return MHD_YES; /* upgrade already queued */
@@ -194,11 +201,16 @@ static int websocket_request(struct socket_front *f, const struct http_socket_re
     const char *why = NULL;
     const char *protocols =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Protocol");
-    char *sub_token = subprotocol_token(protocols);
-    char *user = socket_connect_step(f->cfg, conn, sub_token, NULL, &vsn, &why);
+    char *sub_token = realtime ? NULL : subprotocol_token(protocols);
+    const char *apikey =
+        realtime ? MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "apikey") : NULL;
+    int64_t exp = 0;
+    char *user = socket_connect_step(f->cfg, conn, realtime ? (apikey ? apikey : "") : sub_token,
+                                     NULL, &vsn, &exp, &why);
     free(sub_token);
     if (!user) {
-        log_info("connect refused", "transport=websocket reason=%s", why);
+        log_info("connect refused", "transport=%s reason=%s",
+                 realtime ? "realtime" : "websocket", realtime && !apikey ? "no_token" : why);
         return socket_plain(conn, 403, NULL);
     }
     bool offered_phoenix = header_has_token(protocols, "phoenix");
@@ -220,9 +232,11 @@ static int websocket_request(struct socket_front *f, const struct http_socket_re
         return socket_plain(conn, 429, "too many sockets for this user");
     }
     struct upgrade_info *ui = xcalloc(1, sizeof *ui);
-    ui->base.transport = &ws_transport_def;
+    ui->base.transport = realtime ? &ws_realtime_transport_def : &ws_transport_def;
     ui->front = f;
     ui->vsn = vsn;
+    ui->token_exp = exp;
+    ui->realtime = realtime;
     ui->counted = true;
     snprintf(ui->user_id, sizeof ui->user_id, "%s", user);
     free(user);
@@ -254,12 +268,32 @@ static void ws_cls_free(struct socket_front *f, void *cls)
     free(ui);
 }
 
+/* socket_transport.request for /socket/websocket. */
+static int websocket_request(struct socket_front *f, const struct http_socket_request *req,
+                             void **sock_cls)
+{
+    return upgrade_request(f, req, sock_cls, false);
+}
+
+/* socket_transport.request for /realtime/v1/websocket. */
+static int realtime_request(struct socket_front *f, const struct http_socket_request *req,
+                            void **sock_cls)
+{
+    return upgrade_request(f, req, sock_cls, true);
+}
+
 static const struct socket_transport ws_transport_def = {
     .path = "/socket/websocket",
     .request = websocket_request,
     .cls_free = ws_cls_free,
 };
+static const struct socket_transport ws_realtime_transport_def = {
+    .path = "/realtime/v1/websocket",
+    .request = realtime_request,
+    .cls_free = ws_cls_free,
+};
 const struct socket_transport *const ws_transport = &ws_transport_def;
+const struct socket_transport *const ws_realtime_transport = &ws_realtime_transport_def;
 
 /* ---------------------------------------------------------------------------------
  * Sessions (worker thread)
@@ -730,7 +764,7 @@ static void ws_resume(struct conn *base)
         conn_want_flush(base);
 }
 
-/* conn_ops.tick: idle timeout, and the close handshake's deadline. */
+/* conn_ops.tick: idle timeout, token expiry, and the close handshake's deadline. */
 static void ws_tick(struct conn *base, int64_t now)
 {
     struct ws_conn *c = (struct ws_conn *)base;
@@ -743,6 +777,8 @@ static void ws_tick(struct conn *base, int64_t now)
     }
     if (now - c->last_rx_ms >= base->worker->env->cfg->idle_timeout * 1000)
         ws_start_close(c, 1002, "idle timeout");
+    else
+        router_check_token(base, clock_unix());
 }
 
 /* conn_ops.destroy */
@@ -767,10 +803,12 @@ static const struct conn_ops ws_ops = {
 };
 
 void ws_conn_create(struct worker *w, int fd, const uint8_t *extra, size_t extra_len,
-                    char *user_id, enum codec_vsn vsn)
+                    const struct ws_identity *id)
 {
     struct ws_conn *c = xcalloc(1, sizeof *c);
-    conn_init(&c->base, &ws_ops, w, &w->conns, w->env->uc, user_id, vsn);
+    conn_init(&c->base, &ws_ops, w, &w->conns, w->env->uc, id->user_id, id->vsn);
+    c->base.token_exp = id->token_exp;
+    c->base.realtime = id->realtime;
     c->fd = fd;
     c->ep.on_event = ws_on_event;
     c->last_rx_ms = w->now_ms;
@@ -791,8 +829,9 @@ void ws_conn_create(struct worker *w, int fd, const uint8_t *extra, size_t extra
         ws_conn_abort(&c->base);
         return;
     }
-    log_info("connect", "conn=%llu user=%s transport=websocket vsn=%d",
-             (unsigned long long)c->base.id, log_v(user_id), vsn == CODEC_V2 ? 2 : 1);
+    log_info("connect", "conn=%llu user=%s transport=%s vsn=%d",
+             (unsigned long long)c->base.id, log_v(id->user_id),
+             id->realtime ? "realtime" : "websocket", id->vsn == CODEC_V2 ? 2 : 1);
     if (c->extra_len)
         ws_read(c);
 }

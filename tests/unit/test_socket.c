@@ -43,24 +43,26 @@ static void authenticate(void **state)
 {
     struct config cfg = make_cfg("dev", "");
     char *t = token(secret, "alice", 60);
-    char *user = socket_authenticate(&cfg, t);
+    int64_t exp = 0;
+    char *user = socket_authenticate(&cfg, t, &exp);
     assert_non_null(user);
     assert_string_equal(user, "alice");
+    assert_true(exp >= clock_unix() + 59 && exp <= clock_unix() + 61);
     free(user);
     free(t);
 
     t = token(secret, "alice", -5);
-    assert_null(socket_authenticate(&cfg, t));
+    assert_null(socket_authenticate(&cfg, t, NULL));
     free(t);
     t = token("another-secret", "alice", 60);
-    assert_null(socket_authenticate(&cfg, t));
+    assert_null(socket_authenticate(&cfg, t, NULL));
     t[strlen(t) - 2] ^= 1; /* and a corrupted signature */
-    assert_null(socket_authenticate(&cfg, t));
+    assert_null(socket_authenticate(&cfg, t, NULL));
     free(t);
-    assert_null(socket_authenticate(&cfg, NULL));
-    assert_null(socket_authenticate(&cfg, ""));
-    assert_null(socket_authenticate(&cfg, "not.a.jwt"));
-    assert_null(socket_authenticate(&cfg, "abc"));
+    assert_null(socket_authenticate(&cfg, NULL, NULL));
+    assert_null(socket_authenticate(&cfg, "", NULL));
+    assert_null(socket_authenticate(&cfg, "not.a.jwt", NULL));
+    assert_null(socket_authenticate(&cfg, "abc", NULL));
 }
 
 /* A token whose sub is not a valid user id is refused. */
@@ -68,7 +70,7 @@ static void authenticate_bad_sub(void **state)
 {
     struct config cfg = make_cfg("dev", "");
     char *t = token(secret, "bad\001user", 60);
-    assert_null(socket_authenticate(&cfg, t));
+    assert_null(socket_authenticate(&cfg, t, NULL));
     free(t);
 }
 
