@@ -20,6 +20,7 @@
 #include "config.h"
 #include "conn.h"
 #include "obuf.h"
+#include "presence.h"
 #include "store.h"
 #include "util/log.h"
 #include "worker.h"
@@ -474,6 +475,202 @@ static void notifications_join_fails_cleanly(void **state)
     expect_journal(NULL);
 }
 
+/* ---- realtime:<name>, private ---------------------------------------------------- */
+
+/* The frames of a private realtime channel on room r (jr "1"). */
+#define RT_REPLY(ref, response, status)                                                            \
+    "A frame [\"1\"," ref ",\"realtime:r\",\"phx_reply\",{\"response\":" response                  \
+    ",\"status\":\"" status "\"}]"
+#define RT_STATE "A frame [\"1\",null,\"realtime:r\",\"presence_state\",{}]"
+/* A watched broadcast of room r as the harness sends it: the room form, {"v":N}. */
+#define RT_SEEN(v) "A frame [null,null,\"room:r\",\"broadcast\",{\"v\":" #v "}]"
+
+/* A committed broadcast of room r at version v by author, through the index. */
+static void room_broadcast(struct fx *x, int64_t v, const char *author)
+{
+    char p[32];
+    snprintf(p, sizeof p, "{\"v\":%lld}", (long long)v);
+    struct bcast *b = bcast_create("room:r", "broadcast", p, strlen(p), 0, v);
+    assert_non_null(b);
+    b->user_id = strdup(author);
+    chan_index_deliver(x->w->topics, b);
+    bcast_unref(b);
+}
+
+/* A joins realtime:r privately (config.broadcast.self as given), the room at version 3
+ * with nothing to replay; a broadcast at 3 (in the snapshot) and one at 4 arrive while
+ * the join reads. */
+static struct chan *join_private(struct fx *x, bool self)
+{
+    x->env.presence = presence_create("n1", NULL, NULL);
+    struct chan *ch =
+        chan_create(x->c[0], &realtime_channel, "realtime:r", 10, "\"1\"", "\"1\"");
+    json_t *params = json_pack("{s:{s:b,s:{s:b}}}", "config", "private", 1, "broadcast",
+                               "self", self);
+    realtime_channel.join(ch, params);
+    json_decref(params);
+    assert_int_equal(chan_index_watchers(x->w->topics, "room:r"), 1);
+    room_broadcast(x, 3, "B");
+    room_broadcast(x, 4, "B");
+    struct store_req *req = take_req(x, STORE_BROADCAST_JOIN);
+    assert_string_equal(req->room_id, "r");
+    assert_string_equal(req->user_id, "A");
+    assert_int_equal(req->since_ms, -1); /* no replay asked */
+    req->member.role = strdup("member");
+    req->room.version = 3;
+    answer(x, req);
+    expect_journal(RT_REPLY("\"1\"", "{}", "ok"), RT_STATE, RT_SEEN(4), NULL);
+    return ch;
+}
+
+/* A sends a broadcast (ref "2"): a write of the room's log, not a fan-out. */
+static struct store_req *send_broadcast(struct fx *x, struct chan *ch)
+{
+    struct phx_in m = {0};
+    m.payload = json_pack("{s:s,s:s,s:{s:i}}", "type", "broadcast", "event", "cursor",
+                          "payload", "x", 1);
+    realtime_channel.handle_in(ch, "broadcast", &m, "\"2\"");
+    json_decref(m.payload);
+    struct store_req *req = take_req(x, STORE_BROADCAST_ADD);
+    assert_string_equal(req->room_id, "r");
+    assert_string_equal(req->name, "cursor");
+    assert_string_equal(req->data, "{\"x\":1}");
+    return req;
+}
+
+/* Frees the presence the join made (after teardown's ends). */
+static int teardown_presence(void **state)
+{
+    struct fx *x = *state;
+    struct presence *p = x->env.presence;
+    int rc = teardown(state);
+    presence_destroy(p);
+    return rc;
+}
+
+static void realtime_private_own_broadcast_seen_before_its_commit(void **state)
+{
+    struct fx *x = *state;
+    struct chan *ch = join_private(x, false);
+    struct store_req *w = send_broadcast(x, ch);
+    room_broadcast(x, 5, "B"); /* another user's: nothing to wait for */
+    room_broadcast(x, 6, "A"); /* maybe A's own: waits for the commit */
+    room_broadcast(x, 7, "B"); /* behind it, in order */
+    expect_journal(RT_SEEN(5), NULL);
+    w->version = 6;
+    answer(x, w);
+    expect_journal(RT_REPLY("\"2\"", "{}", "ok"), RT_SEEN(7), NULL);
+    room_broadcast(x, 8, "A"); /* A's other device */
+    expect_journal(RT_SEEN(8), NULL);
+}
+
+static void realtime_private_own_broadcast_seen_after_its_commit(void **state)
+{
+    struct fx *x = *state;
+    struct chan *ch = join_private(x, false);
+    struct store_req *w = send_broadcast(x, ch);
+    w->version = 5;
+    answer(x, w);
+    expect_journal(RT_REPLY("\"2\"", "{}", "ok"), NULL);
+    room_broadcast(x, 5, "A"); /* its own: dropped */
+    room_broadcast(x, 5, "A"); /* a repeat */
+    room_broadcast(x, 6, "A");
+    expect_journal(RT_SEEN(6), NULL);
+}
+
+static void realtime_private_refused_write_releases_what_waited(void **state)
+{
+    struct fx *x = *state;
+    struct chan *ch = join_private(x, false);
+    struct store_req *w = send_broadcast(x, ch);
+    room_broadcast(x, 5, "A"); /* A's other device, while the write runs */
+    expect_journal(NULL);
+    w->rc = RC_ENOTFOUND;
+    answer(x, w);
+    expect_journal(RT_REPLY("\"2\"", "{\"reason\":\"not_found\"}", "error"), RT_SEEN(5), NULL);
+}
+
+static void realtime_private_self_gets_its_own(void **state)
+{
+    struct fx *x = *state;
+    struct chan *ch = join_private(x, true);
+    struct store_req *w = send_broadcast(x, ch);
+    room_broadcast(x, 5, "A");
+    expect_journal(RT_SEEN(5), NULL);
+    w->version = 5;
+    answer(x, w);
+    expect_journal(RT_REPLY("\"2\"", "{}", "ok"), NULL);
+}
+
+static void realtime_private_replays_then_goes_live(void **state)
+{
+    struct fx *x = *state;
+    x->env.presence = presence_create("n1", NULL, NULL);
+    struct chan *ch =
+        chan_create(x->c[0], &realtime_channel, "realtime:r", 10, "\"1\"", "\"1\"");
+    json_t *params = json_pack("{s:{s:b,s:{s:{s:i,s:i,s:s}}}}", "config", "private", 1,
+                               "broadcast", "replay", "since", 1000, "limit", 50, "after", "1");
+    realtime_channel.join(ch, params);
+    json_decref(params);
+    struct store_req *req = take_req(x, STORE_BROADCAST_JOIN);
+    assert_int_equal(req->since_ms, 1000);
+    assert_int_equal(req->since_version, 1);
+    assert_int_equal(req->limit, 50);
+    room_broadcast(x, 3, "B"); /* in the replay */
+    room_broadcast(x, 4, "B"); /* after the snapshot */
+    req->member.role = strdup("viewer");
+    req->room.version = 3;
+    req->changes = calloc(2, sizeof *req->changes);
+    req->n_changes = 2;
+    req->changes[0].version = 2;
+    req->changes[0].payload = strdup("{\"event\":\"e\",\"payload\":[1],\"user_id\":\"B\"}");
+    req->changes[1].version = 3;
+    req->changes[1].payload = strdup("{\"event\":\"e\",\"payload\":{\"k\":2},\"user_id\":\"\"}");
+    answer(x, req);
+    expect_journal(RT_REPLY("\"1\"", "{}", "ok"),
+                   "A frame [\"1\",null,\"realtime:r\",\"broadcast\",{\"event\":\"e\",\"meta\":{"
+                   "\"id\":\"2\",\"replayed\":true},\"payload\":[1],\"type\":\"broadcast\"}]",
+                   "A frame [\"1\",null,\"realtime:r\",\"broadcast\",{\"event\":\"e\",\"meta\":{"
+                   "\"id\":\"3\",\"replayed\":true},\"payload\":{\"k\":2},\"type\":\"broadcast\"}]",
+                   RT_STATE, RT_SEEN(4), NULL);
+    /* a viewer listens but may not send */
+    struct phx_in m = {0};
+    m.payload = json_pack("{s:s,s:s}", "type", "broadcast", "event", "cursor");
+    realtime_channel.handle_in(ch, "broadcast", &m, "\"2\"");
+    json_decref(m.payload);
+    expect_journal(RT_REPLY("\"2\"", "{\"reason\":\"insufficient_permissions\"}", "error"), NULL);
+    assert_int_equal(x->store.n, 0);
+}
+
+static void realtime_refuses_what_it_does_not_serve(void **state)
+{
+    struct fx *x = *state;
+    x->env.presence = presence_create("n1", NULL, NULL);
+    struct chan *ch =
+        chan_create(x->c[0], &realtime_channel, "realtime:r", 10, "\"1\"", "\"1\"");
+    json_t *params = json_pack("{s:{s:[{s:s}]}}", "config", "postgres_changes", "event", "*");
+    realtime_channel.join(ch, params);
+    json_decref(params);
+    expect_journal(RT_REPLY("\"1\"", "{\"reason\":\"postgres_changes is not supported by rowcast\"}",
+                            "error"),
+                   NULL);
+    ch = chan_create(x->c[0], &realtime_channel, "realtime:r", 10, "\"1\"", "\"1\"");
+    params = json_pack("{s:{s:b,s:{s:{s:s}}}}", "config", "private", 1, "broadcast", "replay",
+                       "since", "yesterday");
+    realtime_channel.join(ch, params);
+    json_decref(params);
+    expect_journal(RT_REPLY("\"1\"", "{\"reason\":\"invalid_replay\"}", "error"), NULL);
+    ch = chan_create(x->c[0], &realtime_channel, "realtime:r", 10, "\"1\"", "\"1\"");
+    params = json_pack("{s:{s:b}}", "config", "private", 1);
+    realtime_channel.join(ch, params);
+    json_decref(params);
+    struct store_req *req = take_req(x, STORE_BROADCAST_JOIN);
+    req->rc = RC_EFORBIDDEN;
+    answer(x, req);
+    expect_journal(RT_REPLY("\"1\"", "{\"reason\":\"unauthorized\"}", "error"), NULL);
+    assert_int_equal(chan_index_topics(x->w->topics), 0);
+}
+
 /* Quiet logs. */
 static int group_setup(void **state)
 {
@@ -495,6 +692,18 @@ int main(void)
         cmocka_unit_test_setup_teardown(notifications_merge_a_mark_that_raced_messages, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(notifications_join_fails_cleanly, setup, teardown),
+        cmocka_unit_test_setup_teardown(realtime_private_own_broadcast_seen_before_its_commit,
+                                        setup, teardown_presence),
+        cmocka_unit_test_setup_teardown(realtime_private_own_broadcast_seen_after_its_commit,
+                                        setup, teardown_presence),
+        cmocka_unit_test_setup_teardown(realtime_private_refused_write_releases_what_waited,
+                                        setup, teardown_presence),
+        cmocka_unit_test_setup_teardown(realtime_private_self_gets_its_own, setup,
+                                        teardown_presence),
+        cmocka_unit_test_setup_teardown(realtime_private_replays_then_goes_live, setup,
+                                        teardown_presence),
+        cmocka_unit_test_setup_teardown(realtime_refuses_what_it_does_not_serve, setup,
+                                        teardown_presence),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }
