@@ -1,4 +1,6 @@
 /* bcast.c - broadcasts encoded once, and the broadcasts of committed rows. */
+#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,6 +11,70 @@
 #include "util/log.h"
 #include "util/sbuf.h"
 #include "util/xmalloc.h"
+
+/* The kind-4 frame of a realtime-js broadcast: topic, the user event (el bytes), the
+ * metadata object's text (NULL: none) and the payload's JSON text. NULL when a field is
+ * over 255 bytes (text frames still carry it) or out of memory. */
+static struct obuf *user_frame(const char *topic, size_t tl, const char *event, size_t el,
+                               const char *meta, const char *payload, size_t pl)
+{
+    struct sbuf s = SBUF_INIT;
+    struct obuf *o = NULL;
+    if (!codec_encode_user_broadcast(&s, topic, tl, event, el, meta, meta ? strlen(meta) : 0,
+                                     true, (const uint8_t *)payload, pl))
+        o = obuf_create(WS_OP_BINARY, s.data, s.len);
+    sbuf_cleanup(&s);
+    return o;
+}
+
+/* {"type":"broadcast","event","payload","meta"} as realtime-js gets it in text frames:
+ * the binary form's parts. */
+struct user_parts {
+    json_t *root;
+    const char *event;
+    size_t event_len;
+    char *meta, *payload; /* JSON text; meta NULL: none */
+};
+
+/* Splits a realtime-js broadcast payload (an object with a string event) into parts;
+ * false when it is not one. */
+static bool user_parts_of(const char *payload, size_t len, struct user_parts *u)
+{
+    memset(u, 0, sizeof *u);
+    u->root = json_loadb(payload, len, 0, NULL);
+    json_t *ev = json_object_get(u->root, "event");
+    if (!json_is_string(ev)) {
+        json_decref(u->root);
+        return false;
+    }
+    u->event = json_string_value(ev);
+    u->event_len = json_string_length(ev);
+    json_t *meta = json_object_get(u->root, "meta"), *pl = json_object_get(u->root, "payload");
+    u->meta = json_is_object(meta) ? json_dumps(meta, JSON_COMPACT) : NULL;
+    u->payload = pl ? json_dumps(pl, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("{}");
+    return true;
+}
+
+/* Frees what user_parts_of made. */
+static void user_parts_cleanup(struct user_parts *u)
+{
+    free(u->meta);
+    free(u->payload);
+    json_decref(u->root);
+}
+
+/* A broadcast to a realtime-js topic (realtime:<name>, event "broadcast") also gets its
+ * kind-4 frame. */
+static void add_user_frame(struct bcast *b, const char *payload, size_t payload_len)
+{
+    struct user_parts u;
+    if (!user_parts_of(payload, payload_len, &u))
+        return;
+    if (u.payload)
+        b->rt_bin = user_frame(b->topic, b->topic_len, u.event, u.event_len, u.meta, u.payload,
+                               strlen(u.payload));
+    user_parts_cleanup(&u);
+}
 
 struct bcast *bcast_create(const char *topic, const char *event, const char *payload,
                            size_t payload_len, uint64_t exclude, int64_t seq)
@@ -33,6 +99,8 @@ struct bcast *bcast_create(const char *topic, const char *event, const char *pay
         bcast_unref(b);
         return NULL;
     }
+    if (!strncmp(topic, "realtime:", 9) && !strcmp(event, "broadcast"))
+        add_user_frame(b, payload, payload_len);
     return b;
 }
 
@@ -42,6 +110,9 @@ void bcast_unref(struct bcast *b)
         return;
     obuf_unref(b->v1);
     obuf_unref(b->v2);
+    obuf_unref(b->rt_v1);
+    obuf_unref(b->rt_v2);
+    obuf_unref(b->rt_bin);
     free(b->topic);
     free(b->event);
     free(b->user_id);
@@ -71,6 +142,47 @@ static struct sbuf *row_payload(struct bcast_scratch *s)
     return &s->payload;
 }
 
+/* A room's broadcast (a change with event "broadcast", payload {"event","payload",
+ * "user_id","version"}) as realtime-js's realtime:<room> channels get it: text
+ * {"type":"broadcast","event","payload","meta":{"id":"<version>"}} and kind 4. Nothing
+ * when the row has no string event. */
+static void add_realtime_frames(struct bcast *b, const struct store_change *c,
+                                struct bcast_scratch *s)
+{
+    struct user_parts u;
+    if (!user_parts_of(c->payload, strlen(c->payload), &u))
+        return;
+    sbuf_reset(&s->topic);
+    sbuf_adds(&s->topic, "realtime:");
+    sbuf_adds(&s->topic, c->room_id);
+    char meta[48];
+    snprintf(meta, sizeof meta, "{\"id\":\"%lld\"}", (long long)c->version);
+    struct sbuf *p = row_payload(s);
+    sbuf_adds(p, "{\"event\":");
+    sbuf_add_json_str(p, u.event, u.event_len);
+    sbuf_printf(p, ",\"meta\":%s,\"payload\":%s,\"type\":\"broadcast\"}", meta,
+                u.payload ? u.payload : "{}");
+    struct sbuf f = SBUF_INIT;
+    codec_encode(CODEC_V2, &f, NULL, NULL, s->topic.data, s->topic.len, "broadcast", p->data,
+                 p->len);
+    b->rt_v2 = obuf_create(WS_OP_TEXT, f.data, f.len);
+    sbuf_reset(&f);
+    codec_encode(CODEC_V1, &f, NULL, NULL, s->topic.data, s->topic.len, "broadcast", p->data,
+                 p->len);
+    b->rt_v1 = obuf_create(WS_OP_TEXT, f.data, f.len);
+    sbuf_cleanup(&f);
+    if (u.payload)
+        b->rt_bin = user_frame(s->topic.data, s->topic.len, u.event, u.event_len, meta,
+                               u.payload, strlen(u.payload));
+    if (!b->rt_v1 || !b->rt_v2) { /* out of memory: the room's frames still go out */
+        obuf_unref(b->rt_v1);
+        obuf_unref(b->rt_v2);
+        obuf_unref(b->rt_bin);
+        b->rt_v1 = b->rt_v2 = b->rt_bin = NULL;
+    }
+    user_parts_cleanup(&u);
+}
+
 struct bcast *bcast_of_change(const struct store_change *c, struct bcast_scratch *s)
 {
     if (!store_change_payload_ok(c)) {
@@ -86,6 +198,8 @@ struct bcast *bcast_of_change(const struct store_change *c, struct bcast_scratch
     if (b) {
         b->msg_seq = c->seq;
         b->user_id = xstrdup(c->user_id);
+        if (!strcmp(c->event, "broadcast"))
+            add_realtime_frames(b, c, s);
     }
     return b;
 }

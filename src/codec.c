@@ -14,7 +14,12 @@ enum {
     BIN_PUSH = 0,
     BIN_REPLY = 1,
     BIN_BROADCAST = 2,
+    BIN_USER_PUSH = 3,      /* realtime-js: a client's broadcast */
+    BIN_USER_BROADCAST = 4, /* realtime-js: a broadcast to a client */
 };
+
+/* A user broadcast's payload encodings (kinds 3 and 4). */
+enum { USER_BINARY = 0, USER_JSON = 1 };
 
 #define BIN_FIELD_MAX 255
 
@@ -176,9 +181,92 @@ static int bin_field(json_t *holder, const uint8_t *p, size_t n, bool empty_is_n
     return 0;
 }
 
-int codec_decode_binary(enum codec_vsn vsn, const uint8_t *data, size_t len, struct phx_in *out)
+/* Parses len bytes of JSON (any value; no deeper than max_depth) into *v. */
+static int bin_json(const uint8_t *p, size_t len, size_t max_depth, json_t **v)
+{
+    if (!depth_ok((const char *)p, len, max_depth))
+        return RC_EPROTO;
+    json_error_t err;
+    *v = json_loadb((const char *)p, len, JSON_DECODE_ANY, &err);
+    if (!*v)
+        return json_error_code(&err) == json_error_out_of_memory ? RC_ENOMEM : RC_EPROTO;
+    return 0;
+}
+
+/* Kind 3, realtime-js's broadcast push: [3, jl, rl, tl, el, ml, encoding] then join_ref,
+ * ref, topic, user event, metadata (a JSON object or nothing) and the payload. Read as
+ * the text form's event "broadcast" with {"type":"broadcast","event","payload",...meta}
+ * (a binary payload stays in bin). */
+static int decode_user_push(const uint8_t *data, size_t len, size_t max_depth,
+                            struct phx_in *out)
+{
+    if (len < 7 || data[6] > USER_JSON)
+        return RC_EPROTO;
+    size_t l[5] = {data[1], data[2], data[3], data[4], data[5]};
+    size_t off = 7 + l[0] + l[1] + l[2] + l[3] + l[4];
+    if (off > len)
+        return RC_EPROTO;
+    json_t *root = json_array();
+    json_t *obj = json_object();
+    json_t *event = json_string("broadcast");
+    json_t *f[4], *meta = NULL, *payload = NULL;
+    int rc = RC_ENOMEM;
+    if (!root || !obj || !event || json_array_append(root, obj) || json_array_append(root, event))
+        goto fail;
+    const uint8_t *p = data + 7;
+    for (int i = 0; i < 4; p += l[i], i++)
+        if ((rc = bin_field(root, p, l[i], i < 2, &f[i])) < 0)
+            goto fail;
+    if (l[4] && ((rc = bin_json(p, l[4], max_depth, &meta)) < 0 || !json_is_object(meta))) {
+        rc = RC_EPROTO;
+        goto fail;
+    }
+    if (data[6] == USER_JSON && (rc = bin_json(data + off, len - off, max_depth, &payload)) < 0)
+        goto fail;
+    rc = RC_ENOMEM;
+    json_t *pl = payload; /* set_new takes it, even when it fails */
+    payload = NULL;
+    if (json_object_set_new(obj, "type", json_string("broadcast")) ||
+        json_object_set(obj, "event", f[3]) || (pl && json_object_set_new(obj, "payload", pl)))
+        goto fail;
+    if (meta && json_object_update_missing(obj, meta))
+        goto fail;
+    json_decref(meta);
+    json_decref(obj);
+    out->join_ref = f[0];
+    out->ref = f[1];
+    set_topic(out, f[2]);
+    out->event = json_string_value(event);
+    json_decref(event);
+    out->payload = obj;
+    out->user_broadcast = true;
+    if (data[6] == USER_BINARY) {
+        out->binary = true;
+        out->bin = data + off;
+        out->bin_len = len - off;
+    }
+    out->_root = root;
+    return 0;
+
+fail:
+    json_decref(payload);
+    json_decref(meta);
+    json_decref(event);
+    json_decref(obj);
+    json_decref(root);
+    return rc;
+}
+
+int codec_decode_binary(enum codec_vsn vsn, const uint8_t *data, size_t len, size_t max_depth,
+                        struct phx_in *out)
 {
     memset(out, 0, sizeof *out);
+    if (vsn == CODEC_V2 && len && data[0] == BIN_USER_PUSH) {
+        int rc = decode_user_push(data, len, max_depth, out);
+        if (rc)
+            memset(out, 0, sizeof *out);
+        return rc;
+    }
     if (vsn != CODEC_V2 || len < 5 || data[0] != BIN_PUSH)
         return RC_EPROTO;
     size_t jl = data[1], rl = data[2], tl = data[3], el = data[4];
@@ -382,5 +470,25 @@ int codec_encode_binary_broadcast(struct sbuf *out, const char *topic, const cha
     if (!bin_lens_ok(l, 2))
         return RC_EINVAL;
     bin_put(out, BIN_BROADCAST, f, l, 2, payload, payload_len);
+    return 0;
+}
+
+int codec_encode_user_broadcast(struct sbuf *out, const char *topic, size_t topic_len,
+                                const char *event, size_t event_len, const char *meta,
+                                size_t meta_len, bool json, const uint8_t *payload,
+                                size_t payload_len)
+{
+    size_t l[3] = {topic_len, event_len, meta ? meta_len : 0};
+    if (!bin_lens_ok(l, 3))
+        return RC_EINVAL;
+    sbuf_reserve(out, 5 + l[0] + l[1] + l[2] + payload_len);
+    sbuf_addc(out, (char)BIN_USER_BROADCAST);
+    for (int i = 0; i < 3; i++)
+        sbuf_addc(out, (char)(uint8_t)l[i]);
+    sbuf_addc(out, (char)(json ? USER_JSON : USER_BINARY));
+    sbuf_add(out, topic, topic_len);
+    sbuf_add(out, event, event_len);
+    sbuf_add(out, meta, l[2]);
+    sbuf_add(out, payload, payload_len);
     return 0;
 }

@@ -33,7 +33,9 @@ struct phx_in {
     size_t topic_len;
     const char *event;     /* always a string without NUL (non-string event is RC_EPROTO) */
     json_t *payload;       /* text: the value as it arrived (any type, null too); binary: NULL */
-    bool binary;           /* decoded from a binary kind-0 frame */
+    bool binary;           /* decoded from a binary kind-0 frame, or a kind-3 one with a
+                            * binary payload */
+    bool user_broadcast;   /* decoded from a kind-3 frame (realtime-js's broadcast) */
     const uint8_t *bin;    /* binary frames: view of the payload inside the input buffer */
     size_t bin_len;
     json_t *_root;         /* owns everything above */
@@ -50,14 +52,20 @@ struct phx_in {
 int codec_decode_text(enum codec_vsn vsn, const char *data, size_t len, size_t max_depth,
                       struct phx_in *out) MUSTCHECK;
 
-/* Decodes one binary frame (V2 only, kind 0 push). Field bytes must be valid UTF-8
- * without NUL; zero-length join_ref/ref become NULL; payload is NULL and bin/bin_len
- * point into data, which must outlive *out. Returns 0, RC_EPROTO for V1, an empty frame,
- * a kind other than 0, lengths running past the end or a bad field, or RC_ENOMEM; on
- * error *out is zeroed and needs no cleanup. */
-int codec_decode_binary(enum codec_vsn vsn, const uint8_t *data, size_t len,
+/* Decodes one binary frame (V2 only): a kind-0 push, or realtime-js's kind-3 user
+ * broadcast push. Field bytes must be valid UTF-8 without NUL; zero-length join_ref/ref
+ * become NULL. Kind 0: payload is NULL and bin/bin_len point into data, which must
+ * outlive *out. Kind 3 ([3, join_ref len, ref len, topic len, user event len, metadata
+ * len, encoding 0 binary | 1 JSON], then those fields and the payload) reads as the text
+ * form: event "broadcast", payload {"type":"broadcast","event":<user event>,
+ * "payload":<JSON payload>, ...the metadata object's other keys}, user_broadcast set; a
+ * binary payload is left in bin/bin_len with binary set. JSON in it (metadata, payload)
+ * nests at most max_depth deep. Returns 0, RC_EPROTO for V1, an empty frame, another
+ * kind, lengths running past the end, a bad field, an unknown encoding, metadata that is
+ * not an object or invalid JSON, or RC_ENOMEM; on error *out is zeroed and needs no
+ * cleanup. */
+int codec_decode_binary(enum codec_vsn vsn, const uint8_t *data, size_t len, size_t max_depth,
                         struct phx_in *out) MUSTCHECK;
-
 /* Releases what a successful decode produced and zeroes *m. Accepts NULL and a zeroed
  * struct. */
 void codec_in_cleanup(struct phx_in *m);
@@ -94,5 +102,13 @@ int codec_encode_binary_reply(struct sbuf *out, const char *jr, const char *ref,
                               size_t response_len) MUSTCHECK;
 int codec_encode_binary_broadcast(struct sbuf *out, const char *topic, const char *event,
                                   const uint8_t *payload, size_t payload_len) MUSTCHECK;
+/* realtime-js's kind-4 user broadcast: [4, topic len, user event len, metadata len,
+ * encoding] then topic, user event, metadata (JSON object text, or none: NULL) and the
+ * payload (JSON text when json, else bytes). A field over 255 bytes → RC_EINVAL with
+ * nothing appended. */
+int codec_encode_user_broadcast(struct sbuf *out, const char *topic, size_t topic_len,
+                                const char *event, size_t event_len, const char *meta,
+                                size_t meta_len, bool json, const uint8_t *payload,
+                                size_t payload_len) MUSTCHECK;
 
 #endif

@@ -415,7 +415,8 @@ static void feed(void *arg, bool binary, const uint8_t *data, size_t len)
     struct phx_in m;
     int rc;
     if (binary)
-        rc = codec_decode_binary(s->base.vsn, data, len, &m);
+        rc = codec_decode_binary(s->base.vsn, data, len,
+                                 (size_t)s->base.worker->env->cfg->max_json_depth, &m);
     else if (!utf8_valid((const char *)data, len))
         rc = RC_EPROTO;
     else

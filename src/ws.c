@@ -503,7 +503,7 @@ static void handle_message(struct ws_conn *c, uint8_t op, const uint8_t *data, s
             protocol_error(c, 1011, "undecodable message");
             return;
         }
-    } else if (codec_decode_binary(c->base.vsn, data, len, &m)) {
+    } else if (codec_decode_binary(c->base.vsn, data, len, (size_t)cfg->max_json_depth, &m)) {
         protocol_error(c, 1011, "undecodable binary message");
         return;
     }

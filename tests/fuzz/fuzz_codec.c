@@ -160,9 +160,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(text);
 
     /* Binary: payload views point into the input. */
-    rc = codec_decode_binary(CODEC_V1, frame, len, &m);
+    rc = codec_decode_binary(CODEC_V1, frame, len, 32, &m);
     CHECK(rc == RC_EPROTO && m._root == NULL);
-    rc = codec_decode_binary(CODEC_V2, frame, len, &m);
+    rc = codec_decode_binary(CODEC_V2, frame, len, 32, &m);
     CHECK(rc == 0 || rc == RC_EPROTO || rc == RC_ENOMEM);
     if (rc == 0) {
         CHECK(m.binary && m.bin >= frame && m.bin + m.bin_len == frame + len);

@@ -75,7 +75,7 @@ static void on_message(void *arg, bool binary, const uint8_t *msg, size_t n)
     }
 
     struct phx_in m;
-    int rc = binary ? codec_decode_binary(CODEC_V2, msg, n, &m)
+    int rc = binary ? codec_decode_binary(CODEC_V2, msg, n, 32, &m)
                     : codec_decode_text(CODEC_V2, (const char *)msg, n, DEPTH, &m);
     if (!rc)
         codec_in_cleanup(&m);

@@ -414,7 +414,7 @@ static void test_decode_error_clears_out(void **state)
     }
     memset(&m, 0x5a, sizeof m);
     const uint8_t kind1[] = {1, 0, 0, 0, 0};
-    assert_int_equal(codec_decode_binary(CODEC_V2, kind1, sizeof kind1, &m), RC_EPROTO);
+    assert_int_equal(codec_decode_binary(CODEC_V2, kind1, sizeof kind1, 32, &m), RC_EPROTO);
     check_zeroed(&m, "binary kind 1");
 }
 
@@ -544,7 +544,7 @@ static void bin_line(char **cols, size_t ncols, const char *where, void *arg)
     uint8_t *data = parse_hex(cols[1], &len);
     struct phx_in m;
     memset(&m, 0xab, sizeof m);
-    int rc = codec_decode_binary(CODEC_V2, data, len, &m);
+    int rc = codec_decode_binary(CODEC_V2, data, len, 32, &m);
     if (strcmp(cols[0], "eproto") == 0) {
         assert_int_equal(ncols, 2);
         if (rc != RC_EPROTO)
@@ -600,7 +600,7 @@ static void bin_prefix_line(char **cols, size_t ncols, const char *where, void *
         assert_non_null(copy);
         memcpy(copy, data, k);
         struct phx_in m;
-        int rc = codec_decode_binary(CODEC_V2, copy, k, &m);
+        int rc = codec_decode_binary(CODEC_V2, copy, k, 32, &m);
         if (k < fields_end) {
             if (rc != RC_EPROTO)
                 fail_msg("%s: %zu-byte prefix gave rc %d", where, k, rc);
@@ -631,20 +631,21 @@ static void test_binary_refusals(void **state)
     static const uint8_t ex[] = {0x00, 0x02, 0x02, 0x06, 0x03, 0x31, 0x32, 0x31, 0x33, 0x72, 0x6f,
                                  0x6f, 0x6d, 0x3a, 0x31, 0x69, 0x6d, 0x67, 0x01, 0x02, 0x03};
     struct phx_in m;
-    assert_int_equal(codec_decode_binary(CODEC_V2, ex, sizeof ex, &m), 0);
+    assert_int_equal(codec_decode_binary(CODEC_V2, ex, sizeof ex, 32, &m), 0);
     codec_in_cleanup(&m);
     /* V1 has no binary frames (§2.2) */
-    assert_int_equal(codec_decode_binary(CODEC_V1, ex, sizeof ex, &m), RC_EPROTO);
+    assert_int_equal(codec_decode_binary(CODEC_V1, ex, sizeof ex, 32, &m), RC_EPROTO);
     check_zeroed(&m, "V1");
     /* empty frame */
-    assert_int_equal(codec_decode_binary(CODEC_V2, NULL, 0, &m), RC_EPROTO);
-    assert_int_equal(codec_decode_binary(CODEC_V2, ex, 0, &m), RC_EPROTO);
-    /* every kind but 0, with an otherwise valid layout */
+    assert_int_equal(codec_decode_binary(CODEC_V2, NULL, 0, 32, &m), RC_EPROTO);
+    assert_int_equal(codec_decode_binary(CODEC_V2, ex, 0, 32, &m), RC_EPROTO);
+    /* every kind but 0, with an otherwise valid layout (as kind 3, its encoding byte is
+     * 0x31: unknown) */
     uint8_t copy[sizeof ex];
     memcpy(copy, ex, sizeof ex);
     for (unsigned kind = 1; kind <= 255; kind++) {
         copy[0] = (uint8_t)kind;
-        if (codec_decode_binary(CODEC_V2, copy, sizeof copy, &m) != RC_EPROTO)
+        if (codec_decode_binary(CODEC_V2, copy, sizeof copy, 32, &m) != RC_EPROTO)
             fail_msg("kind %u accepted", kind);
     }
 }
@@ -687,7 +688,7 @@ static void test_binary_utf8(void **state)
             size_t len;
             uint8_t *frame = make_push(f, fl, payload, sizeof payload, &len);
             struct phx_in m;
-            int rc = codec_decode_binary(CODEC_V2, frame, len, &m);
+            int rc = codec_decode_binary(CODEC_V2, frame, len, 32, &m);
             if (rc != cases[c].rc)
                 fail_msg("case %zu in field %d: rc %d, want %d", c, field, rc, cases[c].rc);
             if (rc == 0) {
@@ -715,7 +716,7 @@ static void test_binary_heartbeat_text_reply(void **state)
     static const uint8_t hb[] = {0x00, 0x00, 0x01, 0x07, 0x09, 0x38, 0x70, 0x68, 0x6f, 0x65, 0x6e,
                                  0x69, 0x78, 0x68, 0x65, 0x61, 0x72, 0x74, 0x62, 0x65, 0x61, 0x74};
     struct phx_in m;
-    assert_int_equal(codec_decode_binary(CODEC_V2, hb, sizeof hb, &m), 0);
+    assert_int_equal(codec_decode_binary(CODEC_V2, hb, sizeof hb, 32, &m), 0);
     assert_null(m.join_ref);
     char *jr = codec_ref_text(m.join_ref);
     char *ref = codec_ref_text(m.ref);
@@ -1044,6 +1045,145 @@ static void test_binary_encode_appends(void **state)
     sbuf_cleanup(&out);
 }
 
+/* A kind-3 frame: the header, then join_ref, ref, topic, user event, metadata, payload. */
+static size_t user_push(uint8_t *out, const char *jr, const char *ref, const char *topic,
+                        const char *ev, const char *meta, uint8_t enc, const char *payload,
+                        size_t plen)
+{
+    const char *f[5] = {jr, ref, topic, ev, meta};
+    size_t n = 7;
+    out[0] = 3;
+    for (int i = 0; i < 5; i++)
+        out[1 + i] = (uint8_t)strlen(f[i]);
+    out[6] = enc;
+    for (int i = 0; i < 5; i++) {
+        memcpy(out + n, f[i], strlen(f[i]));
+        n += strlen(f[i]);
+    }
+    memcpy(out + n, payload, plen);
+    return n + plen;
+}
+
+static void test_user_push_decode(void **state)
+{
+    uint8_t fr[256];
+    struct phx_in m;
+    size_t n = user_push(fr, "1", "7", "realtime:lobby", "cursor", "{\"persist\":true}", 1,
+                         "{\"x\":1}", 7);
+    assert_int_equal(codec_decode_binary(CODEC_V2, fr, n, 32, &m), 0);
+    assert_true(m.user_broadcast);
+    assert_false(m.binary);
+    assert_string_equal(json_string_value(m.join_ref), "1");
+    assert_string_equal(json_string_value(m.ref), "7");
+    assert_string_equal(m.topic_str, "realtime:lobby");
+    assert_string_equal(m.event, "broadcast");
+    char *text = json_dumps(m.payload, JSON_COMPACT | JSON_SORT_KEYS);
+    assert_string_equal(text,
+                        "{\"event\":\"cursor\",\"payload\":{\"x\":1},\"persist\":true,"
+                        "\"type\":\"broadcast\"}");
+    free(text);
+    codec_in_cleanup(&m);
+
+    /* no refs, no metadata, any JSON value; metadata never overrides the message */
+    n = user_push(fr, "", "", "realtime:a", "e", "{\"event\":\"x\",\"type\":1}", 1, "[1,2]", 5);
+    assert_int_equal(codec_decode_binary(CODEC_V2, fr, n, 32, &m), 0);
+    assert_null(m.join_ref);
+    assert_null(m.ref);
+    text = json_dumps(m.payload, JSON_COMPACT | JSON_SORT_KEYS);
+    assert_string_equal(text, "{\"event\":\"e\",\"payload\":[1,2],\"type\":\"broadcast\"}");
+    free(text);
+    codec_in_cleanup(&m);
+
+    /* a binary payload stays bytes */
+    n = user_push(fr, "1", "2", "realtime:a", "blob", "", 0, "\x00\x01\xff", 3);
+    assert_int_equal(codec_decode_binary(CODEC_V2, fr, n, 32, &m), 0);
+    assert_true(m.user_broadcast);
+    assert_true(m.binary);
+    assert_int_equal(m.bin_len, 3);
+    assert_memory_equal(m.bin, "\x00\x01\xff", 3);
+    assert_null(json_object_get(m.payload, "payload"));
+    assert_string_equal(json_string_value(json_object_get(m.payload, "event")), "blob");
+    codec_in_cleanup(&m);
+}
+
+static void test_user_push_refusals(void **state)
+{
+    uint8_t fr[256];
+    struct phx_in m;
+    size_t n = user_push(fr, "1", "2", "realtime:a", "e", "", 1, "{}", 2);
+    assert_int_equal(codec_decode_binary(CODEC_V1, fr, n, 32, &m), RC_EPROTO);
+    check_zeroed(&m, "V1");
+    for (size_t k = 0; k < n - 2; k++) /* every truncation before the payload */
+        if (codec_decode_binary(CODEC_V2, fr, k, 32, &m) != RC_EPROTO)
+            fail_msg("truncated to %zu accepted", k);
+    static const struct {
+        const char *meta;
+        uint8_t enc;
+        const char *payload;
+        const char *why;
+    } bad[] = {
+        {"", 2, "{}", "unknown encoding"},
+        {"[1]", 1, "{}", "metadata not an object"},
+        {"{", 1, "{}", "metadata not JSON"},
+        {"", 1, "{\"a\":", "payload not JSON"},
+        {"", 1, "", "empty JSON payload"},
+        {"", 1, "\"\\u0000\"", "NUL in the payload"},
+        {"", 1, "[[[[[[[[[[]]]]]]]]]]", "payload too deep"},
+        {"{\"a\":[[[[[[[[[[]]]]]]]]]]}", 1, "{}", "metadata too deep"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        n = user_push(fr, "1", "2", "realtime:a", "e", bad[i].meta, bad[i].enc, bad[i].payload,
+                      strlen(bad[i].payload));
+        if (codec_decode_binary(CODEC_V2, fr, n, 8, &m) != RC_EPROTO)
+            fail_msg("accepted: %s", bad[i].why);
+        check_zeroed(&m, bad[i].why);
+    }
+    n = user_push(fr, "1", "2", "realtime:a", "e\xff", "", 1, "{}", 2);
+    assert_int_equal(codec_decode_binary(CODEC_V2, fr, n, 32, &m), RC_EPROTO);
+    n = user_push(fr, "1", "2", "realtime:a", "", "", 1, "{}", 2);
+    fr[7 + 2] = 0; /* a NUL in the topic */
+    assert_int_equal(codec_decode_binary(CODEC_V2, fr, n, 32, &m), RC_EPROTO);
+}
+
+static void test_user_broadcast_encode(void **state)
+{
+    struct sbuf out = SBUF_INIT;
+    assert_int_equal(codec_encode_user_broadcast(&out, "realtime:a", 10, "cursor", 6,
+                                                 "{\"id\":\"4\"}", 10, true,
+                                                 (const uint8_t *)"{\"x\":1}", 7),
+                     0);
+    static const char want[] = "\x04\x0a\x06\x0a\x01realtime:acursor{\"id\":\"4\"}{\"x\":1}";
+    assert_int_equal(out.len, sizeof want - 1);
+    assert_memory_equal(out.data, want, sizeof want - 1);
+    sbuf_reset(&out);
+    assert_int_equal(
+        codec_encode_user_broadcast(&out, "t", 1, "e", 1, NULL, 0, false, (const uint8_t *)"\x00", 1),
+        0);
+    assert_int_equal(out.len, 8);
+    assert_memory_equal(out.data, "\x04\x01\x01\x00\x00te\x00", 8);
+    /* 255 bytes fit; 256 in any field is refused with nothing appended */
+    char f256[257];
+    memset(f256, 'a', 256);
+    f256[256] = 0;
+    sbuf_reset(&out);
+    assert_int_equal(codec_encode_user_broadcast(&out, f256, 255, f256, 255, f256, 255, true,
+                                                 (const uint8_t *)"1", 1),
+                     0);
+    assert_int_equal(out.len, 5 + 3 * 255 + 1);
+    sbuf_reset(&out);
+    assert_int_equal(codec_encode_user_broadcast(&out, f256, 256, "e", 1, NULL, 0, true,
+                                                 (const uint8_t *)"1", 1),
+                     RC_EINVAL);
+    assert_int_equal(codec_encode_user_broadcast(&out, "t", 1, f256, 256, NULL, 0, true,
+                                                 (const uint8_t *)"1", 1),
+                     RC_EINVAL);
+    assert_int_equal(codec_encode_user_broadcast(&out, "t", 1, "e", 1, f256, 256, true,
+                                                 (const uint8_t *)"1", 1),
+                     RC_EINVAL);
+    assert_int_equal(out.len, 0);
+    sbuf_cleanup(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1072,6 +1212,9 @@ int main(void)
         cmocka_unit_test(test_binary_encode_golden),
         cmocka_unit_test(test_binary_encode_limits),
         cmocka_unit_test(test_binary_encode_appends),
+        cmocka_unit_test(test_user_push_decode),
+        cmocka_unit_test(test_user_push_refusals),
+        cmocka_unit_test(test_user_broadcast_encode),
     };
     return cmocka_run_group_tests_name("codec", tests, NULL, NULL);
 }
