@@ -84,7 +84,9 @@ static void reencode(const struct phx_in *m)
 {
     CHECK(m->event != NULL && m->_root != NULL);
     CHECK(m->topic_str == NULL || m->topic_len == strlen(m->topic_str));
-    CHECK(m->binary ? (m->payload == NULL && (m->bin != NULL || m->bin_len == 0))
+    CHECK(m->user_broadcast ? json_is_object(m->payload) : true);
+    CHECK(m->binary ? ((m->user_broadcast || m->payload == NULL) &&
+                       (m->bin != NULL || m->bin_len == 0))
                     : (m->bin == NULL && m->bin_len == 0));
     if (!m->topic_str)
         return; /* the router answers those by hand; nothing to encode */
@@ -162,10 +164,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Binary: payload views point into the input. */
     rc = codec_decode_binary(CODEC_V1, frame, len, 32, &m);
     CHECK(rc == RC_EPROTO && m._root == NULL);
-    rc = codec_decode_binary(CODEC_V2, frame, len, 32, &m);
+    rc = codec_decode_binary(CODEC_V2, frame, len, max_depth, &m);
     CHECK(rc == 0 || rc == RC_EPROTO || rc == RC_ENOMEM);
     if (rc == 0) {
-        CHECK(m.binary && m.bin >= frame && m.bin + m.bin_len == frame + len);
+        /* kind 0, or kind 3 with a binary payload: a view of the input's end */
+        CHECK(m.user_broadcast || m.binary);
+        CHECK(!m.binary || (m.bin >= frame && m.bin + m.bin_len == frame + len));
         reencode(&m);
         codec_in_cleanup(&m);
     }

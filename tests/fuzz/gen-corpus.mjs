@@ -55,6 +55,14 @@ for (const f of v2) write('fuzz_codec', ctl((32 << 1) | 1, f));
 for (const f of bin) write('fuzz_codec', ctl((32 << 1) | 1, f));
 write('fuzz_codec', ctl((2 << 1) | 1, '[null,"1","t","e",{"a":[{"b":1}]}]')); // too deep
 write('fuzz_codec', ctl((63 << 1) | 1, '[null,"1","t","e",' + '['.repeat(40) + ']'.repeat(40) + ']'));
+// realtime-js's kind-3 user broadcast push: JSON and binary payloads, with metadata.
+const userPush = (jr, ref, topic, ev, meta, enc, payload) => {
+    const f = [jr, ref, topic, ev, meta].map((x) => Buffer.from(x));
+    return Buffer.concat([Buffer.from([3, ...f.map((x) => x.length), enc]), ...f, Buffer.from(payload)]);
+};
+write('fuzz_codec', ctl((32 << 1) | 1, userPush('1', '2', 'realtime:a', 'cursor', '', 1, '{"x":1}')));
+write('fuzz_codec', ctl((32 << 1) | 1, userPush('', '', 'realtime:a', 'e', '{"persist":true}', 1, '[1,{"b":null}]')));
+write('fuzz_codec', ctl((32 << 1) | 1, userPush('1', '2', 'realtime:a', 'blob', '', 0, [0, 1, 255])));
 write('fuzz_codec', ctl(1, '2.0.0'));
 write('fuzz_codec', ctl(0, '1.0.12'));
 

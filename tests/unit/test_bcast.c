@@ -146,12 +146,85 @@ static void refcount(void **state)
     bcast_unref(NULL);
 }
 
+/* Checks that frame b is a final binary frame carrying exactly want (n bytes). */
+static void expect_binary(const struct obuf *b, const char *want, size_t n)
+{
+    assert_non_null(b);
+    assert_int_equal(b->opcode, WS_OP_BINARY);
+    assert_int_equal(b->data[0], 0x82);
+    assert_int_equal(obuf_payload_len(b), n);
+    assert_memory_equal(obuf_payload(b), want, n);
+}
+
+/* A room's broadcast (a change with event "broadcast") keeps the room form for phoenix.js
+ * members and gets realtime-js's forms on realtime:<room>, with its version as meta.id. */
+static void of_change_broadcast(void **state)
+{
+    struct store_change c = {.version = 12, .seq = 0, .room_id = "lobby", .user_id = "alice",
+                             .event = "broadcast",
+                             .payload = "{\"event\":\"cursor\",\"payload\":{\"x\":1},"
+                                        "\"user_id\":\"alice\",\"version\":12}"};
+    struct bcast_scratch sc = BCAST_SCRATCH_INIT;
+    struct bcast *b = bcast_of_change(&c, &sc);
+    bcast_scratch_cleanup(&sc);
+    assert_non_null(b);
+    assert_string_equal(b->topic, "room:lobby");
+    assert_int_equal(b->seq, 12);
+    expect_text(b->v2, "[null,null,\"room:lobby\",\"broadcast\",{\"event\":\"cursor\",\"payload\":"
+                       "{\"x\":1},\"user_id\":\"alice\",\"version\":12}]");
+    expect_text(b->rt_v2, "[null,null,\"realtime:lobby\",\"broadcast\",{\"event\":\"cursor\","
+                          "\"meta\":{\"id\":\"12\"},\"payload\":{\"x\":1},\"type\":\"broadcast\"}]");
+    expect_text(b->rt_v1, "{\"event\":\"broadcast\",\"payload\":{\"event\":\"cursor\",\"meta\":{"
+                          "\"id\":\"12\"},\"payload\":{\"x\":1},\"type\":\"broadcast\"},\"ref\":null,"
+                          "\"topic\":\"realtime:lobby\"}");
+    static const char bin[] = "\x04\x0e\x06\x0b\x01realtime:lobbycursor{\"id\":\"12\"}{\"x\":1}";
+    expect_binary(b->rt_bin, bin, sizeof bin - 1);
+    bcast_unref(b);
+
+    /* other changes, and a broadcast row without a string event, get none */
+    struct store_change m = {.version = 13, .seq = 4, .room_id = "lobby", .user_id = "bob",
+                             .event = "new_message", .payload = "{\"event\":\"x\"}"};
+    struct store_change odd = {.version = 14, .room_id = "lobby", .user_id = "",
+                               .event = "broadcast", .payload = "{\"event\":5}"};
+    const struct store_change *none[] = {&m, &odd};
+    for (int i = 0; i < 2; i++) {
+        b = bcast_of_change(none[i], &sc);
+        assert_non_null(b);
+        assert_null(b->rt_v2);
+        assert_null(b->rt_v1);
+        assert_null(b->rt_bin);
+        bcast_unref(b);
+    }
+    bcast_scratch_cleanup(&sc);
+}
+
+/* An ephemeral broadcast on a realtime: topic gets the binary form beside its text ones;
+ * other topics and events do not. */
+static void create_realtime_topic(void **state)
+{
+    const char *p = "{\"event\":\"hi\",\"payload\":[1],\"type\":\"broadcast\"}";
+    struct bcast *b = bcast_create("realtime:r", "broadcast", p, strlen(p), 0, 0);
+    assert_non_null(b);
+    static const char bin[] = "\x04\x0a\x02\x00\x01realtime:rhi[1]";
+    expect_binary(b->rt_bin, bin, sizeof bin - 1);
+    assert_null(b->rt_v2);
+    bcast_unref(b);
+    b = bcast_create("realtime:r", "presence_diff", "{}", 2, 0, 0);
+    assert_null(b->rt_bin);
+    bcast_unref(b);
+    b = bcast_create("room:r", "broadcast", p, strlen(p), 0, 0);
+    assert_null(b->rt_bin);
+    bcast_unref(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(create_encodes_both),
         cmocka_unit_test(of_change),
         cmocka_unit_test(of_change_bad_payload),
+        cmocka_unit_test(of_change_broadcast),
+        cmocka_unit_test(create_realtime_topic),
         cmocka_unit_test(of_notif_and_docop),
         cmocka_unit_test(scratch_reused),
         cmocka_unit_test(refcount),
