@@ -15,6 +15,7 @@ struct store_req *store_req_create(enum store_op op)
     r->after_seq = -1;
     r->before_seq = -1;
     r->since_version = -1;
+    r->since_ms = -1;
     r->limit = 50;
     return r;
 }
@@ -180,6 +181,7 @@ bool store_op_is_write(enum store_op op)
     case STORE_REACTION_PUT:
     case STORE_REACTION_DELETE:
     case STORE_READ_MARK:
+    case STORE_BROADCAST_ADD:
         return true;
     default:
         return false;
@@ -216,6 +218,14 @@ void store_msg_append_json(struct sbuf *out, const struct store_msg *m)
     sbuf_printf(out, ",\"seq\":%lld,\"user_id\":", (long long)m->seq);
     sbuf_add_json_str(out, m->user_id, strlen(m->user_id));
     sbuf_addc(out, '}');
+}
+
+bool store_json_value_ok(const char *text)
+{
+    json_t *j = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+    bool ok = j != NULL;
+    json_decref(j);
+    return ok;
 }
 
 bool store_change_payload_ok(const struct store_change *c)

@@ -11,7 +11,7 @@
  * connection), never block. A successful write's completion runs after its commit.
  *
  * Every durable change in a room (a new message, an edit, a delete, a reaction added or
- * removed) takes the room's next version and is a row of the room's change log, written by
+ * removed, a broadcast on the room's private channel) takes the room's next version and is a row of the room's change log, written by
  * the database's triggers, so writes by other processes take the same path.
  * After each commit the store passes the rows it committed to the listeners, in commit
  * order (which is version order within a room). The SQLite store also delivers the rows that
@@ -81,6 +81,15 @@ enum store_op {
                           * replies, oldest first); RC_ENOTFOUND (room or parent) */
     STORE_USER_ROOMS,    /* read: user_id → user_rooms (by room_id), each with last_seq,
                           * last_read_seq and unread */
+    STORE_BROADCAST_ADD, /* write: room_id, user_id (the sender; NULL: the server), name (the
+                          * user's event), data (its payload, JSON text) → version; a change
+                          * "broadcast" with seq 0, delivered as every change; RC_ENOTFOUND
+                          * (room), RC_EINVAL (no name, data not one JSON value) */
+    STORE_BROADCAST_JOIN, /* read, one snapshot: room_id, user_id → member (role), room (with
+                          * version), changes: the room's broadcasts with version >
+                          * since_version and inserted_at >= since_ms (since_ms < 0: none),
+                          * the first `limit` by version; RC_ENOTFOUND (room), RC_EFORBIDDEN
+                          * (not a member) */
     STORE_OP_COUNT
 };
 
@@ -142,6 +151,9 @@ struct store_change {
     char inserted_at[32];
 };
 
+/* The last millisecond of year 9999, the latest time the stores compare with. */
+#define STORE_MS_MAX INT64_C(253402300799999)
+
 struct store_req {
     enum store_op op;
     /* arguments (owned by the request, freed by store_req_destroy) */
@@ -150,6 +162,8 @@ struct store_req {
     int64_t seq;        /* the message an edit, delete, reaction, read mark or thread is about */
     int64_t reply_to;   /* STORE_MESSAGE_ADD: the parent's seq, 0: none */
     int64_t since_version; /* >= 0: changes after this version (join, changes page) */
+    int64_t since_ms;   /* STORE_BROADCAST_JOIN: broadcasts logged at or after this time (ms
+                         * since the epoch, later ones count as STORE_MS_MAX); < 0: none */
     int64_t after_seq;  /* >= 0: rows with seq > after_seq (first `limit` of them) */
     int64_t before_seq; /* >= 0: rows with seq < before_seq (last `limit` of them) */
     int limit;          /* rows to return; with neither bound, the latest `limit` */
@@ -199,7 +213,8 @@ struct store_options {
     void (*docop_listener)(const struct store_docop *ops, size_t count, void *arg);
 };
 
-/* Allocates a request for op with its bounds unset (after_seq = before_seq = -1). */
+/* Allocates a request for op with its bounds unset (after_seq = before_seq = since_version =
+ * since_ms = -1). */
 struct store_req *store_req_create(enum store_op op);
 /* Frees a request, its arguments and results. Accepts NULL. */
 void store_req_destroy(struct store_req *req);
@@ -258,6 +273,8 @@ struct sbuf;
  * {"body","id","inserted_at","reactions","reply_count","seq","user_id"} with "edited_at"
  * and "reply_to" when set; a deleted one as {"deleted":true,"deleted_at","seq"}. */
 void store_msg_append_json(struct sbuf *out, const struct store_msg *m);
+/* Whether text (NULL: no) is one JSON value: what STORE_BROADCAST_ADD takes as data. */
+bool store_json_value_ok(const char *text);
 /* Whether a change's payload is one JSON object. The log is a table any writer may
  * insert into: a payload that is not is never broadcast nor replayed. */
 bool store_change_payload_ok(const struct store_change *c);

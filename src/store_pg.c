@@ -733,8 +733,8 @@ static void run_batch(struct pg_store *s, struct store_req *head)
         head = head->_next;
         v[n - 1]->_next = NULL;
     }
-    /* Invalid requests (a notification without a valid message) are answered without
-     * a statement. */
+    /* Invalid requests (a notification without a valid message, a broadcast that is not
+     * JSON) are answered without a statement. */
     struct store_req *rejected = NULL;
     size_t valid = 0, n_rejected = n;
     for (size_t i = 0; i < n; i++) {

@@ -55,6 +55,8 @@ enum store_pg_stmt {
     ST_CHANGES_PAGE,
     ST_REPLIES,
     ST_USER_ROOMS,
+    ST_BROADCAST_ADD,
+    ST_BROADCAST_JOIN,
     ST_COUNT
 };
 
@@ -81,7 +83,8 @@ void store_pg_args_cleanup(struct store_pg_args *a);
 enum store_pg_stmt store_pg_read_stmt(const struct store_req *r, struct store_pg_args *a);
 
 /* Chooses the statement of a write and fills its arguments (pointing into r); ST_COUNT
- * when the request is invalid (a notification without a valid message) or not a write. */
+ * when the request is invalid (a notification without a valid message, a broadcast
+ * without an event or whose payload is not JSON) or not a write. */
 enum store_pg_stmt store_pg_write_stmt(const struct store_req *r, struct store_pg_args *a);
 
 /* Fills a with the arguments of ST_MSG_ADD_MANY for the k message requests of v: four

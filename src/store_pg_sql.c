@@ -182,6 +182,20 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_USER_ROOMS] = "SELECT r.id, r.name, m.role, r.last_seq, m.last_read_seq, " UNREAD " "
                       "FROM memberships m JOIN rooms r ON r.id = m.room_id "
                       "WHERE m.user_id = $1 ORDER BY r.id COLLATE \"C\"",
+    /* $1 room, $2 user (NULL: the server), $3 event, $4 payload; the change as logged
+     * (0008_broadcasts.sql; an unknown room raises foreign_key_violation) */
+    [ST_BROADCAST_ADD] = "SELECT " STORE_PG_CHANGE_COLS("")
+                         " FROM rowcast_room_broadcast_log($1, $3, $4::jsonb, $2)",
+    /* $1 room, $2 user, $3 since_version, $4 since ms (NULL: no broadcasts), $5 limit.
+     * Sorted by version + 0: ordered by version the (generic) plan walks the version index
+     * and reads the room's whole log to find the few recent broadcasts; this way it reads
+     * those through room_changes_broadcasts (0008) and sorts them. */
+    [ST_BROADCAST_JOIN] = "SELECT " JOIN_COLS("0") CHANGE_COLS " " JOIN_FROM
+                          "LEFT JOIN LATERAL (SELECT * FROM room_changes WHERE m.role IS NOT NULL "
+                          "AND room_id = r.id AND event = 'broadcast' AND version > $3 "
+                          "AND inserted_at >= 'epoch'::timestamptz + $4::bigint * "
+                          "interval '1 millisecond' ORDER BY version + 0 LIMIT $5) c "
+                          "ON true WHERE r.id = $1 ORDER BY c.version",
 };
 
 const char *store_pg_stmt_sql(enum store_pg_stmt id)
@@ -420,6 +434,16 @@ enum store_pg_stmt store_pg_read_stmt(const struct store_req *r, struct store_pg
         arg_limit(a, r->limit);
         return ST_REPLIES;
     case STORE_USER_ROOMS: arg_str(a, r->user_id); return ST_USER_ROOMS;
+    case STORE_BROADCAST_JOIN:
+        arg_str(a, r->room_id);
+        arg_str(a, r->user_id);
+        arg_int(a, r->since_version);
+        if (r->since_ms >= 0) /* later than STORE_MS_MAX may be out of timestamp's range */
+            arg_int(a, r->since_ms < STORE_MS_MAX ? r->since_ms : STORE_MS_MAX);
+        else
+            arg_str(a, NULL);
+        arg_limit(a, r->limit);
+        return ST_BROADCAST_JOIN;
     case STORE_DOC_JOIN: /* like SQLite: after_seq, or the latest; before_seq unused */
         arg_str(a, r->room_id);
         arg_str(a, r->user_id);
@@ -540,6 +564,14 @@ int store_pg_parse_read(struct store_req *req, const PGresult *res)
         read_room(res, 0, 0, &req->room);
         read_changes(res, 6, req);
         return 0;
+    case STORE_BROADCAST_JOIN: {
+        if (!rows)
+            return RC_ENOTFOUND;
+        int rc = read_join_head(res, req);
+        if (!rc)
+            read_changes(res, JOIN_NCOLS, req);
+        return rc;
+    }
     case STORE_REPLIES_PAGE:
         if (!rows || PQgetisnull(res, 0, 0))
             return RC_ENOTFOUND;
@@ -665,6 +697,14 @@ enum store_pg_stmt store_pg_write_stmt(const struct store_req *r, struct store_p
         arg_str(a, r->name);
         arg_str(a, r->data ? r->data : "null");
         return ST_DOCOP_ADD;
+    case STORE_BROADCAST_ADD:
+        if (!r->name || !store_json_value_ok(r->data))
+            return ST_COUNT;
+        arg_str(a, r->room_id);
+        arg_str(a, r->user_id);
+        arg_str(a, r->name);
+        arg_str(a, r->data);
+        return ST_BROADCAST_ADD;
     default: return ST_COUNT;
     }
 }
@@ -797,6 +837,11 @@ int store_pg_parse_write(struct store_req *req, const PGresult *res)
             return RC_ESTORE;
         store_pg_read_notif(res, 0, 0, req->user_id, &req->notif);
         return 0;
+    case STORE_BROADCAST_ADD:
+        if (rows != 1)
+            return RC_ESTORE;
+        req->version = read_logged_change(res, 0, 0, req);
+        return 0;
     case STORE_DOC_EDIT:
         if (rows != 1)
             return RC_ESTORE;
@@ -853,6 +898,7 @@ static const char *lock_key(const struct store_req *r, bool users)
     case STORE_MESSAGE_DELETE:
     case STORE_REACTION_PUT:
     case STORE_REACTION_DELETE:
+    case STORE_BROADCAST_ADD:
     case STORE_DOC_EDIT: return r->room_id;
     default: return NULL;
     }

@@ -62,6 +62,8 @@ enum stmt_id {
     ST_USER_ROOMS,
     ST_CHANGES_AFTER,
     ST_CHANGE_SCAN,
+    ST_BROADCAST_ADD,
+    ST_BROADCASTS_SINCE,
     ST_PING,
     ST_NOTIF_ADD,
     ST_NOTIF_UNREAD,
@@ -160,6 +162,15 @@ static const char *const stmt_sql[ST_COUNT] = {
                          "WHERE room_id = ?1 AND version > ?2 ORDER BY version LIMIT ?3",
     [ST_CHANGE_SCAN] = "SELECT " CHANGE_COLS " FROM room_changes "
                        "WHERE id > ?1 ORDER BY id LIMIT ?2",
+    /* the trigger of 0004_broadcasts.sql checks it and logs it with the next version */
+    [ST_BROADCAST_ADD] = "INSERT INTO room_broadcasts(room_id, user_id, event, payload) "
+                         "VALUES (?1, ?2, ?3, ?4)",
+    /* ?3: the time as inserted_at writes it. By the room's broadcasts from that time on
+     * (+version keeps the planner off the version index, which would read the room's
+     * whole log from since_version to find a recent time) */
+    [ST_BROADCASTS_SINCE] = "SELECT " CHANGE_COLS " FROM room_changes "
+                            "WHERE room_id = ?1 AND event = 'broadcast' AND +version > ?2 "
+                            "AND inserted_at >= ?3 ORDER BY version LIMIT ?4",
     [ST_PING] = "SELECT 1",
     [ST_NOTIF_ADD] = "INSERT INTO notifications(user_id, payload, inserted_at) VALUES (?1, ?2, ?3) "
                      "RETURNING id",
@@ -676,6 +687,36 @@ static int do_join_room(struct conn *c, struct store_req *req)
     return rc;
 }
 
+/* Writes ms since the epoch (0 to STORE_MS_MAX: four-digit years, so that the text
+ * compares in time order) as inserted_at does: YYYY-MM-DDTHH:MM:SS.mmmZ. */
+static void iso_of_ms(int64_t ms, char out[32])
+{
+    if (ms > STORE_MS_MAX)
+        ms = STORE_MS_MAX;
+    time_t sec = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, ".%03dZ", (int)(ms % 1000));
+}
+
+/* Room, membership (role) and the room's broadcasts after since_version logged from
+ * since_ms on (none when since_ms < 0). */
+static int do_broadcast_join(struct conn *c, struct store_req *req)
+{
+    int rc = do_room_get(c, req);
+    if (!rc)
+        rc = do_member_get(c, req);
+    if (rc || req->since_ms < 0)
+        return rc;
+    char since[32];
+    iso_of_ms(req->since_ms, since);
+    sqlite3_stmt *st = bound(c, ST_BROADCASTS_SINCE, "sIsi", req->room_id, req->since_version,
+                             since, req->limit);
+    req->changes = step_rows(c, st, sizeof *req->changes, read_change, &req->n_changes, &rc);
+    return rc;
+}
+
 /* The room (version, last_seq) and its changes after since_version. */
 static int do_changes_page(struct conn *c, struct store_req *req)
 {
@@ -767,6 +808,8 @@ static int run_read(struct conn *c, struct store_req *req)
         return in_snapshot(c, req, do_replies_page);
     case STORE_USER_ROOMS:
         return do_user_rooms(c, req);
+    case STORE_BROADCAST_JOIN:
+        return in_snapshot(c, req, do_broadcast_join);
     default:
         return RC_EINVAL;
     }
@@ -963,6 +1006,17 @@ static int do_read_mark(struct conn *c, struct store_req *req)
     return do_unread(c, req);
 }
 
+/* Logs a broadcast through room_broadcasts (its trigger checks the room and takes the
+ * next version); req->version: the version it took. */
+static int do_broadcast_add(struct conn *c, struct store_req *req)
+{
+    if (!req->name || !store_json_value_ok(req->data))
+        return RC_EINVAL;
+    int rc = step_done(c, bound(c, ST_BROADCAST_ADD, "ssss", req->room_id, req->user_id,
+                                req->name, req->data));
+    return rc ? rc : room_version(c, req->room_id, &req->version);
+}
+
 /* Stores a notification; payload is {"message":…,"data":…}. */
 static int do_notif_add(struct conn *c, struct store_req *req)
 {
@@ -1092,6 +1146,7 @@ static int run_write(struct conn *c, struct store_req *req)
     case STORE_REACTION_PUT:
     case STORE_REACTION_DELETE: rc = do_reaction(c, req); break;
     case STORE_READ_MARK: rc = do_read_mark(c, req); break;
+    case STORE_BROADCAST_ADD: rc = do_broadcast_add(c, req); break;
     default: rc = RC_EINVAL; break;
     }
     if (multi) {
@@ -1219,6 +1274,7 @@ static int write_scans(enum store_op op)
     case STORE_MESSAGE_DELETE:
     case STORE_REACTION_PUT:
     case STORE_REACTION_DELETE:
+    case STORE_BROADCAST_ADD:
         return SCAN_CHANGES;
     case STORE_NOTIFY_ADD:
         return SCAN_NOTIFS;

@@ -1,7 +1,7 @@
 /* store_test.h - the harness of the store's unit tests. One suite, tests/unit/test_store:
  * test_store.c holds the cases every backend must pass (run once per backend), the
  * SQLite backend and its own cases; test_store_pg.c the PostgreSQL backend and its own
- * cases. Each case gets a fresh database of its backend. The store completes requests on
+ * cases; test_store_life.c and test_store_broadcast.c more cases of every backend. Each case gets a fresh database of its backend. The store completes requests on
  * its own threads; the cases block on condition variables until the completions arrive
  * (the server never does). Everything here runs on the test's thread unless it says
  * otherwise. */
@@ -162,6 +162,9 @@ struct store_req *req_member(enum store_op op, const char *room_id, const char *
 struct store_req *req_msg(const char *room_id, const char *user_id, const char *body);
 /* NOTIFY_ADD (data: JSON text or NULL). */
 struct store_req *req_notif(const char *user_id, const char *message, const char *data);
+/* DOC_EDIT or BROADCAST_ADD: room_id, user_id, name (operation, event) and data. */
+struct store_req *req_named(enum store_op op, const char *room_id, const char *user_id,
+                            const char *name, const char *data);
 /* DOC_EDIT. */
 struct store_req *req_docop(const char *room_id, const char *user_id, const char *op,
                             const char *data);
@@ -236,6 +239,9 @@ void wait_writer_blocked(struct fixture *f);
     X(be, test_life_listener_starts_at_open),        \
     X(be, test_life_message_json)
 /* clang-format on */
+/* Opens the case's store, its listener the case's collector, with room lobby (alice owner,
+ * bob member, carol viewer) and room other (bob member). */
+void life_scene(struct fixture *f);
 void test_life_reply_to(void **state);
 void test_life_edit(void **state);
 void test_life_delete(void **state);
@@ -249,6 +255,21 @@ void test_life_sql_writer(void **state);
 void test_life_listener_starts_at_open(void **state);
 void test_life_message_json(void **state);
 void test_life_sql_writer_reaches_listener(void **state);
+
+/* Broadcasts on a room's private channel (test_store_broadcast.c), on every backend. */
+/* clang-format off */
+#define BROADCAST_CASES(X, be)                       \
+    X(be, test_broadcast_add),                       \
+    X(be, test_broadcast_listener),                  \
+    X(be, test_broadcast_join),                      \
+    X(be, test_broadcast_sql),                       \
+    X(be, test_broadcast_room_delete)
+/* clang-format on */
+void test_broadcast_add(void **state);
+void test_broadcast_listener(void **state);
+void test_broadcast_join(void **state);
+void test_broadcast_sql(void **state);
+void test_broadcast_room_delete(void **state);
 
 /* The cases only PostgreSQL has (test_store_pg.c). */
 void test_migrate_concurrent(void **state);

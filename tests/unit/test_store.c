@@ -207,16 +207,22 @@ struct store_req *req_notif(const char *user_id, const char *message, const char
     return r;
 }
 
-struct store_req *req_docop(const char *room_id, const char *user_id, const char *op,
-                            const char *data)
+struct store_req *req_named(enum store_op op, const char *room_id, const char *user_id,
+                            const char *name, const char *data)
 {
-    struct store_req *r = store_req_create(STORE_DOC_EDIT);
+    struct store_req *r = store_req_create(op);
 
     r->room_id = dup_or_null(room_id);
     r->user_id = dup_or_null(user_id);
-    r->name = dup_or_null(op);
+    r->name = dup_or_null(name);
     r->data = dup_or_null(data);
     return r;
+}
+
+struct store_req *req_docop(const char *room_id, const char *user_id, const char *op,
+                            const char *data)
+{
+    return req_named(STORE_DOC_EDIT, room_id, user_id, op, data);
 }
 
 struct store_req *req_page(enum store_op op, const char *room_id, const char *user_id,
@@ -633,6 +639,7 @@ static const struct schema_check lite_schema[] = {
     {"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('users', 'rooms', "
      "'memberships', 'messages', 'notifications', 'document_ops')",
      6},
+    {"SELECT count(*) FROM sqlite_master WHERE type = 'view' AND name = 'room_broadcasts'", 1},
     {NULL, 0},
 };
 
@@ -2115,8 +2122,10 @@ int main(void)
         ON(sqlite, test_listener_sees_other_process_while_busy),
         LIFE_CASES(ON, sqlite),
         ON(sqlite, test_life_sql_writer_reaches_listener),
+        BROADCAST_CASES(ON, sqlite),
         EVERY_BACKEND(ON, pg),
         LIFE_CASES(ON, pg),
+        BROADCAST_CASES(ON, pg),
         ONCE(test_notify_sql_matches_migration),
         ON(pg, test_open_errors_pg),
         ON(pg, test_migrate_concurrent),

@@ -254,7 +254,7 @@ static void assert_got(struct collector *c, size_t i, const char *event, int64_t
 
 /* Opens the store, its listener the case's collector, on the case's fresh database with
  * room lobby (alice owner, bob member, carol viewer) and room other (bob member). */
-static void scene(struct fixture *f)
+void life_scene(struct fixture *f)
 {
     static const char *const members[][3] = {{"lobby", "alice", "owner"},
                                              {"lobby", "bob", "member"},
@@ -283,7 +283,7 @@ void test_life_reply_to(void **state)
 {
     struct fixture *f = *state;
 
-    scene(f);
+    life_scene(f);
     int64_t parent = add(f, "lobby", "alice", "parent", 0);
     int64_t gone = add(f, "lobby", "alice", "to be deleted", 0);
 
@@ -328,7 +328,7 @@ void test_life_edit(void **state)
 {
     struct fixture *f = *state;
 
-    scene(f);
+    life_scene(f);
     int64_t seq = add(f, "lobby", "alice", "typo", 0);
 
     edit(f, "bob", seq, "not mine", RC_EFORBIDDEN);
@@ -380,7 +380,7 @@ void test_life_delete(void **state)
 {
     struct fixture *f = *state;
 
-    scene(f);
+    life_scene(f);
     int64_t mine = add(f, "lobby", "alice", "owner's own", 0);
     int64_t s1 = add(f, "lobby", "bob", "secret one", 0);
     int64_t s2 = add(f, "lobby", "bob", "secret two", 0);
@@ -441,7 +441,7 @@ void test_life_reactions(void **state)
 {
     struct fixture *f = *state;
 
-    scene(f);
+    life_scene(f);
     int64_t seq = add(f, "lobby", "alice", "react to me", 0);
     int64_t plain = add(f, "lobby", "alice", "nothing here", 0);
 
@@ -497,7 +497,7 @@ void test_life_read_mark(void **state)
     struct fixture *f = *state;
     int64_t unread;
 
-    scene(f);
+    life_scene(f);
     add(f, "lobby", "alice", "a1", 0);
     add(f, "lobby", "bob", "b1", 0);
     add(f, "lobby", "bob", "b2", 0);
@@ -549,7 +549,7 @@ void test_life_changes_by_version(void **state)
     static const char *const events[] = {"new_message", "new_message", "message_updated",
                                          "reaction_added", "message_deleted"};
 
-    scene(f);
+    life_scene(f);
     int64_t s1 = add(f, "lobby", "alice", "one", 0);
     int64_t s2 = add(f, "lobby", "bob", "two", 0);
 
@@ -619,7 +619,7 @@ void test_life_replies(void **state)
 {
     struct fixture *f = *state;
 
-    scene(f);
+    life_scene(f);
     int64_t parent = add(f, "lobby", "alice", "parent", 0);
     int64_t r1 = add(f, "lobby", "bob", "reply one", parent);
     int64_t other = add(f, "lobby", "alice", "not a reply", 0);
@@ -672,7 +672,7 @@ void test_life_user_rooms(void **state)
     static const char *const sent[][2] = {
         {"lobby", "alice"}, {"lobby", "alice"}, {"lobby", "bob"}, {"other", "alice"}};
 
-    scene(f);
+    life_scene(f);
     for (size_t i = 0; i < sizeof sent / sizeof sent[0]; i++)
         add(f, sent[i][0], sent[i][1], "hi", 0);
     mark(f, "lobby", "bob", 1, &unread);
@@ -710,7 +710,7 @@ void test_life_listener_own_changes(void **state)
     struct collector *c = &f->col;
     int64_t unread;
 
-    scene(f);
+    life_scene(f);
     int64_t s1 = add(f, "lobby", "alice", "hello", 0);
 
     wait_changes(c, 1);
@@ -756,7 +756,7 @@ static int64_t sql_writes(struct fixture *f, bool deliver)
         "DELETE FROM messages WHERE room_id = 'lobby' AND seq = 1",
     };
 
-    scene(f);
+    life_scene(f);
     int64_t seq = add(f, "lobby", "alice", "hello", 0);
 
     for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
@@ -810,7 +810,7 @@ void test_life_listener_starts_at_open(void **state)
 {
     struct fixture *f = *state;
 
-    scene(f);
+    life_scene(f);
     add(f, "lobby", "alice", "before", 0);
     add(f, "lobby", "alice", "before", 0);
     wait_changes(&f->col, 2);
@@ -832,7 +832,7 @@ void test_life_message_json(void **state)
 {
     struct fixture *f = *state;
 
-    scene(f);
+    life_scene(f);
     int64_t parent = add(f, "lobby", "alice", "parent", 0);
     int64_t reply = add(f, "lobby", "bob", "reply", parent);
     int64_t gone = add(f, "lobby", "bob", "gone", parent);

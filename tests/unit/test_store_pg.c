@@ -290,8 +290,10 @@ static const struct schema_check pg_schema[] = {
      "'presences', 'broadcasts')",
      9},
     {"SELECT count(*) FROM pg_proc WHERE proname IN ('rowcast_broadcast', 'rowcast_iso', "
-     "'rowcast_notify_message')",
-     3},
+     "'rowcast_notify_message', 'rowcast_room_broadcast')",
+     4},
+    {"SELECT count(*) FROM pg_views WHERE schemaname = 'public' AND viewname = 'room_broadcasts'",
+     1},
     {NULL, 0},
 };
 
@@ -949,6 +951,15 @@ void test_notify_triggers(void **state)
     assert_int_equal(notifications(l, got, 8, 1, 5000), 1);
     assert_true(!strncmp(got[0], "b:", 2));
     assert_true(strlen(got[0]) < 8000);
+
+    /* A broadcast on a room is a change of the room, from SQL or from the store; the
+     * three-argument rowcast_broadcast above is still the ephemeral one. */
+    ext_exec(db, "SELECT rowcast_room_broadcast('other', 'ping', '{}')");
+    assert_int_equal(notifications(l, got, 8, 1, 5000), 1);
+    assert_string_equal(got[0], "room:other");
+    run_expect(f->s, req_named(STORE_BROADCAST_ADD, "lobby", NULL, "ping", "{}"), 0);
+    assert_int_equal(notifications(l, got, 8, 1, 5000), 1);
+    assert_string_equal(got[0], "room:lobby");
     ext_close(listener);
 }
 
