@@ -198,6 +198,16 @@ static void flush_waiting(struct chan *ch)
     }
     memmove(p->waiting, p->waiting + i, (p->n_waiting - i) * sizeof *p->waiting);
     p->n_waiting -= i;
+    /* Versions already seen and not waiting will never come back: forget them. */
+    for (size_t k = 0; k < p->n_mine;) {
+        bool waits = false;
+        for (size_t j = 0; j < p->n_waiting && !waits; j++)
+            waits = p->waiting[j]->seq == p->mine[k];
+        if (p->mine[k] <= ch->last_seq && !waits)
+            p->mine[k] = p->mine[--p->n_mine];
+        else
+            k++;
+    }
 }
 
 /* chan_type.watch: a change of the room; its broadcasts go to the client once each, in
@@ -244,7 +254,7 @@ static void broadcast_done(struct chan *ch, struct store_req *req, const char *r
     struct rt_priv *p = priv(ch);
     if (!p->self) {
         p->writes--;
-        if (!req->rc && req->version > ch->last_seq) {
+        if (!req->rc) {
             if (p->n_mine == p->cap_mine) {
                 p->cap_mine = p->cap_mine ? 2 * p->cap_mine : 8;
                 p->mine = xrealloc(p->mine, p->cap_mine * sizeof *p->mine);
