@@ -32,6 +32,10 @@ import {
 } from "./lib/realtime.js";
 
 const ARGS = ["--rate-limit", "0"];
+// The SQL names a broadcast is written with: the view over the rooms' logs and the
+// PostgreSQL function.
+const SQL_TABLE = "broadcasts";
+const SQL_FN = "rowcast_broadcast";
 let srv;
 before(async () => {
   srv = await startServer({ args: ARGS });
@@ -361,19 +365,19 @@ test("realtime-js: REST broadcasts, both shapes, reach public and private channe
   for (const x of p.got) assert.ok(!x.meta || !("id" in x.meta), `public broadcasts have no id: ${JSON.stringify(x)}`);
 });
 
-test(`realtime-js: broadcasts written with ${IS_PG ? "psql (INSERT INTO broadcasts, rowcast_broadcast)" : "the sqlite3 CLI (INSERT INTO broadcasts)"} reach a private channel`, async () => {
+test(`realtime-js: broadcasts written with ${IS_PG ? `psql (INSERT INTO ${SQL_TABLE}, ${SQL_FN})` : `the sqlite3 CLI (INSERT INTO ${SQL_TABLE})`} reach a private channel`, async () => {
   const [ua, ub] = [uid("sa_"), uid("sb_")];
   const room = await srv.roomWith({ [ua]: "member", [ub]: "member" });
   const A = await rtClient(srv, ua);
   const a = rtChannel(A, room, { private: true });
   await subscribed(a);
 
-  await srv.sql(`INSERT INTO broadcasts(room_id, event, payload, user_id) VALUES('${room}', 'from_sql', '{"x":1}', NULL)`);
+  await srv.sql(`INSERT INTO ${SQL_TABLE}(room_id, event, payload, user_id) VALUES('${room}', 'from_sql', '{"x":1}', NULL)`);
   await received(a, 1, 8000);
   assert.deepEqual(brief(a.got), [["from_sql", { x: 1 }]]);
   const want = [["from_sql", { x: 1 }]];
   if (IS_PG) {
-    const out = await srv.sql(`SELECT rowcast_broadcast('${room}', 'from_fn', '{"y":[2]}'::jsonb, '${ub}')`);
+    const out = await srv.sql(`SELECT ${SQL_FN}('${room}', 'from_fn', '{"y":[2]}'::jsonb, '${ub}')`);
     await received(a, 2, 8000);
     assert.equal(a.got[1].meta.id, out.trim(), "rowcast_broadcast returns the broadcast's id");
     want.push(["from_fn", { y: [2] }]);
@@ -382,7 +386,7 @@ test(`realtime-js: broadcasts written with ${IS_PG ? "psql (INSERT INTO broadcas
   const ids = assertIds(a.got, "SQL broadcasts");
 
   // the view lists them, seq being the id
-  const rows = (await srv.sql(`SELECT seq, event, payload FROM broadcasts WHERE room_id = '${room}' ORDER BY seq`))
+  const rows = (await srv.sql(`SELECT seq, event, payload FROM ${SQL_TABLE} WHERE room_id = '${room}' ORDER BY seq`))
     .trim()
     .split("\n")
     .map((l) => l.split("|"));
@@ -512,7 +516,7 @@ if (IS_PG) {
 
       for (const i of range(0, 5)) await sendOk(pa, "pub", { i });
       for (const i of range(0, 5)) await sendOk(qa, "priv", { i });
-      const out = await srv.sql(`SELECT rowcast_broadcast('${room}', 'fn', '{"i":5}'::jsonb, NULL)`);
+      const out = await srv.sql(`SELECT ${SQL_FN}('${room}', 'fn', '{"i":5}'::jsonb, NULL)`);
       expectStatus(await srv.api("POST", "/api/broadcast", { messages: [{ topic: room, event: "rest", payload: { i: 6 }, private: true }] }), 202);
       await received(pb, 5, 8000);
       await received(qb, 7, 8000);
