@@ -34,8 +34,8 @@ import {
 const ARGS = ["--rate-limit", "0"];
 // The SQL names a broadcast is written with: the view over the rooms' logs and the
 // PostgreSQL function.
-const SQL_TABLE = "broadcasts";
-const SQL_FN = "rowcast_broadcast";
+const SQL_TABLE = "room_broadcasts";
+const SQL_FN = "rowcast_room_broadcast";
 let srv;
 before(async () => {
   srv = await startServer({ args: ARGS });
