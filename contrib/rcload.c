@@ -5,7 +5,8 @@
  *
  * One thread, one epoll loop, non-blocking sockets: a minimal HTTP/1.1 keep-alive client
  * for the REST API and a minimal WebSocket client (RFC 6455, masked client frames) that
- * speaks the Phoenix Channels V2 JSON protocol. Every scenario creates its own rooms,
+ * speaks the Phoenix Channels V2 JSON protocol (fanout --realtime: realtime-js's, with
+ * binary user-broadcast frames). Every scenario creates its own rooms,
  * members and tokens through the REST API (names carry the pid, so runs never collide),
  * stops by itself within --timeout seconds, prints a text report and one final JSON line.
  *
@@ -276,6 +277,9 @@ struct opts {
     long notif_subs; /* fanout: subscribers also on notifications:<user>, counting unread */
     double duration, timeout, hold, heartbeat, drain, leave_fraction;
     bool rest_publisher;
+    /* fanout --realtime: realtime-js's protocol on /realtime/v1 (realtime:<room>, binary
+       user broadcasts), on the public channel or (rt_private) the room's private one */
+    bool realtime, rt_private;
 };
 
 static struct opts O = {
@@ -555,6 +559,7 @@ struct conn_ops {
     void (*open)(struct conn *c);                                         /* connected / 101 */
     void (*http)(struct conn *c, int status, const char *body, size_t n); /* HTTP response */
     void (*text)(struct conn *c, const char *msg, size_t n);              /* WebSocket text */
+    void (*binary)(struct conn *c, const char *msg, size_t n); /* binary; NULL: an error */
     void (*closed)(struct conn *c, const char *why); /* ended by peer or error, not by us */
 };
 
@@ -997,6 +1002,10 @@ static bool parse_frame(struct conn *c)
         }
         break;
     case 0x2:
+        if (c->ops->binary && fin && !c->in_frag) {
+            c->ops->binary(c, pl, (size_t)len);
+            break;
+        }
         E.protocol++;
         err_sample("WebSocket: unexpected binary frame");
         break;
@@ -1244,7 +1253,30 @@ __attribute__((format(printf, 2, 3))) static void client_sendf(struct client *cl
     cl->last_send = now_ns();
 }
 
-/* Sends one new_message whose body starts with `now`; its ref goes to *ref first (a failed
+/* Sends a realtime-js user broadcast push, event "msg", JSON payload: the binary kind-3
+   frame (kind, join_ref/ref/topic/event/metadata lengths, encoding 1, then those fields and
+   the payload). */
+static void rt_broadcast_send(struct client *cl, uint64_t ref, const char *payload, size_t n)
+{
+    char jr[24], rf[24];
+    const char *topic = ROOMS[cl->room].topic;
+    int jl = snprintf(jr, sizeof jr, "%" PRIu64, cl->join_ref);
+    int rl = snprintf(rf, sizeof rf, "%" PRIu64, ref);
+    size_t tl = strlen(topic);
+    unsigned char h[7] = {3, (unsigned char)jl, (unsigned char)rl, (unsigned char)tl, 3, 0, 1};
+    struct buf f = {0};
+    buf_add(&f, h, sizeof h);
+    buf_add(&f, jr, (size_t)jl);
+    buf_add(&f, rf, (size_t)rl);
+    buf_add(&f, topic, tl);
+    buf_add(&f, "msg", 3);
+    buf_add(&f, payload, n);
+    ws_send(&cl->c, 0x2, buf_data(&f), buf_used(&f));
+    buf_free(&f);
+    cl->last_send = now_ns();
+}
+
+/* Sends one new_message (--realtime: a broadcast) whose body starts with `now`; its ref goes to *ref first (a failed
    send closes the socket, and the close handlers must see it). */
 static void message_send(struct client *cl, uint64_t now, uint64_t *ref)
 {
@@ -1256,6 +1288,13 @@ static void message_send(struct client *cl, uint64_t now, uint64_t *ref)
     cl->sent++;
     if (!W.t_first_send)
         W.t_first_send = now;
+    if (O.realtime) {
+        char body[4200];
+        int bl = snprintf(body, sizeof body, "{\"body\":\"t=%" PRIu64 " c=%u n=%u%s%.*s\"}", now,
+                          cl->id, cl->sent, padn ? " " : "", padn, pad);
+        rt_broadcast_send(cl, *ref, body, (size_t)bl);
+        return;
+    }
     client_sendf(cl,
                  "[\"%" PRIu64 "\",\"%" PRIu64 "\",\"%s\",\"new_message\","
                  "{\"body\":\"t=%" PRIu64 " c=%u n=%u%s%.*s\"}]",
@@ -1293,7 +1332,9 @@ static void sender_reply(struct client *cl, bool ok, struct span resp, uint64_t 
     if (ok) {
         cl->acked++;
         lat_add(&ACK_LAT, now - cl->t_sent);
-        if (jget(resp, "seq", &v) && jint(v, &seq)) {
+        if (O.realtime) {
+            room_ack(&ROOMS[cl->room], cl->sent); /* broadcasts are numbered by their n= */
+        } else if (jget(resp, "seq", &v) && jint(v, &seq)) {
             room_ack(&ROOMS[cl->room], seq);
         } else {
             E.protocol++;
@@ -1361,6 +1402,15 @@ static void client_open(struct conn *c)
     cl->t_open = now_ns();
     cl->join_ref = ++cl->ref;
     cl->t_join = cl->t_open;
+    if (O.realtime) {
+        client_sendf(cl,
+                     "[\"%" PRIu64 "\",\"%" PRIu64 "\",\"%s\",\"phx_join\",{\"config\":{\"broadcast\":"
+                     "{\"self\":false,\"ack\":%s},\"presence\":{\"key\":\"\",\"enabled\":false},"
+                     "\"postgres_changes\":[],\"private\":%s}}]",
+                     cl->join_ref, cl->join_ref, ROOMS[cl->room].topic,
+                     cl->publisher ? "true" : "false", O.rt_private ? "true" : "false");
+        return;
+    }
     client_sendf(cl, "[\"%" PRIu64 "\",\"%" PRIu64 "\",\"%s\",\"phx_join\",{}]", cl->join_ref,
                  cl->join_ref, ROOMS[cl->room].topic);
 }
@@ -1509,6 +1559,50 @@ static void client_text(struct conn *c, const char *msg, size_t n)
         H.event(cl, &m, n, now);
 }
 
+/* The message number in a body "t=... c=... n=N...". */
+static bool body_num(struct span body, int64_t *n)
+{
+    for (size_t i = 0; i + 3 < body.n; i++)
+        if (!memcmp(body.p + i, " n=", 3)) {
+            char *end;
+            long long x = strtoll(body.p + i + 3, &end, 10);
+            if (end == body.p + i + 3)
+                return false;
+            *n = x;
+            return true;
+        }
+    return false;
+}
+
+/* --realtime: a binary frame from the server, which must be a user broadcast (kind 4:
+   topic, event, metadata lengths, encoding 1, then those fields and the JSON payload) of
+   the client's topic whose payload's body carries the message number. */
+static void client_binary(struct conn *c, const char *d, size_t n)
+{
+    struct client *cl = c->ud;
+    const unsigned char *u = (const unsigned char *)d;
+    const char *topic = ROOMS[cl->room].topic;
+    size_t off = n >= 5 ? 5 + (size_t)u[1] + u[2] + u[3] : 0;
+    struct span payload, body;
+    int64_t num;
+    if (n < 5 || u[0] != 4 || u[4] != 1 || off > n) {
+        E.protocol++;
+        err_sample("unexpected binary frame (%zu bytes, kind %d)", n, n ? u[0] : -1);
+        return;
+    }
+    payload.p = d + off;
+    payload.n = n - off;
+    if (u[1] != strlen(topic) || memcmp(d + 5, topic, u[1]) || !jget(payload, "body", &body) ||
+        !body_num(body, &num)) {
+        E.protocol++;
+        err_sample("user broadcast not of %s or without a numbered body: %.*s", topic,
+                   (int)(payload.n > 100 ? 100 : payload.n), payload.p);
+        return;
+    }
+    if (H.message)
+        H.message(cl, num, body, now_ns());
+}
+
 /* The connection ended without us closing it. */
 static void client_closed(struct conn *c, const char *why)
 {
@@ -1527,6 +1621,7 @@ static void client_closed(struct conn *c, const char *why)
 static const struct conn_ops client_ops = {
     .open = client_open,
     .text = client_text,
+    .binary = client_binary,
     .closed = client_closed,
 };
 
@@ -1824,7 +1919,7 @@ static bool setup_rooms(size_t nrooms)
     struct job *v = xcalloc(nrooms, sizeof *v);
     for (size_t i = 0; i < nrooms; i++) {
         ROOMS[i].id = xasprintf("%s-%s-%zu", prefix, scenario_names[O.sc], i);
-        ROOMS[i].topic = xasprintf("room:%s", ROOMS[i].id);
+        ROOMS[i].topic = xasprintf("%s:%s", O.realtime ? "realtime" : "room", ROOMS[i].id);
         v[i].method = "POST";
         v[i].path = xasprintf("/api/rooms");
         v[i].body =
@@ -1877,7 +1972,9 @@ static bool setup_clients(size_t n, bool publisher)
             ok = false;
             break;
         }
-        CL[i].path = xasprintf("/socket/websocket?token=%.*s&vsn=2.0.0", (int)t.n - 2, t.p + 1);
+        CL[i].path = xasprintf(O.realtime ? "/realtime/v1/websocket?apikey=%.*s&vsn=2.0.0"
+                                          : "/socket/websocket?token=%.*s&vsn=2.0.0",
+                               (int)t.n - 2, t.p + 1);
         CL[i].c.path = CL[i].path;
     }
     jobs_free(v, NCL);
@@ -2641,12 +2738,20 @@ static bool fanout_rest_next(struct hpool *p, struct hslot *s)
         }
         return false;
     }
-    char path[256], body[256];
+    char path[256], body[512];
     FO.rest_issued++;
-    snprintf(path, sizeof path, "/api/rooms/%s/messages", ROOMS[0].id);
-    snprintf(body, sizeof body,
-             "{\"user_id\":\"%s-pub\",\"body\":\"t=%" PRIu64 " c=pub n=%" PRIu64 "\"}", prefix, now,
-             FO.rest_issued);
+    if (O.realtime) {
+        snprintf(path, sizeof path, "/api/broadcast");
+        snprintf(body, sizeof body,
+                 "{\"messages\":[{\"topic\":\"%s\",\"event\":\"msg\",\"payload\":{\"body\":"
+                 "\"t=%" PRIu64 " c=pub n=%" PRIu64 "\"},\"private\":%s}]}",
+                 ROOMS[0].id, now, FO.rest_issued, O.rt_private ? "true" : "false");
+    } else {
+        snprintf(path, sizeof path, "/api/rooms/%s/messages", ROOMS[0].id);
+        snprintf(body, sizeof body,
+                 "{\"user_id\":\"%s-pub\",\"body\":\"t=%" PRIu64 " c=pub n=%" PRIu64 "\"}",
+                 prefix, now, FO.rest_issued);
+    }
     s->t_sent = now;
     if (!W.t_first_send)
         W.t_first_send = now;
@@ -2661,6 +2766,11 @@ static void fanout_rest_done(struct hpool *p, struct hslot *s, int status, const
     uint64_t now = now_ns();
     struct span b = {body, n}, v;
     int64_t seq;
+    if (O.realtime && status == 202) { /* one request at a time: it is the last issued */
+        lat_add(&ACK_LAT, now - s->t_sent);
+        room_ack(&ROOMS[0], (int64_t)FO.rest_issued);
+        return;
+    }
     if (status == 201 && jget(b, "seq", &v) && jint(v, &seq)) {
         lat_add(&ACK_LAT, now - s->t_sent);
         room_ack(&ROOMS[0], seq);
@@ -2672,13 +2782,24 @@ static void fanout_rest_done(struct hpool *p, struct hslot *s, int status, const
     }
 }
 
+/* --realtime: a realtime-js join is done at its ok reply, which has no history. */
+static void rt_joined(struct client *cl, uint64_t now)
+{
+    cl->hist = true;
+}
+
 /* N subscribers in one room, one publisher pacing on its acks (or sending at --rate);
-   with --sub-url the subscribers are on another node than the publisher. */
+   with --sub-url the subscribers are on another node than the publisher; with --realtime
+   everyone speaks realtime-js's protocol on realtime:<room>. */
 static int run_fanout(void)
 {
     struct client *pub;
     H.message = fanout_message;
     H.may_send = fanout_may_send;
+    if (O.realtime) {
+        H.join_on_reply = true;
+        H.joined = rt_joined;
+    }
     if (O.rate > 0) {
         H.reply = fanout_rate_reply;
         H.timer = fanout_rate_timer;
@@ -2700,6 +2821,9 @@ static int run_fanout(void)
            O.rest_publisher ? "REST" : "WebSocket");
     if (O.sub_url)
         printf("  subscribers on %s, publisher on %s\n", O.sub_hostport, O.hostport);
+    if (O.realtime)
+        printf("  realtime-js protocol: %s channel %s on /realtime/v1 (vsn 2.0.0)\n",
+               O.rt_private ? "private" : "public", ROOMS[0].topic);
     if (O.rate > 0)
         printf("  publisher sends %ld messages/s, not waiting for replies\n", O.rate);
     if (O.notif_subs > 0)
@@ -2764,6 +2888,8 @@ static int run_fanout(void)
     jkv("subs_joined", "%zu", subs_joined);
     jkv("join_seconds", "%.3f", join_s);
     jkv("publisher", "\"%s\"", O.rest_publisher ? "rest" : "ws");
+    if (O.realtime)
+        jkv("realtime", "\"%s\"", O.rt_private ? "private" : "public");
     if (O.sub_url)
         jkv("sub_target", "\"%s\"", O.sub_hostport);
     if (O.rate > 0)
@@ -3916,7 +4042,8 @@ static void usage(FILE *f)
           "          --duration or --count): acked msg/s, latency percentiles, seq check\n"
           "  fanout  --subs 1000 subscribers in one room, one publisher sends --messages 200 on\n"
           "          its acks (or at --rate): deliveries/s, delivery latency, missing/duplicate/\n"
-          "          out-of-order; with --sub-url the subscribers are on another cluster node\n"
+          "          out-of-order; with --sub-url the subscribers are on another cluster node;\n"
+          "          with --realtime everyone speaks realtime-js's protocol instead\n"
           "  idle    --conns 10000 connections join --rooms 10 and stay --hold 5 s: server RSS\n"
           "          per connection (needs --server-pid)\n"
           "  chat    --conns 50 clients in --rooms 5 send back to back for --duration: acked\n"
@@ -3941,6 +4068,14 @@ static void usage(FILE *f)
           "                       cluster), the publisher and the setup to --url (--url)\n"
           "  --rate N             fanout: the WebSocket publisher sends N messages/s on a fixed\n"
           "                       schedule, not waiting for acks (0: next send on each ack)\n"
+          "  --realtime[=public|private]\n"
+          "                       fanout: realtime-js's protocol: clients on\n"
+          "                       /realtime/v1/websocket?apikey=TOKEN&vsn=2.0.0 join\n"
+          "                       realtime:<room> (public, the default: ephemeral; private:\n"
+          "                       the room's channel, every broadcast stored); the publisher\n"
+          "                       sends binary kind-3 user broadcasts (--publisher rest: POST\n"
+          "                       /api/broadcast {messages}), the subscribers count the kind-4\n"
+          "                       frames they get\n"
           "  --notif-subs K       fanout: the first K subscribers also join\n"
           "                       notifications:<user> on their socket; every message must\n"
           "                       bring each an unread event (+1, last_seq = its seq) (0)\n"
@@ -4074,6 +4209,7 @@ int main(int argc, char **argv)
         {"sub-url", required_argument, NULL, 'U'},
         {"rate", required_argument, NULL, 'R'},
         {"notif-subs", required_argument, NULL, 'N'},
+        {"realtime", optional_argument, NULL, 'T'},
         {"duration", required_argument, NULL, 'd'},
         {"count", required_argument, NULL, 'n'},
         {"concurrency", required_argument, NULL, 'C'},
@@ -4124,6 +4260,14 @@ int main(int argc, char **argv)
         case 'U': O.sub_url = optarg; break;
         case 'R': O.rate = opt_long("rate", optarg, 0, 1000000); break;
         case 'N': O.notif_subs = opt_long("notif-subs", optarg, 0, 1000000); break;
+        case 'T':
+            if (optarg && strcmp(optarg, "public") && strcmp(optarg, "private")) {
+                fprintf(stderr, "rcload: --realtime is public or private\n");
+                return 2;
+            }
+            O.realtime = true;
+            O.rt_private = optarg && !strcmp(optarg, "private");
+            break;
         case 'd': O.duration = opt_secs("duration", optarg, 0.1, 86400); break;
         case 'n': O.count = opt_long("count", optarg, 1, 1000000000); break;
         case 'C': O.concurrency = opt_long("concurrency", optarg, 1, 100000); break;
@@ -4160,8 +4304,13 @@ int main(int argc, char **argv)
         return 2;
     if (O.sub_url && !parse_url("sub-url", O.sub_url, &O.sub_dst, O.sub_hostport))
         return 2;
-    if ((O.sub_url || O.rate > 0 || O.notif_subs > 0) && O.sc != SC_FANOUT) {
-        fprintf(stderr, "rcload: --sub-url, --rate and --notif-subs are fanout options\n");
+    if ((O.sub_url || O.rate > 0 || O.notif_subs > 0 || O.realtime) && O.sc != SC_FANOUT) {
+        fprintf(stderr,
+                "rcload: --sub-url, --rate, --notif-subs and --realtime are fanout options\n");
+        return 2;
+    }
+    if (O.realtime && (O.rate > 0 || O.notif_subs > 0)) {
+        fprintf(stderr, "rcload: --realtime goes with neither --rate nor --notif-subs\n");
         return 2;
     }
     if (O.notif_subs > O.subs) {

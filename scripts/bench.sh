@@ -11,6 +11,8 @@
 #
 # rcload options for every run: RCLOAD_ARGS, e.g. RCLOAD_ARGS="--notif-subs 100"
 # scripts/bench.sh 5 fanout (the medians then include the unread events and their latency).
+# realtime-js's protocol instead of phoenix.js's: RCLOAD_ARGS="--realtime" (public
+# channel) or RCLOAD_ARGS="--realtime=private" (the room's channel) scripts/bench.sh 5 fanout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}

@@ -52,7 +52,7 @@ if [ ! -w "$src" ]; then
 fi
 
 if [ ! -d "$work/node_modules/phoenix" ] || [ ! -d "$work/node_modules/ws" ] ||
-   [ ! -d "$work/node_modules/playwright-core" ]; then
+   [ ! -d "$work/node_modules/playwright-core" ] || [ ! -d "$work/node_modules/@supabase/realtime-js" ]; then
   echo "# installing e2e dependencies (npm ci) in $work" >&2
   if ! (cd "$work" && npm ci --no-audit --no-fund) >&2; then
     echo "Bail out! npm ci failed in $work (is the npm registry reachable?)"
