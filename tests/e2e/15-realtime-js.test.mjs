@@ -462,7 +462,6 @@ test("realtime-js: the socket is closed with code 4001 when its token expires", 
 
   const close = await waitUntil(() => A.rec.closes[0], 5000, "the socket to close");
   assert.equal(close.code, 4001, `close: ${JSON.stringify(close)}`);
-  assert.equal(close.reason, "token_expired");
   assert.ok(close.at >= expires_at * 1000 - 100, `closed ${expires_at * 1000 - close.at} ms before the expiry`);
   assert.ok(close.at <= expires_at * 1000 + 2500, `closed ${close.at - expires_at * 1000} ms after the expiry`);
   assert.equal(a.system.length, 1, `a system event before the close: ${JSON.stringify(a.system)}`);
@@ -482,7 +481,6 @@ test("phoenix.js: a socket whose token expires is closed with code 4001 at expir
   await joinOk(s.channel(`room:${room}`));
   const close = await waitUntil(() => closes[0], 5000, "the socket to close");
   assert.equal(close.code, 4001, `close: ${JSON.stringify(close)}`);
-  assert.equal(close.reason, "token_expired");
   assert.ok(close.at >= expires_at * 1000 - 100, `closed ${expires_at * 1000 - close.at} ms before the expiry`);
   assert.ok(close.at <= expires_at * 1000 + 2500, `closed ${close.at - expires_at * 1000} ms after the expiry`);
 });
