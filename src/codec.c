@@ -217,20 +217,29 @@ static int decode_user_push(const uint8_t *data, size_t len, size_t max_depth,
     for (int i = 0; i < 4; p += l[i], i++)
         if ((rc = bin_field(root, p, l[i], i < 2, &f[i])) < 0)
             goto fail;
-    if (l[4] && ((rc = bin_json(p, l[4], max_depth, &meta)) < 0 || !json_is_object(meta))) {
+    if (l[4] && (rc = bin_json(p, l[4], max_depth, &meta)) < 0)
+        goto fail;
+    if (meta && !json_is_object(meta)) {
         rc = RC_EPROTO;
         goto fail;
     }
     if (data[6] == USER_JSON && (rc = bin_json(data + off, len - off, max_depth, &payload)) < 0)
         goto fail;
     rc = RC_ENOMEM;
-    json_t *pl = payload; /* set_new takes it, even when it fails */
+    json_t *pl = payload; /* set_new takes it, even when it fails: tried first */
     payload = NULL;
-    if (json_object_set_new(obj, "type", json_string("broadcast")) ||
-        json_object_set(obj, "event", f[3]) || (pl && json_object_set_new(obj, "payload", pl)))
+    if ((pl && json_object_set_new(obj, "payload", pl)) ||
+        json_object_set_new(obj, "type", json_string("broadcast")) ||
+        json_object_set(obj, "event", f[3]))
         goto fail;
-    if (meta && json_object_update_missing(obj, meta))
-        goto fail;
+    /* By hand: json_object_update_missing ignores a failed set (a key silently lost). */
+    const char *key;
+    json_t *v;
+    json_object_foreach(meta, key, v)
+    {
+        if (!json_object_get(obj, key) && json_object_set(obj, key, v))
+            goto fail;
+    }
     json_decref(meta);
     json_decref(obj);
     out->join_ref = f[0];

@@ -1145,6 +1145,67 @@ static void test_user_push_refusals(void **state)
     assert_int_equal(codec_decode_binary(CODEC_V2, fr, n, 32, &m), RC_EPROTO);
 }
 
+static size_t oom_at, oom_calls;
+static long oom_live;
+
+/* jansson allocator failing its oom_at-th call, counting what is live. */
+static void *oom_malloc(size_t n)
+{
+    if (++oom_calls == oom_at)
+        return NULL;
+    void *p = malloc(n);
+    if (p)
+        oom_live++;
+    return p;
+}
+
+/* Its free. */
+static void oom_free(void *p)
+{
+    if (p)
+        oom_live--;
+    free(p);
+}
+
+/* Out of memory at every allocation of a kind-3 decode: an error (jansson reports some
+ * of its failures as bad JSON, hence RC_EPROTO too), *out zeroed and nothing kept, until
+ * enough memory gives the full message. */
+static void test_user_push_oom(void **state)
+{
+    uint8_t fr[256];
+    size_t n = user_push(fr, "1", "2", "realtime:a", "cursor", "{\"persist\":true}", 1,
+                         "{\"x\":[1,{\"y\":\"z\"}]}", 19);
+    json_set_alloc_funcs(oom_malloc, oom_free);
+    int rc = -1;
+    size_t at;
+    for (at = 1; rc != 0 && at < 1000; at++) {
+        struct phx_in m;
+        oom_at = at;
+        oom_calls = 0;
+        oom_live = 0;
+        rc = codec_decode_binary(CODEC_V2, fr, n, 32, &m);
+        size_t calls = oom_calls;
+        oom_at = 0; /* checking needs memory */
+        if (rc == 0) {
+            char *text = json_dumps(m.payload, JSON_COMPACT | JSON_SORT_KEYS);
+            if (!text || strcmp(text, "{\"event\":\"cursor\",\"payload\":{\"x\":[1,{\"y\":"
+                                      "\"z\"}]},\"persist\":true,\"type\":\"broadcast\"}"))
+                fail_msg("allocation %zu failed: got %s", at, text ? text : "(null)");
+            oom_free(text);
+            codec_in_cleanup(&m);
+        } else if (calls < at || (rc != RC_ENOMEM && rc != RC_EPROTO)) {
+            fail_msg("allocation %zu: rc %d after %zu allocations", at, rc, calls);
+        } else if (m._root || m.payload || m.event || m.user_broadcast) {
+            fail_msg("allocation %zu failed: out not zeroed", at);
+        }
+        if (oom_live != 0)
+            fail_msg("allocation %zu failed: rc %d, %ld allocations kept", at, rc, oom_live);
+    }
+    json_set_alloc_funcs(malloc, free);
+    assert_int_equal(rc, 0);
+    assert_true(at > 10); /* the frame's decode allocates, so the failures were reached */
+}
+
 static void test_user_broadcast_encode(void **state)
 {
     struct sbuf out = SBUF_INIT;
@@ -1214,6 +1275,7 @@ int main(void)
         cmocka_unit_test(test_binary_encode_appends),
         cmocka_unit_test(test_user_push_decode),
         cmocka_unit_test(test_user_push_refusals),
+        cmocka_unit_test(test_user_push_oom),
         cmocka_unit_test(test_user_broadcast_encode),
     };
     return cmocka_run_group_tests_name("codec", tests, NULL, NULL);
