@@ -36,31 +36,37 @@ struct user_parts {
     char *meta, *payload; /* JSON text; meta NULL: none */
 };
 
-/* Splits a realtime-js broadcast payload (an object with a string event) into parts;
- * false when it is not one. */
-static bool user_parts_of(const char *payload, size_t len, struct user_parts *u)
-{
-    memset(u, 0, sizeof *u);
-    u->root = json_loadb(payload, len, 0, NULL);
-    json_t *ev = json_object_get(u->root, "event");
-    if (!json_is_string(ev)) {
-        json_decref(u->root);
-        return false;
-    }
-    u->event = json_string_value(ev);
-    u->event_len = json_string_length(ev);
-    json_t *meta = json_object_get(u->root, "meta"), *pl = json_object_get(u->root, "payload");
-    u->meta = json_is_object(meta) ? json_dumps(meta, JSON_COMPACT) : NULL;
-    u->payload = pl ? json_dumps(pl, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("{}");
-    return true;
-}
-
 /* Frees what user_parts_of made. */
 static void user_parts_cleanup(struct user_parts *u)
 {
     free(u->meta);
     free(u->payload);
     json_decref(u->root);
+}
+
+/* Splits a realtime-js broadcast payload (an object with a string event) into parts;
+ * false when it is not one, or when out of memory (no part is ever left out). */
+static bool user_parts_of(const char *payload, size_t len, struct user_parts *u)
+{
+    memset(u, 0, sizeof *u);
+    u->root = json_loadb(payload, len, 0, NULL);
+    json_t *ev = json_object_get(u->root, "event");
+    if (!json_is_string(ev))
+        goto fail;
+    u->event = json_string_value(ev);
+    u->event_len = json_string_length(ev);
+    json_t *meta = json_object_get(u->root, "meta"), *pl = json_object_get(u->root, "payload");
+    if (json_is_object(meta) && !(u->meta = json_dumps(meta, JSON_COMPACT)))
+        goto fail;
+    /* no payload member: "{}", as realtime-js itself sends one */
+    u->payload = pl ? json_dumps(pl, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("{}");
+    if (!u->payload)
+        goto fail;
+    return true;
+
+fail:
+    user_parts_cleanup(u);
+    return false;
 }
 
 /* A broadcast to a realtime-js topic (realtime:<name>, event "broadcast") also gets its
@@ -70,9 +76,8 @@ static void add_user_frame(struct bcast *b, const char *payload, size_t payload_
     struct user_parts u;
     if (!user_parts_of(payload, payload_len, &u))
         return;
-    if (u.payload)
-        b->rt_bin = user_frame(b->topic, b->topic_len, u.event, u.event_len, u.meta, u.payload,
-                               strlen(u.payload));
+    b->rt_bin = user_frame(b->topic, b->topic_len, u.event, u.event_len, u.meta, u.payload,
+                           strlen(u.payload));
     user_parts_cleanup(&u);
 }
 
@@ -160,8 +165,7 @@ static void add_realtime_frames(struct bcast *b, const struct store_change *c,
     struct sbuf *p = row_payload(s);
     sbuf_adds(p, "{\"event\":");
     sbuf_add_json_str(p, u.event, u.event_len);
-    sbuf_printf(p, ",\"meta\":%s,\"payload\":%s,\"type\":\"broadcast\"}", meta,
-                u.payload ? u.payload : "{}");
+    sbuf_printf(p, ",\"meta\":%s,\"payload\":%s,\"type\":\"broadcast\"}", meta, u.payload);
     struct sbuf f = SBUF_INIT;
     codec_encode(CODEC_V2, &f, NULL, NULL, s->topic.data, s->topic.len, "broadcast", p->data,
                  p->len);
@@ -171,9 +175,8 @@ static void add_realtime_frames(struct bcast *b, const struct store_change *c,
                  p->len);
     b->rt_v1 = obuf_create(WS_OP_TEXT, f.data, f.len);
     sbuf_cleanup(&f);
-    if (u.payload)
-        b->rt_bin = user_frame(s->topic.data, s->topic.len, u.event, u.event_len, meta,
-                               u.payload, strlen(u.payload));
+    b->rt_bin = user_frame(s->topic.data, s->topic.len, u.event, u.event_len, meta, u.payload,
+                           strlen(u.payload));
     if (!b->rt_v1 || !b->rt_v2) { /* out of memory: the room's frames still go out */
         obuf_unref(b->rt_v1);
         obuf_unref(b->rt_v2);

@@ -32,7 +32,10 @@ struct bcast {
 };
 
 /* Encodes a broadcast once for both serializers; refs = 1. payload is JSON text. NULL
- * when out of memory. Any thread. */
+ * when out of memory. Any thread. Event "broadcast" on a realtime:<name> topic with an
+ * object payload that has a string "event" also gets rt_bin, realtime-js's kind-4 frame
+ * (its "payload" member, {} when absent; its "meta" member when an object); none when a
+ * field is over 255 bytes or memory runs out (v2/v1 already are the text forms). */
 struct bcast *bcast_create(const char *topic, const char *event, const char *payload,
                            size_t payload_len, uint64_t exclude, int64_t seq);
 
@@ -53,7 +56,11 @@ void bcast_scratch_cleanup(struct bcast_scratch *s);
  * carrying the change's version (the operation's seq, the notification's id). A change's
  * payload is stored text that any writer may have put there: one that is not a JSON
  * object gets NULL (with a logged warning), as does running out of memory. Built in s, whose contents it replaces (the broadcast keeps
- * nothing of s). NULL when out of memory. Any thread (s: the caller's own). */
+ * nothing of s). NULL when out of memory. Any thread (s: the caller's own). A change with
+ * event "broadcast" and a string "event" in its payload also gets rt_v2/rt_v1 (event
+ * "broadcast" on realtime:<room>, {"type":"broadcast","event","payload","meta":{"id":
+ * "<version>"}}, both or neither) and rt_bin, their kind-4 form (absent when a field is
+ * over 255 bytes); out of memory leaves them absent. */
 struct bcast *bcast_of_change(const struct store_change *c, struct bcast_scratch *s);
 struct bcast *bcast_of_notif(const struct store_notif *n, struct bcast_scratch *s);
 struct bcast *bcast_of_docop(const struct store_docop *op, struct bcast_scratch *s);

@@ -2,12 +2,15 @@
  * broadcasts of committed rows, and reference counting. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "bcast.h"
 #include "obuf.h"
@@ -217,6 +220,127 @@ static void create_realtime_topic(void **state)
     bcast_unref(b);
 }
 
+/* The binary form of a realtime: broadcast: meta is the "meta" member when it is an object
+ * (else none), a missing payload is {}, and a field over 255 bytes leaves only the text
+ * forms; a payload that is no such object gets no binary form. */
+static void create_realtime_parts(void **state)
+{
+#define BIN(lit) lit, sizeof lit - 1
+    static const struct {
+        const char *payload;
+        const char *bin; /* NULL: none */
+        size_t bin_len;
+    } cases[] = {
+        {"{\"event\":\"e\",\"payload\":{\"a\":\"\\u00e9\"},\"meta\":{\"replayed\":true}}",
+         BIN("\x04\x0a\x01\x11\x01realtime:re{\"replayed\":true}{\"a\":\"\xc3\xa9\"}")},
+        {"{\"event\":\"e\",\"payload\":null,\"meta\":[1]}", BIN("\x04\x0a\x01\x00\x01realtime:renull")},
+        {"{\"event\":\"e\",\"meta\":\"x\"}", BIN("\x04\x0a\x01\x00\x01realtime:re{}")},
+        {"{\"event\":\"\",\"payload\":\"s\"}", BIN("\x04\x0a\x00\x00\x01realtime:r\"s\"")},
+        {"{\"event\":7,\"payload\":{}}", NULL, 0},
+        {"{\"payload\":{}}", NULL, 0},
+        {"[\"event\"]", NULL, 0},
+        {"\"event\"", NULL, 0},
+    };
+#undef BIN
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *p = cases[i].payload;
+        struct bcast *b = bcast_create("realtime:r", "broadcast", p, strlen(p), 0, 0);
+        assert_non_null(b);
+        assert_non_null(b->v2);
+        if (cases[i].bin)
+            expect_binary(b->rt_bin, cases[i].bin, cases[i].bin_len);
+        else if (b->rt_bin)
+            fail_msg("case %zu got a binary form", i);
+        bcast_unref(b);
+    }
+
+    /* 255 bytes of event or meta fit, 256 do not; neither does a 256-byte topic */
+    char big[600];
+    for (int len = 255; len <= 256; len++) {
+        snprintf(big, sizeof big, "{\"event\":\"%0*d\",\"payload\":1}", len, 0);
+        struct bcast *b = bcast_create("realtime:r", "broadcast", big, strlen(big), 0, 0);
+        assert_non_null(b->v2);
+        assert_true(len == 255 ? b->rt_bin != NULL : b->rt_bin == NULL);
+        if (b->rt_bin)
+            assert_int_equal(obuf_payload_len(b->rt_bin), 5 + 10 + 255 + 1);
+        bcast_unref(b);
+        snprintf(big, sizeof big, "{\"event\":\"e\",\"payload\":1,\"meta\":{\"k\":\"%0*d\"}}",
+                 len - 8, 0); /* {"k":"…"} is 8 bytes more than its value */
+        b = bcast_create("realtime:r", "broadcast", big, strlen(big), 0, 0);
+        assert_true(len == 255 ? b->rt_bin != NULL : b->rt_bin == NULL);
+        bcast_unref(b);
+    }
+    char topic[300] = "realtime:";
+    memset(topic + 9, 't', 256 - 9);
+    topic[256] = 0;
+    const char *p = "{\"event\":\"e\",\"payload\":1}";
+    struct bcast *b = bcast_create(topic, "broadcast", p, strlen(p), 0, 0);
+    assert_non_null(b->v2);
+    assert_null(b->rt_bin);
+    bcast_unref(b);
+}
+
+/* A room broadcast whose user event is over 255 bytes still gets the realtime-js text
+ * forms, without the binary one. */
+static void of_change_broadcast_long_event(void **state)
+{
+    char payload[400];
+    snprintf(payload, sizeof payload, "{\"event\":\"%0256d\",\"payload\":{},\"version\":3}", 0);
+    struct store_change c = {.version = 3, .room_id = "r", .user_id = "",
+                             .event = "broadcast", .payload = payload};
+    struct bcast_scratch sc = BCAST_SCRATCH_INIT;
+    struct bcast *b = bcast_of_change(&c, &sc);
+    bcast_scratch_cleanup(&sc);
+    assert_non_null(b);
+    assert_non_null(b->rt_v2);
+    assert_non_null(b->rt_v1);
+    assert_null(b->rt_bin);
+    bcast_unref(b);
+}
+
+static size_t oom_at, oom_calls;
+
+/* jansson allocator failing its oom_at-th call. */
+static void *oom_malloc(size_t n)
+{
+    return ++oom_calls == oom_at ? NULL : malloc(n);
+}
+
+/* Out of memory at each of jansson's allocations in turn: a realtime-js frame is either
+ * whole or absent, never built from a part that failed. */
+static void realtime_frames_oom(void **state)
+{
+    const char *p = "{\"event\":\"e\",\"payload\":{\"x\":[1]},\"meta\":{\"k\":true}}";
+    static const char bin[] = "\x04\x0a\x01\x0a\x01realtime:re{\"k\":true}{\"x\":[1]}";
+    struct store_change c = {.version = 4, .room_id = "r", .user_id = "u", .event = "broadcast",
+                             .payload = "{\"event\":\"e\",\"payload\":{\"x\":[1]},\"version\":4}"};
+    static const char rt_v2[] = "[null,null,\"realtime:r\",\"broadcast\",{\"event\":\"e\",\"meta\":"
+                                "{\"id\":\"4\"},\"payload\":{\"x\":[1]},\"type\":\"broadcast\"}]";
+    static const char room_bin[] = "\x04\x0a\x01\x0a\x01realtime:re{\"id\":\"4\"}{\"x\":[1]}";
+    struct bcast_scratch sc = BCAST_SCRATCH_INIT;
+    bool whole = false;
+    json_set_alloc_funcs(oom_malloc, free);
+    for (oom_at = 1; !whole && oom_at < 1000; oom_at++) {
+        oom_calls = 0;
+        struct bcast *b = bcast_create("realtime:r", "broadcast", p, strlen(p), 0, 0);
+        struct bcast *r = bcast_of_change(&c, &sc);
+        assert_non_null(b);
+        if (b->rt_bin)
+            expect_binary(b->rt_bin, bin, sizeof bin - 1);
+        if (r && r->rt_v2)
+            expect_text(r->rt_v2, rt_v2);
+        if (r && r->rt_bin)
+            expect_binary(r->rt_bin, room_bin, sizeof room_bin - 1);
+        whole = b->rt_bin && r && r->rt_v2 && r->rt_bin && oom_calls < oom_at;
+        bcast_unref(b);
+        bcast_unref(r);
+    }
+    json_set_alloc_funcs(malloc, free);
+    bcast_scratch_cleanup(&sc);
+    assert_true(whole);
+    assert_true(oom_at > 5); /* the frames need jansson's memory: failures were reached */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -225,6 +349,9 @@ int main(void)
         cmocka_unit_test(of_change_bad_payload),
         cmocka_unit_test(of_change_broadcast),
         cmocka_unit_test(create_realtime_topic),
+        cmocka_unit_test(create_realtime_parts),
+        cmocka_unit_test(of_change_broadcast_long_event),
+        cmocka_unit_test(realtime_frames_oom),
         cmocka_unit_test(of_notif_and_docop),
         cmocka_unit_test(scratch_reused),
         cmocka_unit_test(refcount),
