@@ -79,6 +79,42 @@ static void check_redecode(enum codec_vsn vsn, const struct sbuf *enc, const cha
     codec_in_cleanup(&back);
 }
 
+/* Sends a decoded kind-3 push back as the kind-4 frame realtime-js reads: its layout, and
+ * the 255-byte limit of each field. */
+static void user_reencode(const struct phx_in *m, struct sbuf *enc)
+{
+    json_t *ev = json_object_get(m->payload, "event");
+    CHECK(json_is_string(ev) && !strcmp(m->event, "broadcast"));
+    const char *e = json_string_value(ev);
+    size_t el = json_string_length(ev);
+    char *pl = NULL;
+    const uint8_t *bytes = m->bin;
+    size_t n = m->bin_len;
+    if (!m->binary) {
+        pl = value_text(json_object_get(m->payload, "payload"));
+        if (!pl)
+            return; /* out of memory */
+        bytes = (const uint8_t *)pl;
+        n = strlen(pl);
+    }
+    static const char meta[] = "{\"id\":\"1\"}";
+    sbuf_reset(enc);
+    int rc = codec_encode_user_broadcast(enc, m->topic_str, m->topic_len, e, el, meta,
+                                         sizeof meta - 1, !m->binary, bytes, n);
+    if (m->topic_len > 255 || el > 255) {
+        CHECK(rc == RC_EINVAL && enc->len == 0);
+    } else {
+        const uint8_t *d = (const uint8_t *)enc->data;
+        CHECK(rc == 0 && enc->len == 5 + m->topic_len + el + sizeof meta - 1 + n);
+        CHECK(d[0] == 4 && d[1] == m->topic_len && d[2] == el && d[3] == sizeof meta - 1 &&
+              d[4] == !m->binary);
+        CHECK(!memcmp(d + 5, m->topic_str, m->topic_len) && !memcmp(d + 5 + m->topic_len, e, el));
+        CHECK(!memcmp(d + enc->len - n, bytes, n));
+    }
+    sbuf_reset(enc);
+    free(pl);
+}
+
 /* Encodes a decoded message again in both serializers, as text and as binary frames. */
 static void reencode(const struct phx_in *m)
 {
@@ -129,6 +165,8 @@ static void reencode(const struct phx_in *m)
         CHECK(enc.len == 3 + m->topic_len + strlen(m->event) + m->bin_len);
         CHECK(enc.data[0] == 2);
     }
+    if (m->user_broadcast)
+        user_reencode(m, &enc);
     sbuf_cleanup(&enc);
     free(jr);
     free(ref);
