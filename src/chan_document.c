@@ -44,12 +44,8 @@ static int64_t op_seq(const void *item)
 /* Join read finished: reply {access_level, last_seq}, push the operations. */
 static void join_done(struct chan *ch, struct store_req *req, const char *ref)
 {
-    if (!ch)
+    if (!chan_join_read_ok(ch, req))
         return;
-    if (req->rc) {
-        chan_join_failed(ch, req->rc);
-        return;
-    }
     ch->role = xstrdup(access_level(req->member.role));
     struct sbuf b = SBUF_INIT;
     sbuf_adds(&b, "{\"access_level\":");

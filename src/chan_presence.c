@@ -76,12 +76,8 @@ static void tell_cluster(struct chan *ch, enum bus_presence_op op)
 /* Membership read finished: track, reply, push the state, release held diffs. */
 static void join_done(struct chan *ch, struct store_req *req, const char *ref)
 {
-    if (!ch)
+    if (!chan_join_read_ok(ch, req))
         return;
-    if (req->rc) {
-        chan_join_failed(ch, req->rc);
-        return;
-    }
     struct presence_priv *pp = ch->priv;
     pp->username = xstrdup(req->member.name ? req->member.name : ch->conn->user_id);
     pp->avatar_url = req->member.avatar_url ? xstrdup(req->member.avatar_url) : NULL;

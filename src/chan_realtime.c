@@ -346,12 +346,8 @@ static void push_replay(struct chan *ch, const struct store_req *req)
  * replay or before it, those above follow, each once. */
 static void join_done(struct chan *ch, struct store_req *req, const char *ref)
 {
-    if (!ch)
+    if (!chan_join_read_ok(ch, req))
         return;
-    if (req->rc) {
-        chan_join_failed(ch, req->rc);
-        return;
-    }
     ch->role = xstrdup(req->member.role);
     chan_join_ok(ch, "{}");
     push_replay(ch, req);

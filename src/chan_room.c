@@ -107,12 +107,8 @@ static void push_changes(struct chan *ch, const struct store_req *req)
  * was pushed, those above it follow, each version once. */
 static void join_done(struct chan *ch, struct store_req *req, const char *ref)
 {
-    if (!ch)
+    if (!chan_join_read_ok(ch, req))
         return;
-    if (req->rc) {
-        chan_join_failed(ch, req->rc);
-        return;
-    }
     ch->role = xstrdup(req->member.role);
     struct room_priv *rp = xcalloc(1, sizeof *rp);
     rp->last_read_seq = req->member.last_read_seq;

@@ -429,6 +429,17 @@ void chan_push_history(struct chan *ch, const struct store_req *req, const char 
     chan_release_held(ch);
 }
 
+bool chan_join_read_ok(struct chan *ch, const struct store_req *req)
+{
+    if (!ch)
+        return false;
+    if (req->rc) {
+        chan_join_failed(ch, req->rc);
+        return false;
+    }
+    return true;
+}
+
 bool chan_accept_seq(struct chan *ch, const struct bcast *b)
 {
     if (b->seq <= 0)

@@ -92,6 +92,9 @@ void chan_join_error(struct chan *ch, const char *reason);
 /* Refuses a join whose membership read failed with rc: RC_ENOTFOUND "not_found",
  * RC_EFORBIDDEN "unauthorized", anything else "unavailable". */
 void chan_join_failed(struct chan *ch, int rc);
+/* The start of a join's store continuation: false when the channel has gone (ch NULL) or
+ * the read failed (then the join is refused as chan_join_failed does); true: go on. */
+bool chan_join_read_ok(struct chan *ch, const struct store_req *req);
 /* Sets req's history bounds from the join params: {"last_seq": N} asks for what came
  * after N (up to `recovery` rows), anything else for the latest `history` rows. */
 void chan_history_bounds(json_t *params, struct store_req *req, int history, int recovery);

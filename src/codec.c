@@ -181,6 +181,14 @@ static int bin_field(json_t *holder, const uint8_t *p, size_t n, bool empty_is_n
     return 0;
 }
 
+/* A binary payload: n bytes at p, a view into the frame. */
+static void set_bin(struct phx_in *out, const uint8_t *p, size_t n)
+{
+    out->binary = true;
+    out->bin = p;
+    out->bin_len = n;
+}
+
 /* Parses len bytes of JSON (any value; no deeper than max_depth) into *v. */
 static int bin_json(const uint8_t *p, size_t len, size_t max_depth, json_t **v)
 {
@@ -249,11 +257,8 @@ static int decode_user_push(const uint8_t *data, size_t len, size_t max_depth,
     json_decref(event);
     out->payload = obj;
     out->user_broadcast = true;
-    if (data[6] == USER_BINARY) {
-        out->binary = true;
-        out->bin = data + off;
-        out->bin_len = len - off;
-    }
+    if (data[6] == USER_BINARY)
+        set_bin(out, data + off, len - off);
     out->_root = root;
     return 0;
 
@@ -305,9 +310,7 @@ int codec_decode_binary(enum codec_vsn vsn, const uint8_t *data, size_t len, siz
     out->ref = ref;
     set_topic(out, topic);
     out->event = json_string_value(event);
-    out->binary = true;
-    out->bin = data + off;
-    out->bin_len = len - off;
+    set_bin(out, data + off, len - off);
     out->_root = root;
     return 0;
 
