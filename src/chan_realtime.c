@@ -196,8 +196,10 @@ static void flush_waiting(struct chan *ch)
             conn_send(ch->conn, f);
         bcast_unref(b);
     }
-    memmove(p->waiting, p->waiting + i, (p->n_waiting - i) * sizeof *p->waiting);
-    p->n_waiting -= i;
+    if (i) {
+        memmove(p->waiting, p->waiting + i, (p->n_waiting - i) * sizeof *p->waiting);
+        p->n_waiting -= i;
+    }
     /* Versions already seen and not waiting will never come back: forget them. */
     for (size_t k = 0; k < p->n_mine;) {
         bool waits = false;

@@ -20,6 +20,7 @@ import {
   eventually,
   expectStatus,
   joinOk,
+  pushP,
 } from "./lib/server.js";
 import {
   rtClient,
@@ -483,6 +484,29 @@ test("phoenix.js: a socket whose token expires is closed with code 4001 at expir
   assert.equal(close.code, 4001, `close: ${JSON.stringify(close)}`);
   assert.ok(close.at >= expires_at * 1000 - 100, `closed ${expires_at * 1000 - close.at} ms before the expiry`);
   assert.ok(close.at <= expires_at * 1000 + 2500, `closed ${close.at - expires_at * 1000} ms after the expiry`);
+});
+
+test("phoenix.js: an access_token push with a fresh token keeps the socket past the first token's expiry; a bad one is refused", async () => {
+  const ua = uid("pref_");
+  const room = await srv.roomWith({ [ua]: "member" });
+  const { token, expires_at } = await tokenWithTtl(srv, ua, 2);
+  const s = await srv.socket(ua, { token, reconnectAfterMs: () => 60000 });
+  const closes = [];
+  s.onClose((e) => closes.push(e.code));
+  const ch = s.channel(`room:${room}`);
+  await joinOk(ch);
+  const fresh = await tokenWithTtl(srv, ua, 60);
+  assert.equal((await pushP(ch, "access_token", { access_token: fresh.token })).status, "ok");
+  const other = await tokenWithTtl(srv, uid("someone_"), 60);
+  for (const bad of [other.token, "garbage", 7]) {
+    const r = await pushP(ch, "access_token", { access_token: bad });
+    assert.equal(r.status, "error");
+    assert.equal(r.response.reason, "invalid_token");
+  }
+  await sleep(Math.max(0, expires_at * 1000 - Date.now()) + 2000);
+  assert.deepEqual(closes, [], "the socket stayed open past the first token's expiry");
+  assert.equal(ch.state, "joined");
+  assert.equal((await pushP(ch, "new_message", { body: "still here" })).status, "ok");
 });
 
 test("realtime-js: postgres_changes is refused with CHANNEL_ERROR and the reason; other channels still work", async () => {
