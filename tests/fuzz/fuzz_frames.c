@@ -424,7 +424,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(user_counter_acquire(env->uc, USER, cfg.max_conns_per_user));
     char *user = strdup(USER);
     CHECK(user);
-    ws_conn_create(w, sv[0], extra, extra_len, user, vsn);
+    struct ws_identity id = {.user_id = user, .vsn = vsn};
+    ws_conn_create(w, sv[0], extra, extra_len, &id);
     if (end != END_ABORT)
         run(w, &peer);
 
