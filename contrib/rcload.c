@@ -2389,6 +2389,7 @@ struct fsock {
     int fd;
     bool ws;       /* upgraded */
     bool pollout;  /* EPOLLOUT registered */
+    bool dirty;    /* in FL.dirty: has output queued this loop turn */
     ssize_t ji;    /* index in FL.joined, -1: not joined */
     struct buf in, out;
 };
@@ -2398,6 +2399,8 @@ static struct {
     size_t nsocks, max_socks;
     struct fsock **joined; /* sockets that get every message */
     size_t njoined, capj;
+    struct fsock **dirty; /* sockets with output queued in this loop turn */
+    size_t ndirty, capdirty;
     struct fsock **dead; /* closed, freed after the epoll batch that closed them */
     size_t ndead, capd;
     int64_t seq;
@@ -2443,47 +2446,46 @@ static void fl_pollout(struct fsock *s, bool on)
     s->pollout = on;
 }
 
-/* Sends what it can of d (nothing queued before it), queueing the rest; false if closed. */
-static bool fl_send(struct fsock *s, const char *d, size_t n)
+/* Writes queued output while the socket takes it; closes it on an error. */
+static void fl_flush(struct fsock *s)
 {
-    while (n) {
-        ssize_t w = send(s->fd, d, n, MSG_NOSIGNAL);
+    while (s->fd >= 0 && buf_used(&s->out)) {
+        ssize_t w = send(s->fd, buf_data(&s->out), buf_used(&s->out), MSG_NOSIGNAL);
         if (w > 0) {
-            d += w;
-            n -= (size_t)w;
-        } else if (w < 0 && errno == EINTR) {
-            continue;
-        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            buf_add(&s->out, d, n);
+            buf_consume(&s->out, (size_t)w);
+        } else if (w < 0 && errno == EAGAIN) {
             fl_pollout(s, true);
-            return true;
-        } else {
+            return;
+        } else if (!(w < 0 && errno == EINTR)) {
             fl_close(s);
-            return false;
+            return;
         }
     }
-    return true;
+    if (s->fd >= 0)
+        fl_pollout(s, false);
 }
 
-/* Writes d to the socket, behind what is already queued. */
+/* Queues d on the socket; queues are written once per loop turn (fl_flush_dirty), so a
+   socket that got several messages in one turn takes them in one send. */
 static void fl_write(struct fsock *s, const char *d, size_t n)
 {
     if (s->fd < 0)
         return;
-    if (buf_used(&s->out))
-        buf_add(&s->out, d, n);
-    else
-        fl_send(s, d, n);
+    buf_add(&s->out, d, n);
+    if (!s->dirty && !s->pollout) {
+        s->dirty = true;
+        fl_push(&FL.dirty, &FL.ndirty, &FL.capdirty, s);
+    }
 }
 
-/* Writes queued output once the socket takes it again. */
-static void fl_flush(struct fsock *s)
+/* Writes every socket queued on in this loop turn. */
+static void fl_flush_dirty(void)
 {
-    struct buf q = s->out;
-    memset(&s->out, 0, sizeof s->out);
-    if (fl_send(s, buf_data(&q), buf_used(&q)) && !buf_used(&s->out))
-        fl_pollout(s, false);
-    buf_free(&q);
+    for (size_t i = 0; i < FL.ndirty; i++) {
+        FL.dirty[i]->dirty = false;
+        fl_flush(FL.dirty[i]);
+    }
+    FL.ndirty = 0;
 }
 
 /* An unmasked server frame header for n payload bytes; returns its length (<= 10). */
@@ -2559,10 +2561,8 @@ static void fl_message(struct fsock *s, const struct pmsg *m)
                ",\"user_id\":\"floor\",\"version\":1}]",
                (int)m->topic.n, m->topic.p, (int)body.n, body.p, seq, when, seq);
     fl_encode(0x1, buf_data(&FL.body), buf_used(&FL.body));
-    /* backwards: a socket closed by its write is swapped with one already written */
-    for (size_t i = FL.njoined; i-- > 0;)
-        if (i < FL.njoined)
-            fl_write(FL.joined[i], buf_data(&FL.frame), buf_used(&FL.frame));
+    for (size_t i = 0; i < FL.njoined; i++)
+        fl_write(FL.joined[i], buf_data(&FL.frame), buf_used(&FL.frame));
     fl_textf(s, "[%.*s,%.*s,%.*s,\"phx_reply\",{\"response\":{\"message_id\":%" PRId64
              ",\"seq\":%" PRId64 "},\"status\":\"ok\"}]",
              (int)m->jr.n, m->jr.p, (int)m->ref.n, m->ref.p, (int)m->topic.n, m->topic.p, seq,
@@ -2627,6 +2627,7 @@ static bool fl_upgrade(struct fsock *s)
         static const char bad[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
                                   "Connection: close\r\n\r\n";
         fl_write(s, bad, sizeof bad - 1);
+        fl_flush(s);
         fl_close(s);
         return false;
     }
@@ -2672,6 +2673,7 @@ static bool fl_frame(struct fsock *s)
     case 0x1: fl_text(s, pl, (size_t)len); break;
     case 0x8:
         fl_frame_to(s, 0x8, pl, len >= 2 ? 2 : 0);
+        fl_flush(s);
         fl_close(s);
         return false;
     case 0x9: fl_frame_to(s, 0xA, pl, (size_t)len); break;
@@ -2750,6 +2752,7 @@ static void fl_serve(pid_t parent, uint64_t until)
             if (s->fd >= 0 && (ev[i].events & EPOLLOUT))
                 fl_flush(s);
         }
+        fl_flush_dirty();
         for (size_t i = 0; i < FL.ndead; i++) {
             buf_free(&FL.dead[i]->in);
             buf_free(&FL.dead[i]->out);
