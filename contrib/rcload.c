@@ -9,6 +9,8 @@
  * binary user-broadcast frames). Every scenario creates its own rooms,
  * members and tokens through the REST API (names carry the pid, so runs never collide),
  * stops by itself within --timeout seconds, prints a text report and one final JSON line.
+ * fanout --floor needs no rowcast: it runs against rcload's own minimal reference server
+ * (a child process on 127.0.0.1), the floor rowcast's fan-out figures are set against.
  *
  * Only 127.0.0.0/8 targets are accepted: this is a tool for benchmarking a local server,
  * not for loading somebody else's. Client sockets are bound to 127.0.0.1-127.0.0.250 in
