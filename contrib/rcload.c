@@ -9,6 +9,8 @@
  * binary user-broadcast frames). Every scenario creates its own rooms,
  * members and tokens through the REST API (names carry the pid, so runs never collide),
  * stops by itself within --timeout seconds, prints a text report and one final JSON line.
+ * fanout --floor needs no rowcast: it runs against rcload's own minimal reference server
+ * (a child process on 127.0.0.1), the floor rowcast's fan-out figures are set against.
  *
  * Only 127.0.0.0/8 targets are accepted: this is a tool for benchmarking a local server,
  * not for loading somebody else's. Client sockets are bound to 127.0.0.1-127.0.0.250 in
@@ -31,11 +33,13 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -280,6 +284,7 @@ struct opts {
     /* fanout --realtime: realtime-js's protocol on /realtime/v1 (realtime:<room>, binary
        user broadcasts), on the public channel or (rt_private) the room's private one */
     bool realtime, rt_private;
+    bool floor; /* fanout --floor: against rcload's own minimal reference server */
 };
 
 static struct opts O = {
@@ -707,6 +712,19 @@ fail:
     return false;
 }
 
+/* The Sec-WebSocket-Accept of a Sec-WebSocket-Key of n <= 64 bytes: base64(SHA-1(key GUID));
+   out needs 29 bytes. */
+static void ws_accept(const char *key, size_t n, char *out)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    char cat[64 + sizeof WS_GUID];
+    unsigned mdlen = 0;
+    memcpy(cat, key, n);
+    memcpy(cat + n, WS_GUID, sizeof WS_GUID - 1);
+    EVP_Digest(cat, n + sizeof WS_GUID - 1, md, &mdlen, EVP_sha1(), NULL);
+    b64(md, mdlen, out);
+}
+
 /* Queues one masked WebSocket frame and tries to send it. */
 static void ws_send(struct conn *c, unsigned op, const char *d, size_t n)
 {
@@ -761,16 +779,13 @@ static void conn_connected(struct conn *c)
         c->ops->open(c);
         return;
     }
-    unsigned char raw[16], md[EVP_MAX_MD_SIZE];
-    char key[32], cat[80];
+    unsigned char raw[16];
+    char key[32];
     uint64_t r1 = rnd64(), r2 = rnd64();
     memcpy(raw, &r1, 8);
     memcpy(raw + 8, &r2, 8);
     b64(raw, 16, key);
-    unsigned mdlen = 0;
-    int n = snprintf(cat, sizeof cat, "%s%s", key, WS_GUID);
-    EVP_Digest(cat, (size_t)n, md, &mdlen, EVP_sha1(), NULL);
-    b64(md, mdlen, c->accept);
+    ws_accept(key, strlen(key), c->accept);
     c->state = CS_UPGRADING;
     buf_printf(&c->out,
                "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -926,6 +941,28 @@ static bool parse_http(struct conn *c)
     return true;
 }
 
+/* The payload length of a frame whose first n >= 2 bytes are at p, and the header's size
+   before any mask; false while the length bytes are incomplete. */
+static bool ws_len(const unsigned char *p, size_t n, uint64_t *len, size_t *h)
+{
+    *len = p[1] & 0x7f;
+    *h = 2;
+    if (*len == 126) {
+        if (n < 4)
+            return false;
+        *len = (uint64_t)p[2] << 8 | p[3];
+        *h = 4;
+    } else if (*len == 127) {
+        if (n < 10)
+            return false;
+        *len = 0;
+        for (int i = 0; i < 8; i++)
+            *len = *len << 8 | p[2 + i];
+        *h = 10;
+    }
+    return true;
+}
+
 /* Handles one complete WebSocket frame, if buffered. */
 static bool parse_frame(struct conn *c)
 {
@@ -935,25 +972,14 @@ static bool parse_frame(struct conn *c)
         return false;
     bool fin = p[0] & 0x80, masked = p[1] & 0x80;
     unsigned op = p[0] & 0x0f;
-    uint64_t len = p[1] & 0x7f;
-    size_t h = 2;
+    uint64_t len;
+    size_t h;
     if (p[0] & 0x70) {
         conn_fail(c, &E.protocol, "WebSocket: reserved bits set");
         return false;
     }
-    if (len == 126) {
-        if (n < 4)
-            return false;
-        len = (uint64_t)p[2] << 8 | p[3];
-        h = 4;
-    } else if (len == 127) {
-        if (n < 10)
-            return false;
-        len = 0;
-        for (int i = 0; i < 8; i++)
-            len = len << 8 | p[2 + i];
-        h = 10;
-    }
+    if (!ws_len(p, n, &len, &h))
+        return false;
     if (len > max_frame) {
         conn_fail(c, &E.protocol, "WebSocket: frame of %" PRIu64 " bytes", len);
         return false;
@@ -1911,15 +1937,23 @@ static void jobs_free(struct job *v, size_t n)
     free(v);
 }
 
-/* Creates nrooms rooms named <prefix>-<scenario>-<k>. */
-static bool setup_rooms(size_t nrooms)
+/* Names nrooms rooms <prefix>-<scenario>-<k>, with their topics. */
+static void rooms_init(size_t nrooms)
 {
     NROOMS = nrooms;
     ROOMS = xcalloc(nrooms, sizeof *ROOMS);
-    struct job *v = xcalloc(nrooms, sizeof *v);
     for (size_t i = 0; i < nrooms; i++) {
         ROOMS[i].id = xasprintf("%s-%s-%zu", prefix, scenario_names[O.sc], i);
         ROOMS[i].topic = xasprintf("%s:%s", O.realtime ? "realtime" : "room", ROOMS[i].id);
+    }
+}
+
+/* Creates nrooms rooms named <prefix>-<scenario>-<k>. */
+static bool setup_rooms(size_t nrooms)
+{
+    rooms_init(nrooms);
+    struct job *v = xcalloc(nrooms, sizeof *v);
+    for (size_t i = 0; i < nrooms; i++) {
         v[i].method = "POST";
         v[i].path = xasprintf("/api/rooms");
         v[i].body =
@@ -1931,8 +1965,8 @@ static bool setup_rooms(size_t nrooms)
     return ok;
 }
 
-/* Creates the clients: users, memberships, tokens, upgrade paths. */
-static bool setup_clients(size_t n, bool publisher)
+/* Allocates n clients (and a publisher, the last, if asked) spread over the rooms. */
+static void clients_init(size_t n, bool publisher)
 {
     NCL = n + (publisher ? 1 : 0);
     CL = xcalloc(NCL, sizeof *CL);
@@ -1944,6 +1978,12 @@ static bool setup_clients(size_t n, bool publisher)
         cl->room = cl->publisher ? 0 : (uint32_t)(i % NROOMS);
         cl->user = cl->publisher ? xasprintf("%s-pub", prefix) : xasprintf("%s-u%zu", prefix, i);
     }
+}
+
+/* Creates the clients: users, memberships, tokens, upgrade paths. */
+static bool setup_clients(size_t n, bool publisher)
+{
+    clients_init(n, publisher);
     struct job *v = xcalloc(NCL, sizeof *v);
     for (size_t i = 0; i < NCL; i++) {
         v[i].method = "PUT";
@@ -2332,6 +2372,445 @@ static int run_rest(void)
     jkv("seq_duplicates", "%" PRIu64, dups);
     jkv("seq_gaps", "%" PRIu64, gaps);
     return report_end(&w, dups || gaps);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* fanout --floor: a reference server, the least any server must do for this fan-out    */
+/*
+ * A child process (its own core to run on, its own CPU figure through O.server_pid) that
+ * listens on 127.0.0.1 on an ephemeral port: epoll, non-blocking sockets. It accepts,
+ * answers the WebSocket upgrade, replies ok to every phx_join (last_seq 0) with an empty
+ * message_history, answers heartbeats, and for every new_message encodes ONE frame of the
+ * shape rowcast broadcasts ([null,null,topic,"new_message",{body,id,inserted_at,reply_to,
+ * seq,user_id,version}]), writes it to every joined socket, then replies ok with the seq
+ * to the sender. Nothing else: no store, no channels, no checks beyond framing.
+ */
+
+/* One socket of the floor server. */
+struct fsock {
+    int fd;
+    bool ws;       /* upgraded */
+    bool pollout;  /* EPOLLOUT registered */
+    bool dirty;    /* in FL.dirty: has output queued this loop turn */
+    ssize_t ji;    /* index in FL.joined, -1: not joined */
+    struct buf in, out;
+};
+
+static struct {
+    int ep, lfd;
+    size_t nsocks, max_socks;
+    struct fsock **joined; /* sockets that get every message */
+    size_t njoined, capj;
+    struct fsock **dirty; /* sockets with output queued in this loop turn */
+    size_t ndirty, capdirty;
+    struct fsock **dead; /* closed, freed after the epoll batch that closed them */
+    size_t ndead, capd;
+    int64_t seq;
+    struct buf body, frame; /* the message's payload text, then its one encoded frame */
+    pid_t pid;              /* the child, in the parent */
+} FL = {.ep = -1, .lfd = -1};
+
+/* Appends p to a growable pointer array. */
+static void fl_push(struct fsock ***v, size_t *n, size_t *cap, struct fsock *p)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 1024;
+        *v = xrealloc(*v, *cap * sizeof **v);
+    }
+    (*v)[(*n)++] = p;
+}
+
+/* Closes a socket; its memory lives until the end of the epoll batch. */
+static void fl_close(struct fsock *s)
+{
+    if (s->fd < 0)
+        return;
+    epoll_ctl(FL.ep, EPOLL_CTL_DEL, s->fd, NULL);
+    close(s->fd);
+    s->fd = -1;
+    if (s->ji >= 0) {
+        struct fsock *last = FL.joined[--FL.njoined];
+        FL.joined[s->ji] = last;
+        last->ji = s->ji;
+        s->ji = -1;
+    }
+    FL.nsocks--;
+    fl_push(&FL.dead, &FL.ndead, &FL.capd, s);
+}
+
+/* Registers or drops interest in writability. */
+static void fl_pollout(struct fsock *s, bool on)
+{
+    if (s->pollout == on)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0), .data.ptr = s};
+    epoll_ctl(FL.ep, EPOLL_CTL_MOD, s->fd, &ev);
+    s->pollout = on;
+}
+
+/* Writes queued output while the socket takes it; closes it on an error. */
+static void fl_flush(struct fsock *s)
+{
+    while (s->fd >= 0 && buf_used(&s->out)) {
+        ssize_t w = send(s->fd, buf_data(&s->out), buf_used(&s->out), MSG_NOSIGNAL);
+        if (w > 0) {
+            buf_consume(&s->out, (size_t)w);
+        } else if (w < 0 && errno == EAGAIN) {
+            fl_pollout(s, true);
+            return;
+        } else if (!(w < 0 && errno == EINTR)) {
+            fl_close(s);
+            return;
+        }
+    }
+    if (s->fd >= 0)
+        fl_pollout(s, false);
+}
+
+/* Queues d on the socket; queues are written once per loop turn (fl_flush_dirty), so a
+   socket that got several messages in one turn takes them in one send. */
+static void fl_write(struct fsock *s, const char *d, size_t n)
+{
+    if (s->fd < 0)
+        return;
+    buf_add(&s->out, d, n);
+    if (!s->dirty && !s->pollout) {
+        s->dirty = true;
+        fl_push(&FL.dirty, &FL.ndirty, &FL.capdirty, s);
+    }
+}
+
+/* Writes every socket queued on in this loop turn. */
+static void fl_flush_dirty(void)
+{
+    for (size_t i = 0; i < FL.ndirty; i++) {
+        FL.dirty[i]->dirty = false;
+        fl_flush(FL.dirty[i]);
+    }
+    FL.ndirty = 0;
+}
+
+/* An unmasked server frame header for n payload bytes; returns its length (<= 10). */
+static size_t fl_head(unsigned char *h, unsigned op, size_t n)
+{
+    size_t hl = 0;
+    h[hl++] = (unsigned char)(0x80 | op);
+    if (n < 126) {
+        h[hl++] = (unsigned char)n;
+    } else if (n < 65536) {
+        h[hl++] = 126;
+        h[hl++] = (unsigned char)(n >> 8);
+        h[hl++] = (unsigned char)n;
+    } else {
+        h[hl++] = 127;
+        for (int i = 7; i >= 0; i--)
+            h[hl++] = (unsigned char)((uint64_t)n >> (8 * i));
+    }
+    return hl;
+}
+
+/* Encodes payload d as one frame into FL.frame. */
+static void fl_encode(unsigned op, const char *d, size_t n)
+{
+    unsigned char h[10];
+    size_t hl = fl_head(h, op, n);
+    FL.frame.off = FL.frame.len = 0;
+    buf_add(&FL.frame, h, hl);
+    buf_add(&FL.frame, d, n);
+}
+
+/* Sends one frame to one socket. */
+static void fl_frame_to(struct fsock *s, unsigned op, const char *d, size_t n)
+{
+    fl_encode(op, d, n);
+    fl_write(s, buf_data(&FL.frame), buf_used(&FL.frame));
+}
+
+/* Sends one text frame built from a format string. */
+__attribute__((format(printf, 2, 3))) static void fl_textf(struct fsock *s, const char *fmt, ...)
+{
+    char tmp[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n > 0 && (size_t)n < sizeof tmp)
+        fl_frame_to(s, 0x1, tmp, (size_t)n);
+}
+
+/* One new_message: one frame to every joined socket, then the sender's ok with the seq. */
+static void fl_message(struct fsock *s, const struct pmsg *m)
+{
+    struct span body;
+    if (!jget(m->payload, "body", &body) || !body.n || body.p[0] != '"') {
+        fl_textf(s, "[%.*s,%.*s,%.*s,\"phx_reply\",{\"response\":{\"reason\":\"invalid_body\"},"
+                 "\"status\":\"error\"}]", (int)m->jr.n, m->jr.p, (int)m->ref.n, m->ref.p,
+                 (int)m->topic.n, m->topic.p);
+        return;
+    }
+    int64_t seq = ++FL.seq;
+    struct timespec ts;
+    struct tm tm;
+    char when[40];
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t wl = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + wl, sizeof when - wl, ".%06ldZ", ts.tv_nsec / 1000);
+    FL.body.off = FL.body.len = 0;
+    buf_printf(&FL.body,
+               "[null,null,%.*s,\"new_message\",{\"body\":%.*s,\"id\":%" PRId64
+               ",\"inserted_at\":\"%s\",\"reply_to\":null,\"seq\":%" PRId64
+               ",\"user_id\":\"floor\",\"version\":1}]",
+               (int)m->topic.n, m->topic.p, (int)body.n, body.p, seq, when, seq);
+    fl_encode(0x1, buf_data(&FL.body), buf_used(&FL.body));
+    for (size_t i = 0; i < FL.njoined; i++)
+        fl_write(FL.joined[i], buf_data(&FL.frame), buf_used(&FL.frame));
+    fl_textf(s, "[%.*s,%.*s,%.*s,\"phx_reply\",{\"response\":{\"message_id\":%" PRId64
+             ",\"seq\":%" PRId64 "},\"status\":\"ok\"}]",
+             (int)m->jr.n, m->jr.p, (int)m->ref.n, m->ref.p, (int)m->topic.n, m->topic.p, seq,
+             seq);
+}
+
+/* One V2 text frame from a client: phx_join, heartbeat or new_message; others ignored. */
+static void fl_text(struct fsock *s, const char *msg, size_t n)
+{
+    struct pmsg m;
+    if (!pmsg_parse(msg, n, &m)) {
+        fl_close(s);
+        return;
+    }
+    if (jeq(m.event, "heartbeat")) {
+        fl_textf(s, "[null,%.*s,\"phoenix\",\"phx_reply\",{\"response\":{},\"status\":\"ok\"}]",
+                 (int)m.ref.n, m.ref.p);
+    } else if (jeq(m.event, "phx_join")) {
+        fl_textf(s, "[%.*s,%.*s,%.*s,\"phx_reply\",{\"response\":{\"last_seq\":%" PRId64
+                 "},\"status\":\"ok\"}]",
+                 (int)m.jr.n, m.jr.p, (int)m.ref.n, m.ref.p, (int)m.topic.n, m.topic.p, FL.seq);
+        fl_textf(s, "[%.*s,null,%.*s,\"message_history\",{\"messages\":[]}]", (int)m.jr.n,
+                 m.jr.p, (int)m.topic.n, m.topic.p);
+        if (s->fd >= 0 && s->ji < 0) {
+            s->ji = (ssize_t)FL.njoined;
+            fl_push(&FL.joined, &FL.njoined, &FL.capj, s);
+        }
+    } else if (jeq(m.event, "new_message")) {
+        fl_message(s, &m);
+    }
+}
+
+/* The upgrade request, once complete: 101 with the accept key, or 400 and close. */
+static bool fl_upgrade(struct fsock *s)
+{
+    const char *p = buf_data(&s->in);
+    size_t n = buf_used(&s->in);
+    const char *e = memmem(p, n, "\r\n\r\n", 4);
+    if (!e) {
+        if (n > 16384)
+            fl_close(s);
+        return false;
+    }
+    const char *key = NULL;
+    size_t kl = 0;
+    for (const char *q = memmem(p, (size_t)(e - p), "\r\n", 2); q && q < e;) {
+        q += 2;
+        const char *le = memmem(q, (size_t)(e + 2 - q), "\r\n", 2);
+        if (!le)
+            break;
+        if (le - q > 18 && !strncasecmp(q, "sec-websocket-key:", 18)) {
+            key = q + 18;
+            while (key < le && (*key == ' ' || *key == '\t'))
+                key++;
+            kl = (size_t)(le - key);
+            while (kl && (key[kl - 1] == ' ' || key[kl - 1] == '\t'))
+                kl--;
+        }
+        q = le;
+    }
+    if (strncmp(p, "GET ", 4) || !key || !kl || kl > 64) {
+        static const char bad[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                                  "Connection: close\r\n\r\n";
+        fl_write(s, bad, sizeof bad - 1);
+        fl_flush(s);
+        fl_close(s);
+        return false;
+    }
+    char acc[32], resp[160];
+    ws_accept(key, kl, acc);
+    int rl = snprintf(resp, sizeof resp,
+                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                      acc);
+    buf_consume(&s->in, (size_t)(e - p) + 4);
+    s->ws = true;
+    fl_write(s, resp, (size_t)rl);
+    return true;
+}
+
+/* One complete masked client frame, if buffered: text, close, ping (pong), pong. */
+static bool fl_frame(struct fsock *s)
+{
+    unsigned char *p = (unsigned char *)buf_data(&s->in);
+    size_t n = buf_used(&s->in), h;
+    if (n < 2)
+        return false;
+    unsigned op = p[0] & 0x0f;
+    uint64_t len;
+    if (!(p[1] & 0x80) || !(p[0] & 0x80) || (p[0] & 0x70)) {
+        fl_close(s); /* unmasked, fragmented or with reserved bits: never sent by rcload */
+        return false;
+    }
+    if (!ws_len(p, n, &len, &h))
+        return false;
+    h += 4; /* the mask */
+    if (len > MAX_FRAME) {
+        fl_close(s);
+        return false;
+    }
+    if (n < h + len)
+        return false;
+    char *pl = (char *)p + h;
+    for (size_t i = 0; i < len; i++)
+        pl[i] ^= (char)p[h - 4 + (i & 3)];
+    buf_consume(&s->in, h + (size_t)len); /* pl stays valid: nothing is read into `in` now */
+    switch (op) {
+    case 0x1: fl_text(s, pl, (size_t)len); break;
+    case 0x8:
+        fl_frame_to(s, 0x8, pl, len >= 2 ? 2 : 0);
+        fl_flush(s);
+        fl_close(s);
+        return false;
+    case 0x9: fl_frame_to(s, 0xA, pl, (size_t)len); break;
+    case 0xA: break;
+    default: fl_close(s); return false;
+    }
+    return s->fd >= 0;
+}
+
+/* Reads what a socket has and handles every complete request or frame in it. */
+static void fl_read(struct fsock *s)
+{
+    for (int i = 0; i < 16 && s->fd >= 0; i++) {
+        buf_reserve(&s->in, 65536);
+        size_t room = s->in.cap - s->in.len;
+        ssize_t r = recv(s->fd, s->in.p + s->in.len, room, 0);
+        if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)) {
+            fl_close(s);
+            return;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return;
+        s->in.len += (size_t)r;
+        while (s->fd >= 0 && buf_used(&s->in) && (s->ws ? fl_frame(s) : fl_upgrade(s)))
+            ;
+        if ((size_t)r < room)
+            return;
+    }
+}
+
+/* Accepts every pending connection, up to the socket cap. */
+static void fl_accept(void)
+{
+    int one = 1;
+    for (;;) {
+        int fd = accept4(FL.lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        if (FL.nsocks >= FL.max_socks) {
+            close(fd);
+            continue;
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        struct fsock *s = xcalloc(1, sizeof *s);
+        s->fd = fd;
+        s->ji = -1;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = s};
+        if (epoll_ctl(FL.ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            close(fd);
+            free(s);
+            continue;
+        }
+        FL.nsocks++;
+    }
+}
+
+/* The child's loop: serves until `until` or until the parent is gone. */
+static void fl_serve(pid_t parent, uint64_t until)
+{
+    struct epoll_event ev[512];
+    struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &FL};
+    if (epoll_ctl(FL.ep, EPOLL_CTL_ADD, FL.lfd, &lev) < 0)
+        return;
+    while (now_ns() < until && getppid() == parent) {
+        int k = epoll_wait(FL.ep, ev, 512, 100);
+        for (int i = 0; i < k; i++) {
+            if (ev[i].data.ptr == &FL) {
+                fl_accept();
+                continue;
+            }
+            struct fsock *s = ev[i].data.ptr;
+            if (s->fd >= 0 && (ev[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+                fl_read(s);
+            if (s->fd >= 0 && (ev[i].events & EPOLLOUT))
+                fl_flush(s);
+        }
+        fl_flush_dirty();
+        for (size_t i = 0; i < FL.ndead; i++) {
+            buf_free(&FL.dead[i]->in);
+            buf_free(&FL.dead[i]->out);
+            free(FL.dead[i]);
+        }
+        FL.ndead = 0;
+    }
+}
+
+/* Starts the floor server in a child process on 127.0.0.1:<ephemeral>, points --url
+   there and --server-pid at the child. */
+static bool floor_start(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001u)};
+    socklen_t al = sizeof a;
+    int one = 1;
+    FL.lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (FL.lfd < 0 || setsockopt(FL.lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind(FL.lfd, (struct sockaddr *)&a, sizeof a) < 0 || listen(FL.lfd, 4096) < 0 ||
+        getsockname(FL.lfd, (struct sockaddr *)&a, &al) < 0) {
+        perror("rcload: floor listen");
+        return false;
+    }
+    O.dst = a;
+    snprintf(O.hostport, sizeof O.hostport, "127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
+    pid_t parent = getpid();
+    fflush(stdout);
+    fflush(stderr);
+    FL.pid = fork();
+    if (FL.pid < 0) {
+        perror("rcload: fork");
+        return false;
+    }
+    if (FL.pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        signal(SIGINT, SIG_IGN); /* the parent reports first, then ends the child */
+        FL.max_socks = (size_t)O.subs + 16;
+        FL.ep = epoll_create1(EPOLL_CLOEXEC);
+        if (FL.ep >= 0)
+            fl_serve(parent, now_ns() + (uint64_t)((O.timeout + 10) * (double)NSEC));
+        _exit(0);
+    }
+    close(FL.lfd);
+    FL.lfd = -1;
+    O.server_pid = FL.pid;
+    return true;
+}
+
+/* Ends the floor server's child, if one was started. */
+static void floor_stop(void)
+{
+    if (FL.pid <= 0)
+        return;
+    kill(FL.pid, SIGTERM);
+    waitpid(FL.pid, NULL, 0);
+    FL.pid = 0;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -2809,8 +3288,14 @@ static int run_fanout(void)
         H.joined = notif_joined_room;
         H.ended = notif_ended;
     }
-    if (!setup_rooms(1) || !setup_clients((size_t)O.subs, true))
+    if (O.floor) { /* the floor server knows no rooms, users or tokens */
+        rooms_init(1);
+        clients_init((size_t)O.subs, true);
+        for (size_t i = 0; i < NCL; i++)
+            CL[i].c.path = "/socket/websocket?vsn=2.0.0";
+    } else if (!setup_rooms(1) || !setup_clients((size_t)O.subs, true)) {
         return 2;
+    }
     notif_setup();
     pub = &CL[NCL - 1];
     for (size_t i = 0; O.sub_url && i + 1 < NCL; i++)
@@ -2826,6 +3311,9 @@ static int run_fanout(void)
                O.rt_private ? "private" : "public", ROOMS[0].topic);
     if (O.rate > 0)
         printf("  publisher sends %ld messages/s, not waiting for replies\n", O.rate);
+    if (O.floor)
+        printf("  against the floor: rcload's minimal reference server, pid %ld\n",
+               (long)FL.pid);
     if (O.notif_subs > 0)
         printf("  %ld subscribers also on notifications:<user>, counting unread events\n",
                O.notif_subs);
@@ -2892,6 +3380,8 @@ static int run_fanout(void)
         jkv("realtime", "\"%s\"", O.rt_private ? "private" : "public");
     if (O.sub_url)
         jkv("sub_target", "\"%s\"", O.sub_hostport);
+    if (O.floor)
+        jkv("floor", "true");
     if (O.rate > 0)
         jkv("rate", "%ld", O.rate);
     jkv("messages", "%ld", O.messages);
@@ -4076,6 +4566,10 @@ static void usage(FILE *f)
           "                       sends binary kind-3 user broadcasts (--publisher rest: POST\n"
           "                       /api/broadcast {messages}), the subscribers count the kind-4\n"
           "                       frames they get\n"
+          "  --floor              fanout: no rowcast; rcload starts its own reference server\n"
+          "                       on 127.0.0.1 (a child process: upgrade, join replies, one\n"
+          "                       frame written to every socket per message, nothing else),\n"
+          "                       the floor rowcast's figures are set against (no --url)\n"
           "  --notif-subs K       fanout: the first K subscribers also join\n"
           "                       notifications:<user> on their socket; every message must\n"
           "                       bring each an unread event (+1, last_seq = its seq) (0)\n"
@@ -4210,6 +4704,7 @@ int main(int argc, char **argv)
         {"rate", required_argument, NULL, 'R'},
         {"notif-subs", required_argument, NULL, 'N'},
         {"realtime", optional_argument, NULL, 'T'},
+        {"floor", no_argument, NULL, 'L'},
         {"duration", required_argument, NULL, 'd'},
         {"count", required_argument, NULL, 'n'},
         {"concurrency", required_argument, NULL, 'C'},
@@ -4268,6 +4763,7 @@ int main(int argc, char **argv)
             O.realtime = true;
             O.rt_private = optarg && !strcmp(optarg, "private");
             break;
+        case 'L': O.floor = true; break;
         case 'd': O.duration = opt_secs("duration", optarg, 0.1, 86400); break;
         case 'n': O.count = opt_long("count", optarg, 1, 1000000000); break;
         case 'C': O.concurrency = opt_long("concurrency", optarg, 1, 100000); break;
@@ -4296,11 +4792,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "rcload: unexpected argument \"%s\"\n", argv[optind]);
         return 2;
     }
-    if (!O.url || !O.api_key) {
+    if (O.floor && (O.sc != SC_FANOUT || O.sub_url || O.notif_subs > 0 || O.realtime ||
+                    O.rest_publisher)) {
+        fprintf(stderr, "rcload: --floor is a fanout option, with neither --sub-url, "
+                        "--notif-subs, --realtime nor --publisher rest\n");
+        return 2;
+    }
+    if (!O.floor && (!O.url || !O.api_key)) {
         fprintf(stderr, "rcload: --url and --api-key (or ROWCAST_API_KEY) are required\n");
         return 2;
     }
-    if (!parse_url("url", O.url, &O.dst, O.hostport))
+    if (!O.floor && !parse_url("url", O.url, &O.dst, O.hostport))
         return 2;
     if (O.sub_url && !parse_url("sub-url", O.sub_url, &O.sub_dst, O.sub_hostport))
         return 2;
@@ -4346,6 +4848,8 @@ int main(int argc, char **argv)
                 O.duration, O.timeout);
     if (O.sc == SC_IDLE && O.hold >= O.timeout)
         fprintf(stderr, "rcload: warning: --hold is cut short by --timeout %.0f s\n", O.timeout);
+    if (O.floor && !floor_start())
+        return 2;
 
     uint64_t seed = 0;
     if (getrandom(&seed, sizeof seed, 0) != sizeof seed)
@@ -4384,5 +4888,6 @@ int main(int argc, char **argv)
     }
     clients_close();
     close(L.ep);
+    floor_stop();
     return rc;
 }

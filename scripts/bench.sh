@@ -13,6 +13,12 @@
 # scripts/bench.sh 5 fanout (the medians then include the unread events and their latency).
 # realtime-js's protocol instead of phoenix.js's: RCLOAD_ARGS="--realtime" (public
 # channel) or RCLOAD_ARGS="--realtime=private" (the room's channel) scripts/bench.sh 5 fanout.
+#
+# fanout: after each rowcast run, the same rcload settings run once more with --floor
+# (rcload's own minimal reference server, no rowcast), in the same series; the script
+# prints that run's line, the ratio rowcast/floor of deliveries/s and of delivery p99,
+# and the floor's medians beside rowcast's. ROWCAST_BENCH_FLOOR=0 skips it; so do
+# RCLOAD_ARGS the floor does not take (--sub-url, --notif-subs, --realtime, --publisher rest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
@@ -22,6 +28,7 @@ scenarios=("$@")
 port=${ROWCAST_BENCH_PORT:-4790}
 flags=${ROWCAST_BENCH_FLAGS:---rate-limit 0}
 pg=${ROWCAST_BENCH_PG:-}
+floor=${ROWCAST_BENCH_FLOOR:-1}
 nodes=${ROWCAST_BENCH_NODES:-1}
 dir=$(mktemp -d /tmp/rowcast-bench.XXXXXX)
 pid=""; pid2=""; db=""
@@ -38,8 +45,58 @@ if [ "$nodes" = 2 ] && [ -z "$pg" ]; then
   exit 2
 fi
 
+# The medians of the headline numbers of the JSON lines on stdin, labelled $1.
+medians() {
+  python3 -c '
+import json, statistics, sys
+rows = [json.loads(l) for l in sys.stdin if l.strip().startswith("{")]
+def med(path):
+    vals = []
+    for r in rows:
+        v = r
+        for k in path.split("."):
+            v = v.get(k) if isinstance(v, dict) else None
+        if isinstance(v, (int, float)):
+            vals.append(v)
+    return statistics.median(vals) if vals else None
+keys = ["msgs_per_s", "deliveries_per_s", "joins_per_s", "rss_per_conn_bytes",
+        "latency.p50_ms", "latency.p99_ms", "ack_latency.p50_ms", "ack_latency.p99_ms",
+        "delivery_latency.p50_ms", "delivery_latency.p99_ms", "join_latency.p50_ms",
+        "join_latency.p99_ms", "missing", "server_cpu_pct", "client_cpu_pct",
+        "unread_expected", "unread_received", "unread_missing", "unread_latency.p50_ms",
+        "unread_latency.p99_ms"]
+out = {k: med(k) for k in keys if med(k) is not None}
+print("%s median of %d runs: %s" % (sys.argv[1], len(rows), json.dumps(out)))
+' "$1"
+}
+
+# The ratio rowcast/floor of deliveries/s and of delivery p99 between two JSON lines.
+ratio() {
+  python3 -c '
+import json, sys
+def get(line, path):
+    try:
+        v = json.loads(line)
+    except ValueError:
+        return None
+    if path in v: # a medians line: flat keys
+        v = v[path]
+        return v if isinstance(v, (int, float)) else None
+    for k in path.split("."):
+        v = v.get(k) if isinstance(v, dict) else None
+    return v if isinstance(v, (int, float)) else None
+def r(a, b):
+    return "%.2f" % (a / b) if a is not None and b else "n/a"
+rc, fl = sys.argv[1], sys.argv[2]
+print("deliveries/s %s, delivery p99 %s" % (
+    r(get(rc, "deliveries_per_s"), get(fl, "deliveries_per_s")),
+    r(get(rc, "delivery_latency.p99_ms"), get(fl, "delivery_latency.p99_ms"))))
+' "$1" "$2"
+}
+
 for sc in "${scenarios[@]}"; do
   results=()
+  floors=()
   for i in $(seq 1 "$runs"); do
     rm -f "$dir"/rowcast.db*
     url="sqlite:$dir/rowcast.db"
@@ -76,26 +133,22 @@ for sc in "${scenarios[@]}"; do
     fi
     echo "$sc run $i: $line"
     results+=("$line")
+    if [ "$sc" = fanout ] && [ "$floor" != 0 ]; then
+      # shellcheck disable=SC2086
+      fline=$(timeout 180 contrib/rcload fanout --floor ${RCLOAD_ARGS:-} 2>/dev/null |
+        tail -n 1) || true
+      if [ "${fline:0:1}" = "{" ]; then
+        echo "$sc run $i floor: $fline"
+        echo "$sc run $i rowcast/floor: $(ratio "$line" "$fline")"
+        floors+=("$fline")
+      fi
+    fi
   done
-  printf '%s\n' "${results[@]}" | python3 -c '
-import json, statistics, sys
-rows = [json.loads(l) for l in sys.stdin if l.strip().startswith("{")]
-def med(path):
-    vals = []
-    for r in rows:
-        v = r
-        for k in path.split("."):
-            v = v.get(k) if isinstance(v, dict) else None
-        if isinstance(v, (int, float)):
-            vals.append(v)
-    return statistics.median(vals) if vals else None
-keys = ["msgs_per_s", "deliveries_per_s", "joins_per_s", "rss_per_conn_bytes",
-        "latency.p50_ms", "latency.p99_ms", "ack_latency.p50_ms", "ack_latency.p99_ms",
-        "delivery_latency.p50_ms", "delivery_latency.p99_ms", "join_latency.p50_ms",
-        "join_latency.p99_ms", "missing", "server_cpu_pct", "client_cpu_pct",
-        "unread_expected", "unread_received", "unread_missing", "unread_latency.p50_ms",
-        "unread_latency.p99_ms"]
-out = {k: med(k) for k in keys if med(k) is not None}
-print("'"$sc"' median of %d runs: %s" % (len(rows), json.dumps(out)))
-'
+  mline=$(printf '%s\n' "${results[@]}" | medians "$sc")
+  echo "$mline"
+  if [ ${#floors[@]} -gt 0 ]; then
+    fmline=$(printf '%s\n' "${floors[@]}" | medians "$sc floor")
+    echo "$fmline"
+    echo "$sc medians rowcast/floor: $(ratio "${mline#*runs: }" "${fmline#*runs: }")"
+  fi
 done
