@@ -220,14 +220,6 @@ void store_msg_append_json(struct sbuf *out, const struct store_msg *m)
     sbuf_addc(out, '}');
 }
 
-bool store_json_value_ok(const char *text)
-{
-    json_t *j = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
-    bool ok = j != NULL;
-    json_decref(j);
-    return ok;
-}
-
 bool store_change_payload_ok(const struct store_change *c)
 {
     json_t *j = c->event && c->payload ? json_loads(c->payload, 0, NULL) : NULL;

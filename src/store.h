@@ -273,8 +273,6 @@ struct sbuf;
  * {"body","id","inserted_at","reactions","reply_count","seq","user_id"} with "edited_at"
  * and "reply_to" when set; a deleted one as {"deleted":true,"deleted_at","seq"}. */
 void store_msg_append_json(struct sbuf *out, const struct store_msg *m);
-/* Whether text (NULL: no) is one JSON value: what STORE_BROADCAST_ADD takes as data. */
-bool store_json_value_ok(const char *text);
 /* Whether a change's payload is one JSON object. The log is a table any writer may
  * insert into: a payload that is not is never broadcast nor replayed. */
 bool store_change_payload_ok(const struct store_change *c);
