@@ -147,6 +147,27 @@ static struct sbuf *row_payload(struct bcast_scratch *s)
     return &s->payload;
 }
 
+/* Appends the text payload of a room broadcast's parts: {"event","meta":{"id"
+ * [,"replayed":true]},"payload","type":"broadcast"}. */
+static void append_realtime_json(struct sbuf *p, const struct user_parts *u, int64_t version,
+                                 bool replayed)
+{
+    sbuf_adds(p, "{\"event\":");
+    sbuf_add_json_str(p, u->event, u->event_len);
+    sbuf_printf(p, ",\"meta\":{\"id\":\"%lld\"%s},\"payload\":%s,\"type\":\"broadcast\"}",
+                (long long)version, replayed ? ",\"replayed\":true" : "", u->payload);
+}
+
+bool bcast_change_realtime_json(struct sbuf *out, const struct store_change *c, bool replayed)
+{
+    struct user_parts u;
+    if (!c->payload || !user_parts_of(c->payload, strlen(c->payload), &u))
+        return false;
+    append_realtime_json(out, &u, c->version, replayed);
+    user_parts_cleanup(&u);
+    return true;
+}
+
 /* A room's broadcast (a change with event "broadcast", payload {"event","payload",
  * "user_id","version"}) as realtime-js's realtime:<room> channels get it: text
  * {"type":"broadcast","event","payload","meta":{"id":"<version>"}} and kind 4. Nothing
@@ -163,9 +184,7 @@ static void add_realtime_frames(struct bcast *b, const struct store_change *c,
     char meta[48];
     snprintf(meta, sizeof meta, "{\"id\":\"%lld\"}", (long long)c->version);
     struct sbuf *p = row_payload(s);
-    sbuf_adds(p, "{\"event\":");
-    sbuf_add_json_str(p, u.event, u.event_len);
-    sbuf_printf(p, ",\"meta\":%s,\"payload\":%s,\"type\":\"broadcast\"}", meta, u.payload);
+    append_realtime_json(p, &u, c->version, false);
     struct sbuf f = SBUF_INIT;
     codec_encode(CODEC_V2, &f, NULL, NULL, s->topic.data, s->topic.len, "broadcast", p->data,
                  p->len);

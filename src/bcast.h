@@ -6,6 +6,7 @@
 #define RC_BCAST_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -62,6 +63,11 @@ void bcast_scratch_cleanup(struct bcast_scratch *s);
  * "<version>"}}, both or neither) and rt_bin, their kind-4 form (absent when a field is
  * over 255 bytes); out of memory leaves them absent. */
 struct bcast *bcast_of_change(const struct store_change *c, struct bcast_scratch *s);
+/* Appends the payload a realtime-js channel gets for a room broadcast row (a change with
+ * event "broadcast"): {"event","meta":{"id":"<version>"},"payload","type":"broadcast"},
+ * with "replayed":true in meta for a replay. False (nothing appended) for a row without
+ * a string event, or out of memory. Any thread. */
+bool bcast_change_realtime_json(struct sbuf *out, const struct store_change *c, bool replayed);
 struct bcast *bcast_of_notif(const struct store_notif *n, struct bcast_scratch *s);
 struct bcast *bcast_of_docop(const struct store_docop *op, struct bcast_scratch *s);
 

@@ -321,24 +321,9 @@ static void push_replay(struct chan *ch, const struct store_req *req)
 {
     struct sbuf b = SBUF_INIT;
     for (size_t i = 0; i < req->n_changes; i++) {
-        const struct store_change *c = &req->changes[i];
-        json_t *row = json_loads(c->payload, 0, NULL);
-        json_t *ev = member(row, "event");
-        if (!short_name(ev)) {
-            json_decref(row);
-            continue;
-        }
-        json_t *pl = member(row, "payload");
-        char *pt = pl ? json_dumps(pl, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
         sbuf_reset(&b);
-        sbuf_adds(&b, "{\"event\":");
-        sbuf_add_json_str(&b, json_string_value(ev), json_string_length(ev));
-        sbuf_printf(&b, ",\"meta\":{\"id\":\"%lld\",\"replayed\":true},\"payload\":%s,"
-                        "\"type\":\"broadcast\"}",
-                    (long long)c->version, pt ? pt : "{}");
-        free(pt);
-        json_decref(row);
-        chan_push(ch, "broadcast", b.data, b.len);
+        if (bcast_change_realtime_json(&b, &req->changes[i], true))
+            chan_push(ch, "broadcast", b.data, b.len);
     }
     sbuf_cleanup(&b);
 }
@@ -377,9 +362,10 @@ static bool replay_bounds(const json_t *replay, struct store_req *req)
         return false;
     int64_t a = 0;
     if (json_is_string(after)) {
+        const char *v = json_string_value(after);
         char *end;
-        a = strtoll(json_string_value(after), &end, 10);
-        if (!*json_string_value(after) || *end || a < 0)
+        a = *v >= '0' && *v <= '9' ? strtoll(v, &end, 10) : -1;
+        if (a < 0 || *end)
             return false;
     } else if (json_is_integer(after) && json_integer_value(after) >= 0) {
         a = json_integer_value(after);
