@@ -88,6 +88,18 @@ void conn_want_flush(struct conn *c)
     s->flush_tail = c;
 }
 
+/* Puts c, whose output now holds a reply, ahead of the fan-out in the flush pass: a
+ * sender waits for its reply, and its next message waits for the reply. */
+static void want_flush_first(struct conn *c)
+{
+    struct conn_set *s = c->_set;
+    if (c->_in_urgent)
+        return;
+    c->_in_urgent = true;
+    c->_urgent_next = s->urgent;
+    s->urgent = c;
+}
+
 void conn_release(struct conn *c)
 {
     if (c->_dead)
@@ -110,14 +122,23 @@ void conn_unref(struct conn *c)
     free(user);
 }
 
-void conn_set_before_sleep(struct conn_set *s)
+void conn_set_before_sleep(struct conn_set *s, void (*between)(void *arg), void *arg)
 {
-    while (s->flush) {
-        struct conn *c = s->flush;
-        s->flush = c->_flush_next;
-        if (!s->flush)
-            s->flush_tail = NULL;
-        c->_in_flush = false;
+    unsigned n = 0;
+    while (s->urgent || s->flush) {
+        if (between && ++n % CONN_FLUSH_SLICE == 0)
+            between(arg);
+        struct conn *c = s->urgent;
+        if (c) { /* it stays on the flush list, where its turn then finds nothing */
+            s->urgent = c->_urgent_next;
+            c->_in_urgent = false;
+        } else {
+            c = s->flush;
+            s->flush = c->_flush_next;
+            if (!s->flush)
+                s->flush_tail = NULL;
+            c->_in_flush = false;
+        }
         c->ops->flush(c);
     }
     while (s->dead) {
@@ -160,4 +181,6 @@ void conn_reply(struct conn *c, const char *jr, const char *ref, const char *top
     codec_encode_reply(c->vsn, &b, jr, ref, topic, topic_len, status, response);
     conn_send_text(c, b.data, b.len);
     sbuf_cleanup(&b);
+    if (!c->closed && c->_in_flush)
+        want_flush_first(c);
 }

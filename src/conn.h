@@ -37,10 +37,12 @@ struct conn_ops {
 };
 
 /* The conns of one worker: every live one, those with output to write before the worker
- * sleeps (in order), and those to free at the end of this loop turn. */
+ * sleeps (in order; replies ahead of the rest), and those to free at the end of this
+ * loop turn. */
 struct conn_set {
     struct conn *all;
     struct conn *flush, *flush_tail;
+    struct conn *urgent; /* conns with a reply waiting: written first */
     struct conn *dead;
     atomic_uint n; /* live conns; read by other threads to pick the least-loaded worker */
 };
@@ -66,7 +68,9 @@ struct conn {
     struct user_counter *_uc;   /* holds one of the user's socket slots (may be NULL) */
     struct conn *_prev, *_next; /* the set's list of live conns */
     struct conn *_flush_next;   /* the set's list of conns with output pending */
+    struct conn *_urgent_next;  /* the set's list of conns with a reply waiting */
     bool _in_flush;
+    bool _in_urgent;
     bool _dead;                 /* on the set's list of conns to release */
     struct conn *_dead_next;
 };
@@ -114,8 +118,14 @@ void conn_push(struct conn *c, const char *jr, const char *ref, const char *topi
 void conn_reply(struct conn *c, const char *jr, const char *ref, const char *topic,
                 size_t topic_len, const char *status, const char *response);
 
+/* How many conns the before-sleep pass writes between two calls of its between hook. */
+#define CONN_FLUSH_SLICE 128
+
 /* The set's before-sleep pass: writes pending output in order, then frees the conns
- * released during this turn. Owning worker only. */
-void conn_set_before_sleep(struct conn_set *s);
+ * released during this turn. A long pass (a fan-out to thousands of sockets) calls
+ * between(arg), if set, after every CONN_FLUSH_SLICE conns, so that the owner can take
+ * input meanwhile; conns that get output then are written in the same pass. Owning
+ * worker only. */
+void conn_set_before_sleep(struct conn_set *s, void (*between)(void *arg), void *arg);
 
 #endif

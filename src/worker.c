@@ -77,9 +77,35 @@ void worker_drain_inbox(struct worker *w)
     }
 }
 
+void worker_dispatch(struct worker *w, const struct epoll_event *evs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct ep_handler *h = evs[i].data.ptr;
+        if (!h)
+            worker_drain_inbox(w);
+        else
+            h->on_event(h, evs[i].events);
+    }
+}
+
+/* The before-sleep pass's between hook: takes the input and inbox items that arrived
+ * while a long fan-out was being written, so that a sender's next message goes to the
+ * store (and the next broadcast joins the frames still waiting) without waiting for the
+ * whole pass. A pass that has run for a tick already takes no more. */
+static void flush_between(void *arg)
+{
+    struct worker *w = arg;
+    if (w->epfd < 0 || clock_mono_ms() - w->now_ms >= w->tick_ms)
+        return;
+    struct epoll_event evs[64];
+    int n = epoll_wait(w->epfd, evs, 64, 0);
+    if (n > 0)
+        worker_dispatch(w, evs, n);
+}
+
 void worker_before_sleep(struct worker *w)
 {
-    conn_set_before_sleep(&w->conns);
+    conn_set_before_sleep(&w->conns, flush_between, w);
 }
 
 /* The worker thread. */
@@ -102,13 +128,7 @@ static void *worker_main(void *arg)
             break;
         }
         w->now_ms = clock_mono_ms();
-        for (int i = 0; i < n; i++) {
-            struct ep_handler *h = evs[i].data.ptr;
-            if (!h)
-                worker_drain_inbox(w);
-            else
-                h->on_event(h, evs[i].events);
-        }
+        worker_dispatch(w, evs, n);
         if (w->now_ms >= next_tick) {
             next_tick = w->now_ms + w->tick_ms;
             if (w->sweep && w->now_ms >= next_sweep) {

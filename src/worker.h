@@ -96,6 +96,10 @@ void worker_post(struct worker *w, struct inbox_item *head, struct inbox_item *t
 /* Processes everything in the inbox now (the loop calls it when the eventfd fires;
  * exported for code that turns a worker by hand). Worker thread. */
 void worker_drain_inbox(struct worker *w);
+struct epoll_event;
+/* Hands each of n events of w's epoll set to its handler (NULL: the inbox). Owning
+ * thread only. */
+void worker_dispatch(struct worker *w, const struct epoll_event *evs, int n);
 /* The loop's before-sleep pass: writes pending output, releases closed conns (the loop
  * calls it; exported for code that turns a worker by hand). */
 void worker_before_sleep(struct worker *w);

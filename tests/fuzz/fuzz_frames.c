@@ -244,13 +244,7 @@ static void run(struct worker *w, struct peer *p)
         }
         struct epoll_event evs[8];
         int n = epoll_wait(w->epfd, evs, 8, 0);
-        for (int i = 0; i < n; i++) {
-            struct ep_handler *h = evs[i].data.ptr;
-            if (!h)
-                worker_drain_inbox(w);
-            else
-                h->on_event(h, evs[i].events);
-        }
+        worker_dispatch(w, evs, n);
         bool busy = n > 0 || w->conns.flush || w->conns.dead || w->in_head;
         worker_before_sleep(w);
         if (!p->lazy)
