@@ -29,6 +29,27 @@ void store_msg_cleanup(struct store_msg *m)
     m->room_id = m->user_id = m->body = m->reactions = NULL;
 }
 
+/* A copy of s, or NULL for NULL. */
+static char *dup_or_null(const char *s)
+{
+    return s ? xstrdup(s) : NULL;
+}
+
+struct store_msg *store_msgs_dup(const struct store_msg *msgs, size_t n)
+{
+    if (!n)
+        return NULL;
+    struct store_msg *out = xmalloc(n * sizeof *out);
+    for (size_t i = 0; i < n; i++) {
+        out[i] = msgs[i];
+        out[i].room_id = dup_or_null(msgs[i].room_id);
+        out[i].user_id = dup_or_null(msgs[i].user_id);
+        out[i].body = dup_or_null(msgs[i].body);
+        out[i].reactions = dup_or_null(msgs[i].reactions);
+    }
+    return out;
+}
+
 void store_change_cleanup(struct store_change *c)
 {
     free(c->room_id);

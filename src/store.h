@@ -220,6 +220,8 @@ struct store_req *store_req_create(enum store_op op);
 void store_req_destroy(struct store_req *req);
 /* Frees a message's strings. */
 void store_msg_cleanup(struct store_msg *m);
+/* n messages copied, strings and all, into a new array (NULL when n is 0). */
+struct store_msg *store_msgs_dup(const struct store_msg *msgs, size_t n);
 /* Frees a notification's / document operation's / change's / user room's strings. */
 void store_notif_cleanup(struct store_notif *n);
 void store_docop_cleanup(struct store_docop *op);

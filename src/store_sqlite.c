@@ -674,17 +674,44 @@ static int in_snapshot(struct conn *c, struct store_req *req,
 }
 
 /* Room, membership with its read state, and history (or the changes after
- * since_version). */
-static int do_join_room(struct conn *c, struct store_req *req)
+ * since_version). hist, if not NULL, is a join of the same room and page that read its
+ * history in this snapshot: req gets a copy of it instead of reading it again. */
+static int do_join_room_from(struct conn *c, struct store_req *req,
+                             const struct store_req *hist)
 {
     int rc = do_room_get(c, req);
     if (!rc)
         rc = do_member_get(c, req);
     if (!rc)
         rc = do_unread(c, req);
-    if (!rc)
-        rc = req->since_version >= 0 ? do_changes(c, req) : do_messages(c, req);
-    return rc;
+    if (rc)
+        return rc;
+    if (req->since_version >= 0)
+        return do_changes(c, req);
+    if (!hist)
+        return do_messages(c, req);
+    req->msgs = store_msgs_dup(hist->msgs, hist->n_msgs);
+    req->n_msgs = hist->n_msgs;
+    return 0;
+}
+
+/* do_join_room_from, reading its own history. */
+static int do_join_room(struct conn *c, struct store_req *req)
+{
+    return do_join_room_from(c, req, NULL);
+}
+
+/* Whether req is a join whose history other joins can share. */
+static bool shares_history(const struct store_req *req)
+{
+    return req->op == STORE_JOIN_ROOM && req->since_version < 0;
+}
+
+/* Whether two such joins read the same history: one room, one page. */
+static bool same_history(const struct store_req *a, const struct store_req *b)
+{
+    return a->after_seq == b->after_seq && a->before_seq == b->before_seq &&
+           a->limit == b->limit && strcmp(a->room_id, b->room_id) == 0;
 }
 
 /* Writes ms since the epoch (0 to STORE_MS_MAX: four-digit years, so that the text
@@ -1466,7 +1493,63 @@ static void checkpoint(struct sqlite_store *s)
         sqlite3_wal_checkpoint_v2(s->r.db, NULL, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
 }
 
-/* The reader thread: one query at a time, and the periodic checkpoint. */
+/* How many reads the reader thread takes at a time. */
+#define READ_BATCH 64
+
+/* Resets the reader's statements: a stepped statement pins its snapshot. */
+static void reader_reset(struct sqlite_store *s)
+{
+    for (int i = 0; i < ST_COUNT; i++)
+        sqlite3_reset(s->r.st[i]);
+}
+
+/* Runs a batch of reads and completes each. The joins of one room and page in the batch
+ * run in one snapshot and share the history the first of them read: a crowd joining a
+ * room (a reconnect after a deploy) costs one history read per batch, not one per
+ * socket. */
+static void read_batch(struct sqlite_store *s, struct store_req *batch)
+{
+    struct store_req *reqs[READ_BATCH];
+    bool done[READ_BATCH] = {false};
+    size_t n = 0;
+    for (struct store_req *r = batch, *next; r; r = next) {
+        next = r->_next;
+        r->_next = NULL;
+        reqs[n++] = r;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (done[i])
+            continue;
+        if (!shares_history(reqs[i])) {
+            reqs[i]->rc = run_read(&s->r, reqs[i]);
+            reader_reset(s);
+            store_complete(reqs[i]);
+            continue;
+        }
+        /* a completed request is gone: the group is known by index */
+        size_t group[READ_BATCH], n_group = 0;
+        for (size_t j = i; j < n; j++)
+            if (!done[j] && shares_history(reqs[j]) && same_history(reqs[i], reqs[j])) {
+                group[n_group++] = j;
+                done[j] = true;
+            }
+        bool snap = exec_simple(s->r.db, "BEGIN") == SQLITE_OK;
+        const struct store_req *hist = NULL;
+        for (size_t k = 0; k < n_group; k++) {
+            struct store_req *r = reqs[group[k]];
+            r->rc = snap ? do_join_room_from(&s->r, r, hist) : RC_ESTORE;
+            if (!r->rc && !hist)
+                hist = r;
+        }
+        if (snap)
+            exec_simple(s->r.db, "COMMIT");
+        reader_reset(s);
+        for (size_t k = 0; k < n_group; k++)
+            store_complete(reqs[group[k]]);
+    }
+}
+
+/* The reader thread: batches of queries, and the periodic checkpoint. */
 static void *reader_main(void *arg)
 {
     struct sqlite_store *s = arg;
@@ -1474,20 +1557,13 @@ static void *reader_main(void *arg)
     int64_t next_checkpoint = clock_mono_ms() + CHECKPOINT_MS;
     for (;;) {
         bool stopped;
-        struct store_req *batch = store_queue_take(&s->rq, 64, CHECKPOINT_MS, &stopped);
+        struct store_req *batch = store_queue_take(&s->rq, READ_BATCH, CHECKPOINT_MS, &stopped);
         if (clock_mono_ms() >= next_checkpoint) {
             checkpoint(s);
             next_checkpoint = clock_mono_ms() + CHECKPOINT_MS;
         }
-        while (batch) {
-            struct store_req *next = batch->_next;
-            batch->_next = NULL;
-            batch->rc = run_read(&s->r, batch);
-            for (int i = 0; i < ST_COUNT; i++) /* a stepped statement pins its snapshot */
-                sqlite3_reset(s->r.st[i]);
-            store_complete(batch);
-            batch = next;
-        }
+        if (batch)
+            read_batch(s, batch);
         if (stopped)
             break;
     }

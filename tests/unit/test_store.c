@@ -1878,6 +1878,63 @@ static void test_many_concurrent_reads(void **state)
     waiter_destroy(w);
 }
 
+/* Joins of one room submitted together (one reader batch shares the history it read)
+ * each get their own membership, read state and result, and the same history a join on
+ * its own gets. */
+static void test_joins_together_keep_their_own(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 60 };
+    static const char *const users[] = {"eve", "alice", "bob", "carol"};
+    static const char *const roles[] = {NULL, "owner", "member", "viewer"};
+    static struct store_req *reqs[N];
+    struct waiter *w = waiter_create();
+
+    open_store(f, 0, 0, NO_LISTENER);
+    create_room(f->s, "lobby");
+    for (int u = 1; u < 4; u++)
+        put_member(f->s, "lobby", users[u], roles[u]);
+    for (int i = 0; i < 12; i++)
+        add_msg(f->s, "lobby", i % 2 ? "alice" : "bob", i % 3 ? "x" : "a longer body");
+    struct store_req *m = store_req_create(STORE_READ_MARK);
+    m->room_id = dup_or_null("lobby");
+    m->user_id = dup_or_null("bob");
+    m->seq = 7;
+    run_expect(f->s, m, 0);
+    for (int i = 0; i < N; i++) {
+        reqs[i] = req_page(STORE_JOIN_ROOM, "lobby", users[i % 4], i % 8 < 4 ? -1 : 5, -1,
+                           i % 8 < 4 ? 10 : 4);
+        submit_counted(f->s, w, reqs[i]);
+    }
+    wait_all(w);
+    for (int i = 0; i < N; i++) {
+        struct store_req *r = reqs[i];
+        int u = i % 4;
+        if (!u) {
+            assert_int_equal(r->rc, RC_EFORBIDDEN);
+            store_req_destroy(r);
+            continue;
+        }
+        assert_int_equal(r->rc, 0);
+        assert_string_equal(r->member.role, roles[u]);
+        assert_int_equal(r->member.last_read_seq, u == 2 ? 7 : 0);
+        /* unread: the others' messages after the cursor (alice wrote the odd ones) */
+        assert_int_equal(r->member.unread, u == 1 ? 6 : u == 2 ? 3 : 12);
+        assert_int_equal(r->room.last_seq, 12);
+        bool latest = i % 8 < 4;
+        assert_int_equal(r->n_msgs, latest ? 10 : 4);
+        for (size_t k = 0; k < r->n_msgs; k++) {
+            int64_t seq = (latest ? 3 : 6) + (int64_t)k;
+            assert_int_equal(r->msgs[k].seq, seq);
+            assert_string_equal(r->msgs[k].room_id, "lobby");
+            assert_string_equal(r->msgs[k].user_id, (seq - 1) % 2 ? "alice" : "bob");
+            assert_string_equal(r->msgs[k].body, (seq - 1) % 3 ? "x" : "a longer body");
+        }
+        store_req_destroy(r);
+    }
+    waiter_destroy(w);
+}
+
 /* store_close finishes every queued request before it returns. */
 static void test_close_completes_queued(void **state)
 {
@@ -2109,6 +2166,7 @@ static void test_listener_sees_other_process_while_busy(void **state)
     X(be, test_documents),                            \
     X(be, test_reads_see_committed_writes),           \
     X(be, test_many_concurrent_reads),                \
+    X(be, test_joins_together_keep_their_own),        \
     X(be, test_close_completes_queued)
 /* clang-format on */
 
