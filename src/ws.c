@@ -699,7 +699,9 @@ static void ws_flush(struct conn *base)
             iov[n].iov_len = b->len - off;
             n++;
         }
-        ssize_t w = writev(c->fd, iov, n);
+        /* one frame (the usual fan-out delivery): send() skips writev's iovec import */
+        ssize_t w = n == 1 ? send(c->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL)
+                           : writev(c->fd, iov, n);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 want_output(c, true); /* EPOLLOUT brings us back */
