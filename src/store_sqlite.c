@@ -111,7 +111,7 @@ static const char *const stmt_sql[ST_COUNT] = {
                     "WHERE id = ?1",
     [ST_ROOM_DELETE] = "DELETE FROM rooms WHERE id = ?1",
     [ST_ROOM_EXISTS] = "SELECT 1 FROM rooms WHERE id = ?1",
-    [ST_ROOM_VERSION] = "SELECT version FROM rooms WHERE id = ?1",
+    [ST_ROOM_VERSION] = "SELECT version, last_seq FROM rooms WHERE id = ?1",
     [ST_USER_ENSURE] = "INSERT INTO users(id, name) VALUES (?1, ?1) ON CONFLICT(id) DO NOTHING",
     [ST_MEMBER_PUT] = "INSERT INTO memberships(room_id, user_id, role) VALUES (?1, ?2, ?3) "
                       "ON CONFLICT(room_id, user_id) DO UPDATE SET role = excluded.role",
@@ -125,8 +125,7 @@ static const char *const stmt_sql[ST_COUNT] = {
                         "WHERE m.room_id = ?1 ORDER BY m.user_id",
     [ST_MSG_INSERT] = "INSERT INTO messages(room_id, user_id, body, inserted_at, reply_to, seq) "
                       "VALUES (?1, ?2, ?3, ?4, NULLIF(?5, 0), "
-                      "(SELECT last_seq + 1 FROM rooms WHERE id = ?1)) "
-                      "RETURNING id, seq",
+                      "(SELECT last_seq + 1 FROM rooms WHERE id = ?1))",
     [ST_MSGS_AFTER] = "SELECT " MSG_COLS " FROM messages m "
                       "WHERE m.room_id = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3",
     [ST_MSGS_BEFORE] = "SELECT * FROM (SELECT " MSG_COLS " FROM messages m "
@@ -926,23 +925,27 @@ static int room_version(struct conn *c, const char *room_id, int64_t *out)
 }
 
 /* Inserts a message with the room's next seq (the triggers check it, record it and take
- * the room's next version). */
+ * the room's next version). The id is the insert's rowid and the seq and version are the
+ * room's counters after it, read in the same transaction: cheaper than RETURNING, which
+ * has SQLite collect the row in a table of its own. */
 static int do_message_add(struct conn *c, struct store_req *req)
 {
     char ts[32];
     clock_iso8601(ts);
     sqlite3_stmt *st =
         bound(c, ST_MSG_INSERT, "ssssI", req->room_id, req->user_id, req->body, ts, req->reply_to);
-    int rc = step_row(c, st);
+    int rc = step_done(c, st);
     /* The reply_to check may run before the room's: a missing room is not found. */
     if (rc == RC_EINVAL && req->reply_to && room_exists(c, req->room_id) == RC_ENOTFOUND)
         return RC_ENOTFOUND;
     if (rc)
         return rc;
-    req->msg.id = sqlite3_column_int64(st, 0);
-    req->msg.seq = sqlite3_column_int64(st, 1);
-    if ((rc = step_done(c, st)) || (rc = room_version(c, req->room_id, &req->version)))
+    req->msg.id = sqlite3_last_insert_rowid(c->db);
+    st = bound(c, ST_ROOM_VERSION, "s", req->room_id);
+    if ((rc = step_row(c, st)))
         return rc;
+    req->version = sqlite3_column_int64(st, 0);
+    req->msg.seq = sqlite3_column_int64(st, 1);
     req->msg.room_id = xstrdup(req->room_id);
     req->msg.user_id = xstrdup(req->user_id);
     req->msg.body = xstrdup(req->body);
