@@ -640,6 +640,8 @@ static const struct schema_check lite_schema[] = {
      "'memberships', 'messages', 'notifications', 'document_ops')",
      6},
     {"SELECT count(*) FROM sqlite_master WHERE type = 'view' AND name = 'room_broadcasts'", 1},
+    /* a new database has 1 KiB pages (smaller commits) */
+    {"SELECT page_size FROM pragma_page_size", 1024},
     {NULL, 0},
 };
 
