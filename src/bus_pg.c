@@ -430,7 +430,9 @@ static void sync_marks(struct pg_bus *b)
 /* (Re)connects the listener: LISTEN, register the node, catch up. */
 static bool listener_connect(struct pg_bus *b)
 {
-    b->lc = PQconnectdb(b->url);
+    static const char *const kw[] = {"options", "dbname", NULL};
+    const char *val[] = {PG_SESSION_OPTIONS, b->url, NULL};
+    b->lc = PQconnectdbParams(kw, val, 1);
     if (PQstatus(b->lc) != CONNECTION_OK) {
         log_warn("bus cannot connect", "err=%s", log_v(PQerrorMessage(b->lc)));
         PQfinish(b->lc);

@@ -232,15 +232,17 @@ static PGconn *pg_connect(const char *url, const char *name, char *err, size_t e
     char appname[32];
     snprintf(appname, sizeof appname, "rowcast-%s", name);
     /* Options before dbname are defaults the URL may override; dead peers are found by
-     * TCP keepalives and the user timeout instead of waiting for the kernel's hours. */
+     * TCP keepalives and the user timeout instead of waiting for the kernel's hours.
+     * PG_SESSION_OPTIONS: see there. */
     static const char *const kw[] = {"keepalives_idle",
                                      "keepalives_interval",
                                      "keepalives_count",
                                      "tcp_user_timeout",
+                                     "options",
                                      "dbname",
                                      "fallback_application_name",
                                      NULL};
-    const char *val[] = {"10", "5", "3", "30000", url, appname, NULL};
+    const char *val[] = {"10", "5", "3", "30000", PG_SESSION_OPTIONS, url, appname, NULL};
     PGconn *c = PQconnectStartParams(kw, val, 1);
     if (!c) {
         snprintf(err, errlen, "out of memory");

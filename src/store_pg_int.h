@@ -119,6 +119,15 @@ bool store_pg_parse_messages(struct store_req **v, size_t k, const PGresult *res
 void store_pg_clear_write(struct store_req *r);
 
 /* The columns the row readers below read, in order, of a table aliased t ("g." or ""). */
+/* Options of every rowcast session (libpq's "options"). PostgreSQL caches the plans of
+ * prepared statements and of the SQL in functions and triggers per session; planned while
+ * a table is empty or small (a new database, its first minutes), they scan the whole
+ * table, and the cached plan stays until the table is next analyzed: REST writes on a new
+ * database fell from thousands per second to hundreds within seconds as room_changes
+ * grew. Every statement of rowcast's is a keyed lookup with an index to use, so seq scans
+ * are off for its sessions. */
+#define PG_SESSION_OPTIONS "-c enable_seqscan=off"
+
 #define STORE_PG_DOCOP_COLS(t)                                                                     \
     t "id, " t "seq, " t "user_id, " t "operation, " t "data::text, rowcast_iso(" t "inserted_at)"
 #define STORE_PG_NOTIF_COLS(t) t "id, " t "payload::text, rowcast_iso(" t "inserted_at)"

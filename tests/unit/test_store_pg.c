@@ -624,6 +624,64 @@ void test_bulk_insert_select(void **state)
     waiter_destroy(w);
 }
 
+/* Waits until room_changes' index scans, as PostgreSQL's statistics count them, pass
+ * above (a session reports them at the latest when it ends); returns them. */
+static int64_t changes_idx_scans_after(struct client *db, int64_t above)
+{
+    const char *sql = "SELECT COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = $1";
+    int64_t n = 0;
+
+    for (int i = 0; i < 200 && (n = ext_int(db, sql, "room_changes")) <= above; i++) {
+        ext_int(db, "SELECT count(*) FROM pg_stat_clear_snapshot()", NULL);
+        usleep(50 * 1000);
+    }
+    assert_true(n > above);
+    return n;
+}
+
+/* The store's writes on a new database use the indexes: plans cached while the tables are
+ * empty must not scan them whole for every later batch (which made each batch's cost grow
+ * with room_changes). */
+void test_writes_use_indexes(void **state)
+{
+    struct fixture *f = *state;
+    enum { ROUNDS = 12, PER_ROUND = 40 };
+    static struct store_req *reqs[PER_ROUND];
+    const char *seq = "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = $1";
+
+    /* The scans so far: the migrations' index builds, the first message. */
+    open_store(f, 0, 0, NO_LISTENER);
+    create_room(f->s, "lobby");
+    create_room(f->s, "other");
+    assert_int_equal(add_msg(f->s, "lobby", "alice", "first"), 1);
+    close_store(f);
+    struct client *db = ext(f);
+    int64_t idx0 = changes_idx_scans_after(db, 0);
+    int64_t seq_changes = ext_int(db, seq, "room_changes");
+    int64_t seq_messages = ext_int(db, seq, "messages");
+
+    /* New sessions, new plans, on tables that are still small. */
+    open_store(f, 0, 0, NO_LISTENER);
+    for (int round = 0; round < ROUNDS; round++) {
+        struct waiter *w = waiter_create();
+
+        for (int i = 0; i < PER_ROUND; i++) {
+            reqs[i] = req_msg(i % 2 ? "lobby" : "other", "alice", "hello");
+            submit_counted(f->s, w, reqs[i]);
+        }
+        wait_all(w);
+        for (int i = 0; i < PER_ROUND; i++) {
+            assert_int_equal(reqs[i]->rc, 0);
+            store_req_destroy(reqs[i]);
+        }
+        waiter_destroy(w);
+    }
+    close_store(f);
+    changes_idx_scans_after(db, idx0);
+    assert_int_equal(ext_int(db, seq, "room_changes"), seq_changes);
+    assert_int_equal(ext_int(db, seq, "messages"), seq_messages);
+}
+
 /* A user's notification ids grow in commit order: a writer waits for another client's
  * uncommitted notification to the same user, then gets a larger id. */
 void test_notification_ids_in_commit_order(void **state)
