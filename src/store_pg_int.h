@@ -1,6 +1,6 @@
 /* store_pg_int.h - the SQL of the PostgreSQL store (store_pg_sql.c): internal to the
  * PostgreSQL backend (store_pg.c) and the PostgreSQL bus (bus_pg.c), which reads the
- * same rows. Nothing else includes it.
+ * same rows, and their tests (for PG_SESSION_OPTIONS). Nothing else includes it.
  *
  * The statements every store connection prepares, the arguments each request binds to
  * its statement, and the readers that turn result rows into store structs. Nothing here
@@ -125,8 +125,11 @@ void store_pg_clear_write(struct store_req *r);
  * table, and the cached plan stays until the table is next analyzed: REST writes on a new
  * database fell from thousands per second to hundreds within seconds as room_changes
  * grew. Every statement of rowcast's is a keyed lookup with an index to use, so seq scans
- * are off for its sessions. */
-#define PG_SESSION_OPTIONS "-c enable_seqscan=off"
+ * are off for its sessions. JIT is off too: the few statements that must scan (a table
+ * without a usable index, such as the nodes' heartbeats) are then costed past
+ * jit_above_cost, and compiling them took 100-170 ms each, stalling the bus once a
+ * second. */
+#define PG_SESSION_OPTIONS "-c enable_seqscan=off -c jit=off"
 
 #define STORE_PG_DOCOP_COLS(t)                                                                     \
     t "id, " t "seq, " t "user_id, " t "operation, " t "data::text, rowcast_iso(" t "inserted_at)"
