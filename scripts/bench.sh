@@ -6,8 +6,10 @@
 #
 # PostgreSQL: ROWCAST_BENCH_PG=postgres://USER@HOST:PORT (a server, e.g. from
 # scripts/pg-test.sh start DIR) runs every run on a new database there instead of a
-# SQLite file. ROWCAST_BENCH_NODES=2 starts a second node on the same database at
-# port+1 (for rcload's --sub-url http://127.0.0.1:PORT+1).
+# SQLite file. ROWCAST_BENCH_NODES=N (2 or more) starts nodes 2..N on the same database
+# at port+1..port+N-1 (for rcload's --sub-url http://127.0.0.1:PORT+1). With
+# ROWCAST_BENCH_SPREAD=1 (rest, chat) one rcload runs against every node at once, each
+# with RCLOAD_ARGS, and the run's line is their sum: msgs_per_s added up, the worst p99.
 #
 # rcload options for every run: RCLOAD_ARGS, e.g. RCLOAD_ARGS="--notif-subs 100"
 # scripts/bench.sh 5 fanout (the medians then include the unread events and their latency).
@@ -30,18 +32,19 @@ flags=${ROWCAST_BENCH_FLAGS:---rate-limit 0}
 pg=${ROWCAST_BENCH_PG:-}
 floor=${ROWCAST_BENCH_FLOOR:-1}
 nodes=${ROWCAST_BENCH_NODES:-1}
+spread=${ROWCAST_BENCH_SPREAD:-0}
 dir=$(mktemp -d /tmp/rowcast-bench.XXXXXX)
-pid=""; pid2=""; db=""
+pid=""; others=""; db=""
 cleanup() {
-  kill $pid $pid2 2>/dev/null || true
-  wait $pid $pid2 2>/dev/null || true
+  kill $pid $others 2>/dev/null || true
+  wait $pid $others 2>/dev/null || true
   [ -z "$db" ] || psql -q -X "$pg/postgres" -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
   rm -rf "$dir"
 }
 trap cleanup EXIT
 make -j"$(nproc)" rowcast contrib/rcload >/dev/null
-if [ "$nodes" = 2 ] && [ -z "$pg" ]; then
-  echo "ROWCAST_BENCH_NODES=2 needs ROWCAST_BENCH_PG (nodes share one PostgreSQL)" >&2
+if [ "$nodes" -gt 1 ] && [ -z "$pg" ]; then
+  echo "ROWCAST_BENCH_NODES=$nodes needs ROWCAST_BENCH_PG (nodes share one PostgreSQL)" >&2
   exit 2
 fi
 
@@ -110,23 +113,53 @@ for sc in "${scenarios[@]}"; do
     ./rowcast serve --db "$url" --listen "127.0.0.1:$port" --api-key bench \
       --jwt-secret bench-secret --log-level warn $flags 2>"$dir/server.log" &
     pid=$!
-    if [ "$nodes" = 2 ]; then
+    for k in $(seq 2 "$nodes"); do
       # shellcheck disable=SC2086
-      ./rowcast serve --db "$url" --listen "127.0.0.1:$((port + 1))" --api-key bench \
-        --jwt-secret bench-secret --log-level warn $flags 2>"$dir/server2.log" &
-      pid2=$!
-    fi
+      ./rowcast serve --db "$url" --listen "127.0.0.1:$((port + k - 1))" --api-key bench \
+        --jwt-secret bench-secret --log-level warn $flags 2>"$dir/server$k.log" &
+      others="$others $!"
+    done
     for _ in $(seq 1 100); do
-      curl -sf "127.0.0.1:$port/healthz" >/dev/null &&
-        { [ "$nodes" != 2 ] || curl -sf "127.0.0.1:$((port + 1))/healthz" >/dev/null; } && break
+      up=1
+      for k in $(seq 1 "$nodes"); do
+        curl -sf "127.0.0.1:$((port + k - 1))/healthz" >/dev/null || up=0
+      done
+      [ "$up" = 0 ] || break
       sleep 0.1
     done
-    # shellcheck disable=SC2086
-    line=$(timeout 180 contrib/rcload "$sc" --url "http://127.0.0.1:$port" --api-key bench \
-      --server-pid "$pid" ${RCLOAD_ARGS:-} 2>/dev/null | tail -n 1)
-    kill $pid $pid2 2>/dev/null || true
-    wait $pid $pid2 2>/dev/null || true
-    pid=""; pid2=""
+    if [ "$spread" = 1 ] && [ "$nodes" -gt 1 ]; then
+      loads=""
+      for k in $(seq 1 "$nodes"); do
+        # shellcheck disable=SC2086
+        timeout 180 contrib/rcload "$sc" --url "http://127.0.0.1:$((port + k - 1))" \
+          --api-key bench ${RCLOAD_ARGS:-} >"$dir/spread$k.out" 2>/dev/null &
+        loads="$loads $!"
+      done
+      # shellcheck disable=SC2086
+      wait $loads || true
+      for k in $(seq 1 "$nodes"); do tail -n 1 "$dir/spread$k.out" >"$dir/spread$k"; done
+      rm -f "$dir"/spread*.out
+      line=$(cat "$dir"/spread* | python3 -c '
+import json, sys
+rows = [json.loads(l) for l in sys.stdin if l.strip().startswith("{")]
+out = {"scenario": "spread", "nodes": len(rows),
+       "msgs_per_s": sum(r.get("msgs_per_s", 0) for r in rows),
+       "missing": sum(r.get("missing", 0) or 0 for r in rows),
+       "ok": len(rows) > 0 and all(r.get("ok") for r in rows)}
+for lat in ("latency", "ack_latency", "delivery_latency"):
+    p99 = [r[lat]["p99_ms"] for r in rows if isinstance(r.get(lat), dict)]
+    if p99:
+        out[lat] = {"p99_ms": max(p99)}
+print(json.dumps(out))')
+      rm -f "$dir"/spread*
+    else
+      # shellcheck disable=SC2086
+      line=$(timeout 180 contrib/rcload "$sc" --url "http://127.0.0.1:$port" --api-key bench \
+        --server-pid "$pid" ${RCLOAD_ARGS:-} 2>/dev/null | tail -n 1)
+    fi
+    kill $pid $others 2>/dev/null || true
+    wait $pid $others 2>/dev/null || true
+    pid=""; others=""
     if [ -n "$db" ]; then
       psql -q -X "$pg/postgres" -c "DROP DATABASE IF EXISTS $db" >/dev/null
       db=""
