@@ -282,6 +282,7 @@ void test_writes_use_indexes(void **state);
 void test_sessions_plan_without_jit(void **state);
 void test_notification_ids_in_commit_order(void **state);
 void test_life_in_one_batch(void **state);
+void test_message_run_between_trigger_writes(void **state);
 void test_notify_triggers(void **state);
 void test_killed_connection(void **state);
 void test_database_unreachable(void **state);

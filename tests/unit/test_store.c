@@ -2196,6 +2196,7 @@ int main(void)
         ON(pg, test_sessions_plan_without_jit),
         ON(pg, test_notification_ids_in_commit_order),
         ON(pg, test_life_in_one_batch),
+        ON(pg, test_message_run_between_trigger_writes),
         ON(pg, test_notify_triggers),
         ON(pg, test_killed_connection),
         ON(pg, test_database_unreachable),
