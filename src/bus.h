@@ -111,8 +111,7 @@ void bus_local_on_docops(const struct store_docop *ops, size_t n, void *bus);
 /* bus_pg.c: the PostgreSQL cluster bus. One LISTEN connection per node wakes it for
  * "room:<id>", "notifications:<user>" and "document:<id>" (written by triggers on every
  * INSERT, by anyone); the node then reads the rows after the last ones it delivered, by
- * seq, and publishes them to sink — every node, the writer included, so all nodes send
- * one room in one order. Ephemeral events (REST broadcasts, typing, user_left,
+ * seq, and publishes them to sink, so all nodes send one room in one order. Ephemeral events (REST broadcasts, typing, user_left,
  * disconnects, presence changes) travel in NOTIFY payloads sent by a second connection.
  * When PostgreSQL goes away the node keeps its sockets, reconnects with backoff, LISTENs
  * again and fills every gap by seq. Nodes heartbeat in `nodes`; a node whose heartbeat is
@@ -123,5 +122,14 @@ void bus_local_on_docops(const struct store_docop *ops, size_t n, void *bus);
 int bus_pg_start(const char *url, const struct bus_sink *sink, struct presence *presence,
                  const char *node_id, int reap_after_ms, struct bus **out, char *err,
                  size_t errlen) MUSTCHECK;
+
+/* The PostgreSQL store's listeners (store_listeners, with the bus as arg): this node's
+ * own commits of room changes and document operations are delivered from these copies,
+ * in the same version order as everything else, and the wake-ups those commits send
+ * (from the session bus_pg_on_session names) are not followed by a read. Notifications
+ * are always read back: their ids are not gapless per user. */
+void bus_pg_on_changes(const struct store_change *cs, size_t n, void *bus);
+void bus_pg_on_docops(const struct store_docop *ops, size_t n, void *bus);
+void bus_pg_on_session(int pid, void *bus);
 
 #endif

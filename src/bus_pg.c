@@ -1,6 +1,7 @@
 /* bus_pg.c - the PostgreSQL cluster bus (bus.h): a listener thread that LISTENs and
  * delivers committed rows (room changes by version, document operations by seq,
- * notifications by id), and a sender thread for ephemeral NOTIFYs. */
+ * notifications by id), and a sender thread for ephemeral NOTIFYs. The rows this node's
+ * store writer commits come from memory (bus_pg_on_*), not read back. */
 #include <errno.h>
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -10,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bus.h"
 #include "bcast.h"
@@ -44,6 +47,18 @@ struct out {
     struct out *next;
 };
 
+struct feed;
+
+/* Rows this node's store writer committed (feed: their kind), or (feed NULL) the
+ * writer's session changed to pid: handed to the listener thread in commit order. */
+struct own {
+    const struct feed *feed;
+    char *rows;
+    size_t n;
+    int pid;
+    struct own *next;
+};
+
 /* A watermark: the highest version (seq, id) delivered. */
 struct mark {
     int64_t v;
@@ -63,7 +78,14 @@ struct pg_bus {
     pthread_cond_t cv;
     struct out *head, *tail;
     size_t qlen;
+    /* the writer's commits, queued for the listener thread; own_fd wakes it */
+    pthread_mutex_t own_mu;
+    struct own *own_head, *own_tail;
+    size_t own_len;
+    bool own_dropped; /* some were dropped (the queue was full): read them back */
+    int own_fd;
     /* listener thread only */
+    int own_pid; /* the writer's session: its wake-ups for rooms and documents are skipped */
     PGconn *lc;
     struct hmap room_wm, doc_wm, notif_wm;
     int64_t notif_floor; /* notifications at or below this id were there before us */
@@ -125,6 +147,32 @@ static int64_t row_notif(const PGresult *r, int i, const char *key, void *slot)
     return n->id;
 }
 
+/* The key and order value of a row in memory, and freeing it. */
+static const char *change_key(const void *row)
+{
+    return ((const struct store_change *)row)->room_id;
+}
+static int64_t change_order(const void *row)
+{
+    return ((const struct store_change *)row)->version;
+}
+static void change_cleanup(void *row)
+{
+    store_change_cleanup(row);
+}
+static const char *docop_key(const void *row)
+{
+    return ((const struct store_docop *)row)->room_id;
+}
+static int64_t docop_order(const void *row)
+{
+    return ((const struct store_docop *)row)->seq;
+}
+static void docop_cleanup(void *row)
+{
+    store_docop_cleanup(row);
+}
+
 /* Publishes built rows to this node and frees them. */
 static void give_changes(struct pg_bus *b, void *rows, size_t n)
 {
@@ -157,6 +205,11 @@ struct feed {
     size_t size;
     int64_t (*row)(const PGresult *r, int i, const char *key, void *slot);
     void (*give)(struct pg_bus *b, void *rows, size_t n);
+    /* rows in memory (this node's commits; NULL: the feed takes none): a row's key,
+     * its order value, and freeing it */
+    const char *(*key)(const void *row);
+    int64_t (*order)(const void *row);
+    void (*cleanup)(void *row);
 };
 
 /* A room's versions are gapless and committed in order (the room's lock is held from the
@@ -166,19 +219,21 @@ static const struct feed feed_changes = {
     "rc_feed_changes",
     "SELECT " STORE_PG_CHANGE_COLS("") " FROM room_changes "
     "WHERE room_id = $1 AND version > $2::bigint ORDER BY version LIMIT $3::int",
-    sizeof(struct store_change), row_change, give_changes};
+    sizeof(struct store_change), row_change, give_changes, change_key, change_order,
+    change_cleanup};
 static const struct feed feed_docops = {
     "rc_feed_docops",
     "SELECT " STORE_PG_DOCOP_COLS("") " FROM document_ops "
     "WHERE room_id = $1 AND seq > $2::bigint ORDER BY seq LIMIT $3::int",
-    sizeof(struct store_docop), row_docop, give_docops};
+    sizeof(struct store_docop), row_docop, give_docops, docop_key, docop_order, docop_cleanup};
 /* Notification ids grow per user in commit order: the schema assigns them under a
- * per-user lock. */
+ * per-user lock. They are not gapless per user, so a row in memory cannot tell whether
+ * another node's came before it: notifications are always read from the database. */
 static const struct feed feed_notifs = {
     "rc_feed_notifs",
     "SELECT " STORE_PG_NOTIF_COLS("") " FROM notifications "
     "WHERE user_id = $1 AND id > $2::bigint ORDER BY id LIMIT $3::int",
-    sizeof(struct store_notif), row_notif, give_notifs};
+    sizeof(struct store_notif), row_notif, give_notifs, NULL, NULL, NULL};
 static const struct feed *const feeds[] = {&feed_changes, &feed_docops, &feed_notifs};
 
 /* Prepares the feed queries on a new connection: a wake-up then costs no parse or plan. */
@@ -223,6 +278,7 @@ static void deliver(struct pg_bus *b, const struct feed *f, struct hmap *marks, 
             char *rows = xcalloc((size_t)n, f->size);
             for (int i = 0; i < n; i++)
                 m->v = f->row(r, i, key, rows + (size_t)i * f->size);
+            metrics_bus_rows(false, (uint64_t)n);
             f->give(b, rows, (size_t)n);
             free(rows);
             if (m == &first)
@@ -427,6 +483,135 @@ static void sync_marks(struct pg_bus *b)
     }
 }
 
+/* ---- this node's own commits ------------------------------------------------------------ */
+
+/* Publishes rows this node's writer committed, from memory: a row right after its key's
+ * watermark goes out as it is; one further on means rows of other sessions came between
+ * (their wake-ups may still be on the way), and the key is read from the database, which
+ * has them all; one at or below the watermark went out already. Frees the rows. */
+static void deliver_own(struct pg_bus *b, const struct feed *f, char *rows, size_t n)
+{
+    struct hmap *marks = f == &feed_changes ? &b->room_wm : &b->doc_wm;
+    char *out = xcalloc(n, f->size);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        void *row = rows + i * f->size;
+        const char *key = f->key(row);
+        int64_t v = f->order(row);
+        struct mark *m = mark_of(marks, key, 0);
+        if (v == m->v + 1) {
+            memcpy(out + k++ * f->size, row, f->size);
+            m->v = v;
+            continue;
+        }
+        if (v > m->v + 1) {
+            if (k) /* first what went before, in order */
+                f->give(b, out, k);
+            metrics_bus_rows(true, k);
+            k = 0;
+            deliver(b, f, marks, key, 0);
+        }
+        f->cleanup(row);
+    }
+    if (k)
+        f->give(b, out, k);
+    metrics_bus_rows(true, k);
+    free(out);
+}
+
+/* Delivers what the writer handed over. A new session (or a batch whose outcome is
+ * unknown, or rows dropped from a full queue) means commits may have happened whose
+ * wake-ups were skipped as the writer's own: everything is read back from the
+ * database. */
+static void handle_own(struct pg_bus *b)
+{
+    uint64_t tick;
+    if (read(b->own_fd, &tick, sizeof tick) < 0 && errno != EAGAIN)
+        log_warn("bus cannot read its wake-up", "err=%s", log_v(strerror(errno)));
+    pthread_mutex_lock(&b->own_mu);
+    struct own *o = b->own_head;
+    bool dropped = b->own_dropped;
+    b->own_head = b->own_tail = NULL;
+    b->own_len = 0;
+    b->own_dropped = false;
+    pthread_mutex_unlock(&b->own_mu);
+    bool catch_up = dropped;
+    while (o) {
+        struct own *next = o->next;
+        if (o->feed) {
+            deliver_own(b, o->feed, o->rows, o->n);
+        } else {
+            b->own_pid = o->pid;
+            catch_up = true;
+        }
+        free(o->rows);
+        free(o);
+        o = next;
+    }
+    if (catch_up)
+        sync_marks(b);
+}
+
+/* Queues an item for the listener thread and wakes it; a full queue drops the item and
+ * has the listener read everything back instead. */
+static void own_push(struct pg_bus *b, struct own *o)
+{
+    bool drop = false;
+    pthread_mutex_lock(&b->own_mu);
+    if (o->feed && b->own_len >= QUEUE_MAX) {
+        drop = true;
+        b->own_dropped = true;
+    } else {
+        if (b->own_tail)
+            b->own_tail->next = o;
+        else
+            b->own_head = o;
+        b->own_tail = o;
+        b->own_len++;
+    }
+    pthread_mutex_unlock(&b->own_mu);
+    if (drop) {
+        for (size_t i = 0; i < o->n; i++)
+            o->feed->cleanup(o->rows + i * o->feed->size);
+        free(o->rows);
+        free(o);
+    }
+    uint64_t one = 1;
+    if (write(b->own_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+        log_warn("bus cannot wake its listener", "err=%s", log_v(strerror(errno)));
+}
+
+void bus_pg_on_changes(const struct store_change *cs, size_t n, void *bus)
+{
+    struct own *o = xcalloc(1, sizeof *o);
+    o->feed = &feed_changes;
+    struct store_change *rows = xcalloc(n, sizeof *rows);
+    for (size_t i = 0; i < n; i++)
+        store_change_copy(&rows[i], &cs[i]);
+    o->rows = (char *)rows;
+    o->n = n;
+    own_push(bus, o);
+}
+
+void bus_pg_on_docops(const struct store_docop *ops, size_t n, void *bus)
+{
+    struct own *o = xcalloc(1, sizeof *o);
+    o->feed = &feed_docops;
+    struct store_docop *rows = xcalloc(n, sizeof *rows);
+    for (size_t i = 0; i < n; i++)
+        store_docop_copy(&rows[i], &ops[i]);
+    o->rows = (char *)rows;
+    o->n = n;
+    own_push(bus, o);
+}
+
+void bus_pg_on_session(int pid, void *bus)
+{
+    struct own *o = xcalloc(1, sizeof *o);
+    o->pid = pid;
+    own_push(bus, o);
+}
+
 /* (Re)connects the listener: LISTEN, register the node, catch up. */
 static bool listener_connect(struct pg_bus *b)
 {
@@ -508,8 +693,10 @@ static void handle_pending(struct pg_bus *b)
         struct hmap seen = HMAP_INIT;
         for (size_t i = 0; i < n; i++) {
             const char *p = v[i]->extra;
-            bool feed = !strncmp(p, "room:", 5) || !strncmp(p, "document:", 9) ||
-                        !strncmp(p, "notifications:", 14);
+            bool own_feed = !strncmp(p, "room:", 5) || !strncmp(p, "document:", 9);
+            bool feed = own_feed || !strncmp(p, "notifications:", 14);
+            if (own_feed && b->own_pid && v[i]->be_pid == b->own_pid)
+                continue; /* the writer hands those rows over (handle_own) */
             if (!feed || !hmap_put(&seen, p, strlen(p), v[i]))
                 handle(b, p);
         }
@@ -544,8 +731,11 @@ static void *listener_main(void *arg)
             }
             backoff = 100;
         }
-        struct pollfd pfd = {.fd = PQsocket(b->lc), .events = POLLIN};
-        poll(&pfd, 1, 200);
+        struct pollfd pfd[2] = {{.fd = PQsocket(b->lc), .events = POLLIN},
+                                {.fd = b->own_fd, .events = POLLIN}};
+        poll(pfd, 2, 200);
+        if (pfd[1].revents & POLLIN)
+            handle_own(b);
         if (!PQconsumeInput(b->lc)) {
             PQfinish(b->lc);
             b->lc = NULL;
@@ -797,6 +987,14 @@ int bus_pg_start(const char *url, const struct bus_sink *sink, struct presence *
     b->reap_ms = reap_after_ms;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
+    pthread_mutex_init(&b->own_mu, NULL);
+    b->own_fd = -1;
+    b->own_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (b->own_fd < 0) {
+        snprintf(err, errlen, "cannot create the bus's eventfd: %s", strerror(errno));
+        pg_stop(&b->base);
+        return RC_ESTORE;
+    }
     if (!listener_connect(b)) {
         snprintf(err, errlen, "cannot connect the bus to PostgreSQL");
         pg_stop(&b->base);
@@ -836,6 +1034,17 @@ static void pg_stop(struct bus *base)
         b->head = o->next;
         out_free(o);
     }
+    while (b->own_head) {
+        struct own *o = b->own_head;
+        b->own_head = o->next;
+        for (size_t i = 0; o->feed && i < o->n; i++)
+            o->feed->cleanup(o->rows + i * o->feed->size);
+        free(o->rows);
+        free(o);
+    }
+    if (b->own_fd >= 0)
+        close(b->own_fd);
+    pthread_mutex_destroy(&b->own_mu);
     struct hmap *maps[] = {&b->room_wm, &b->doc_wm, &b->notif_wm};
     for (int i = 0; i < 3; i++) {
         hmap_each(maps[i], free_mark, NULL);

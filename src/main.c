@@ -129,6 +129,11 @@ static int cmd_serve(struct config *cfg)
             goto out;
         }
         env->bus = bus; /* before any socket can connect: HTTP starts below */
+        struct store_listeners own = {.changes = bus_pg_on_changes,
+                                      .docops = bus_pg_on_docops,
+                                      .session = bus_pg_on_session,
+                                      .arg = bus};
+        store_set_listeners(store, &own);
     }
     const struct socket_transport *const transports[] = {ws_transport, lp_transport,
                                                          ws_realtime_transport};

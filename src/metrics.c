@@ -28,6 +28,7 @@ static atomic_ullong broadcasts, deliveries, slow_consumers, rate_limited, proto
 static atomic_llong presence_metas, store_queue;
 static struct histo batch_size, commit_time, bus_lag;
 static atomic_ullong bus_notifications, http_requests;
+static atomic_ullong bus_rows[2]; /* read from the database, from memory */
 static atomic_llong db_connected = 1;
 static atomic_llong bus_connected = -1; /* -1: no bus (SQLite mode) */
 
@@ -139,6 +140,11 @@ void metrics_bus_notification(int64_t lag_micros)
 {
     atomic_fetch_add_explicit(&bus_notifications, 1, memory_order_relaxed);
     observe(&bus_lag, lag_micros < 0 ? 0 : (uint64_t)lag_micros, time_bounds, N_TIME, 1);
+}
+
+void metrics_bus_rows(bool from_memory, uint64_t n)
+{
+    atomic_fetch_add_explicit(&bus_rows[from_memory], n, memory_order_relaxed);
 }
 
 void metrics_db_connected(int up)
@@ -270,10 +276,18 @@ void metrics_render(struct sbuf *o)
     plain(o, "rowcast_db_connected", "gauge",
           "1 while the store's database connection is up.",
           (long long)atomic_load(&db_connected));
-    if (atomic_load(&bus_connected) >= 0)
+    if (atomic_load(&bus_connected) >= 0) {
         plain(o, "rowcast_bus_connected", "gauge",
               "1 while the PostgreSQL LISTEN connection of the cluster bus is up.",
               (long long)atomic_load(&bus_connected));
+        header(o, "rowcast_bus_rows_total", "counter",
+               "Committed rows the cluster bus delivered: this node's own from memory, the "
+               "rest read from the database.");
+        sbuf_printf(o, "rowcast_bus_rows_total{source=\"memory\"} %llu\n",
+                    (unsigned long long)atomic_load(&bus_rows[1]));
+        sbuf_printf(o, "rowcast_bus_rows_total{source=\"database\"} %llu\n",
+                    (unsigned long long)atomic_load(&bus_rows[0]));
+    }
     plain(o, "rowcast_http_requests_total", "counter", "REST and static HTTP requests.",
           (long long)atomic_load(&http_requests));
 }

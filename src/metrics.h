@@ -5,6 +5,7 @@
 #ifndef RC_METRICS_H
 #define RC_METRICS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct sbuf;
@@ -52,6 +53,9 @@ void metrics_presence_delta(int64_t metas); /* +1 per track, -1 per untrack */
 void metrics_store_queue(int64_t delta);    /* requests waiting for the store */
 void metrics_store_batch(uint64_t size, int64_t commit_micros);
 void metrics_bus_notification(int64_t lag_micros);
+/* PostgreSQL bus: rows delivered, from memory (this node's commits) or read from the
+ * database. */
+void metrics_bus_rows(bool from_memory, uint64_t n);
 void metrics_db_connected(int up);          /* the store's database connection: 1 up, 0 down */
 void metrics_bus_connected(int up);         /* the PostgreSQL LISTEN connection */
 void metrics_http_request(void);

@@ -59,6 +59,24 @@ void store_change_cleanup(struct store_change *c)
     c->room_id = c->user_id = c->event = c->payload = NULL;
 }
 
+void store_change_copy(struct store_change *dst, const struct store_change *src)
+{
+    *dst = *src;
+    dst->room_id = dup_or_null(src->room_id);
+    dst->user_id = dup_or_null(src->user_id);
+    dst->event = dup_or_null(src->event);
+    dst->payload = dup_or_null(src->payload);
+}
+
+void store_docop_copy(struct store_docop *dst, const struct store_docop *src)
+{
+    *dst = *src;
+    dst->room_id = dup_or_null(src->room_id);
+    dst->user_id = dup_or_null(src->user_id);
+    dst->operation = dup_or_null(src->operation);
+    dst->data = dup_or_null(src->data);
+}
+
 void store_user_room_cleanup(struct store_user_room *r)
 {
     free(r->room_id);
@@ -170,6 +188,11 @@ int store_migrate(const char *url, int *applied, char *err, size_t errlen)
 void store_set_listener(struct store *s, store_change_listener fn, void *arg)
 {
     s->ops->set_listener(s, fn, arg);
+}
+
+void store_set_listeners(struct store *s, const struct store_listeners *l)
+{
+    s->ops->set_listeners(s, l);
 }
 
 void store_submit(struct store *s, struct store_req *req)

@@ -222,6 +222,9 @@ void store_req_destroy(struct store_req *req);
 void store_msg_cleanup(struct store_msg *m);
 /* n messages copied, strings and all, into a new array (NULL when n is 0). */
 struct store_msg *store_msgs_dup(const struct store_msg *msgs, size_t n);
+/* Deep copies of a change and of a document operation. */
+void store_change_copy(struct store_change *dst, const struct store_change *src);
+void store_docop_copy(struct store_docop *dst, const struct store_docop *src);
 /* Frees a notification's / document operation's / change's / user room's strings. */
 void store_notif_cleanup(struct store_notif *n);
 void store_docop_cleanup(struct store_docop *op);
@@ -241,6 +244,26 @@ int store_migrate(const char *url, int *applied, char *err, size_t errlen) MUSTC
 /* Sets the listener for committed room changes; set it before the first write. At most one;
  * NULL removes it. Main thread, before traffic. */
 void store_set_listener(struct store *s, store_change_listener fn, void *arg);
+
+/* PostgreSQL: called on the writer thread with the backend pid of the writer's database
+ * session before its first batch (0 when it has none), and again with the same pid after a
+ * batch whose outcome is unknown (the connection broke or the results did not match).
+ * From the call on, what the session commits reaches the change and document listeners;
+ * what it may have committed before without reaching them must be read from the
+ * database. The NOTIFYs the session's commits send carry that pid. */
+typedef void (*store_session_listener)(int pid, void *arg);
+
+/* Every listener of a store, all with arg (NULL: none). */
+struct store_listeners {
+    store_change_listener changes;
+    void (*notifs)(const struct store_notif *n, size_t count, void *arg);
+    void (*docops)(const struct store_docop *ops, size_t count, void *arg);
+    store_session_listener session; /* PostgreSQL only */
+    void *arg;
+};
+
+/* Replaces every listener; like store_set_listener, main thread, before traffic. */
+void store_set_listeners(struct store *s, const struct store_listeners *l);
 
 /* Queues req; req->done will be called exactly once, even during shutdown (then with
  * rc RC_ESTORE). The store owns req until done is called. Any thread. */
@@ -263,6 +286,7 @@ struct store_ops {
     int (*open)(const struct store_options *opts, struct store **out, char *err, size_t errlen);
     int (*migrate)(const char *url, int *applied, char *err, size_t errlen);
     void (*set_listener)(struct store *s, store_change_listener fn, void *arg);
+    void (*set_listeners)(struct store *s, const struct store_listeners *l);
     void (*submit)(struct store *s, struct store_req *req);
     void (*close)(struct store *s);
 };

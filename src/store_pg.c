@@ -94,6 +94,8 @@ struct pg_store {
     void *listener_arg;
     void (*notif_listener)(const struct store_notif *n, size_t count, void *arg);
     void (*docop_listener)(const struct store_docop *ops, size_t count, void *arg);
+    store_session_listener session_listener;
+    int announced; /* the writer session's pid last given to it (writer thread only) */
     struct store_req **batch; /* batch_max slots, writer thread only */
 };
 
@@ -721,6 +723,13 @@ static bool rollback(struct link *l)
     return !l->broken;
 }
 
+/* Tells the session listener which session writes from now on (see store.h). */
+static void announce(struct pg_store *s, int pid)
+{
+    s->announced = pid;
+    s->session_listener(pid, s->listener_arg);
+}
+
 /* Commits a batch of writes in one transaction and completes them: one pipeline round
  * trip without savepoints; when a request fails, the batch runs again with a savepoint
  * per request, one more round trip per failed request. */
@@ -813,6 +822,9 @@ static void run_batch(struct pg_store *s, struct store_req *head)
         store_complete(v[i]);
     complete_all(rejected, RC_EINVAL);
     deliver_committed(s, &c);
+    /* A commit may have happened unseen: the session listener reads it back. */
+    if (out == ROUND_LOST && s->session_listener)
+        announce(s, s->w.conn ? PQbackendPID(s->w.conn) : 0);
 }
 
 /* ---- threads -------------------------------------------------------------------------- */
@@ -828,6 +840,8 @@ static void *writer_main(void *arg)
         if (!link_up(s, &s->w, &s->wq))
             continue;
         struct store_req *batch = store_queue_take(&s->wq, (size_t)s->batch_max, 0, NULL);
+        if (batch && s->session_listener && s->announced != PQbackendPID(s->w.conn))
+            announce(s, PQbackendPID(s->w.conn));
         if (batch)
             run_batch(s, batch);
     }
@@ -1048,6 +1062,17 @@ static void pg_set_listener(struct store *base, store_change_listener fn, void *
     s->listener_arg = arg;
 }
 
+static void pg_set_listeners(struct store *base, const struct store_listeners *l)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    s->listener = l->changes;
+    s->notif_listener = l->notifs;
+    s->docop_listener = l->docops;
+    s->session_listener = l->session;
+    s->listener_arg = l->arg;
+    s->announced = 0; /* announced again before the next batch */
+}
+
 static void pg_submit(struct store *base, struct store_req *req)
 {
     struct pg_store *s = (struct pg_store *)base;
@@ -1065,6 +1090,7 @@ const struct store_ops store_pg_ops = {
     .open = pg_open,
     .migrate = pg_migrate,
     .set_listener = pg_set_listener,
+    .set_listeners = pg_set_listeners,
     .submit = pg_submit,
     .close = pg_close,
 };

@@ -1698,6 +1698,15 @@ static void sq_set_listener(struct store *base, store_change_listener fn, void *
     s->listener_arg = arg;
 }
 
+static void sq_set_listeners(struct store *base, const struct store_listeners *l)
+{
+    struct sqlite_store *s = (struct sqlite_store *)base;
+    s->listener = l->changes;
+    s->notif_listener = l->notifs;
+    s->docop_listener = l->docops;
+    s->listener_arg = l->arg;
+}
+
 static void sq_submit(struct store *base, struct store_req *req)
 {
     struct sqlite_store *s = (struct sqlite_store *)base;
@@ -1732,6 +1741,7 @@ const struct store_ops store_sqlite_ops = {
     .open = sq_open,
     .migrate = sq_migrate,
     .set_listener = sq_set_listener,
+    .set_listeners = sq_set_listeners,
     .submit = sq_submit,
     .close = sq_close,
 };

@@ -186,6 +186,54 @@ function defineClusterTests() {
     for (const c of [ca, cb, cc]) await noEvent(c.ch, "new_message", 300);
   });
 
+  // rowcast_bus_rows_total of a node: {memory, database}.
+  async function busRows(node) {
+    const r = await node.api("GET", "/metrics");
+    assert.equal(r.status, 200, `GET /metrics: ${r.status}`);
+    const get = (source) => {
+      const m = new RegExp(`^rowcast_bus_rows_total\\{source="${source}"\\} (\\d+)$`, "m").exec(r.text);
+      assert.ok(m, `/metrics of node ${label(node)} has rowcast_bus_rows_total{source="${source}"}`);
+      return Number(m[1]);
+    };
+    return { memory: get("memory"), database: get("database") };
+  }
+
+  test("cluster: a node delivers its own commits from memory, the others read them, one order with a psql row between", async () => {
+    const sc = await scene(2);
+    const ca = await client(A, sc.users[0], sc.topic);
+    const cb = await client(B, sc.users[1], sc.topic);
+    const [a0, b0] = [await busRows(A), await busRows(B)];
+    const bodies = [];
+    for (let k = 0; k < 5; k++) {
+      if (k === 3) {
+        // another session's row between A's own: A has to read it (and may read its next own row with it)
+        await sql(A, `INSERT INTO messages(room_id,user_id,body) VALUES ('${sc.room}','${sc.users[1]}','from psql')`);
+        bodies.push("from psql");
+      }
+      const r = await pushP(ca.ch, "new_message", { body: `own ${k}` });
+      assert.equal(r.status, "ok", `push ${k}: ${JSON.stringify(r)}`);
+      bodies.push(`own ${k}`);
+    }
+    for (const c of [ca, cb]) {
+      await waitUntil(() => c.got.length >= 6, 5000, `node ${label(c.node)} has 6 messages (has ${c.got.length})`);
+    }
+    await sleep(300);
+    for (const c of [ca, cb]) {
+      assert.deepEqual(
+        c.got.map((m) => [m.seq, m.body]),
+        bodies.map((b, i) => [i + 1, b]),
+        `node ${label(c.node)}: every row once, in seq order`
+      );
+    }
+    assert.deepEqual(ca.got, cb.got, "both nodes sent the same events");
+    const [a1, b1] = [await busRows(A), await busRows(B)];
+    const da = { memory: a1.memory - a0.memory, database: a1.database - a0.database };
+    const db = { memory: b1.memory - b0.memory, database: b1.database - b0.database };
+    assert.equal(da.memory + da.database, 6, `node A delivered each row once: ${JSON.stringify(da)}`);
+    assert.ok(da.memory >= 4, `node A's own rows came from memory (all but perhaps the one after the psql row): ${JSON.stringify(da)}`);
+    assert.deepEqual(db, { memory: 0, database: 6 }, "node B read every row from the database");
+  });
+
   test(
     "cluster: 3 nodes × 3 clients × 30 concurrent messages: every client gets the identical sequence",
     async () => {
