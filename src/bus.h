@@ -111,8 +111,10 @@ void bus_local_on_docops(const struct store_docop *ops, size_t n, void *bus);
 /* bus_pg.c: the PostgreSQL cluster bus. One LISTEN connection per node wakes it for
  * "room:<id>", "notifications:<user>" and "document:<id>" (written by triggers on every
  * INSERT, by anyone); the node then reads the rows after the last ones it delivered, by
- * seq, and publishes them to sink, so all nodes send one room in one order. Ephemeral events (REST broadcasts, typing, user_left,
- * disconnects, presence changes) travel in NOTIFY payloads sent by a second connection.
+ * seq (its own store writer's rows come from memory, bus_pg_on_*), and publishes them to
+ * sink, so all nodes send one room in one order. Ephemeral events (REST broadcasts,
+ * typing, user_left, disconnects, presence changes) travel in NOTIFY payloads sent by a
+ * second connection.
  * When PostgreSQL goes away the node keeps its sockets, reconnects with backoff, LISTENs
  * again and fills every gap by seq. Nodes heartbeat in `nodes`; a node whose heartbeat is
  * stale (reap_after_ms) is reaped by the others, with its presences. Other nodes'

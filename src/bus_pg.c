@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,26 +148,10 @@ static int64_t row_notif(const PGresult *r, int i, const char *key, void *slot)
     return n->id;
 }
 
-/* The key and order value of a row in memory, and freeing it. */
-static const char *change_key(const void *row)
-{
-    return ((const struct store_change *)row)->room_id;
-}
-static int64_t change_order(const void *row)
-{
-    return ((const struct store_change *)row)->version;
-}
+/* Frees a row in memory. */
 static void change_cleanup(void *row)
 {
     store_change_cleanup(row);
-}
-static const char *docop_key(const void *row)
-{
-    return ((const struct store_docop *)row)->room_id;
-}
-static int64_t docop_order(const void *row)
-{
-    return ((const struct store_docop *)row)->seq;
 }
 static void docop_cleanup(void *row)
 {
@@ -205,10 +190,9 @@ struct feed {
     size_t size;
     int64_t (*row)(const PGresult *r, int i, const char *key, void *slot);
     void (*give)(struct pg_bus *b, void *rows, size_t n);
-    /* rows in memory (this node's commits; NULL: the feed takes none): a row's key,
-     * its order value, and freeing it */
-    const char *(*key)(const void *row);
-    int64_t (*order)(const void *row);
+    /* rows in memory (this node's commits; cleanup NULL: the feed takes none): the
+     * offsets of a row's key (char *) and order value (int64_t), and freeing it */
+    size_t key_at, order_at;
     void (*cleanup)(void *row);
 };
 
@@ -219,13 +203,15 @@ static const struct feed feed_changes = {
     "rc_feed_changes",
     "SELECT " STORE_PG_CHANGE_COLS("") " FROM room_changes "
     "WHERE room_id = $1 AND version > $2::bigint ORDER BY version LIMIT $3::int",
-    sizeof(struct store_change), row_change, give_changes, change_key, change_order,
+    sizeof(struct store_change), row_change, give_changes,
+    offsetof(struct store_change, room_id), offsetof(struct store_change, version),
     change_cleanup};
 static const struct feed feed_docops = {
     "rc_feed_docops",
     "SELECT " STORE_PG_DOCOP_COLS("") " FROM document_ops "
     "WHERE room_id = $1 AND seq > $2::bigint ORDER BY seq LIMIT $3::int",
-    sizeof(struct store_docop), row_docop, give_docops, docop_key, docop_order, docop_cleanup};
+    sizeof(struct store_docop), row_docop, give_docops, offsetof(struct store_docop, room_id),
+    offsetof(struct store_docop, seq), docop_cleanup};
 /* Notification ids grow per user in commit order: the schema assigns them under a
  * per-user lock. They are not gapless per user, so a row in memory cannot tell whether
  * another node's came before it: notifications are always read from the database. */
@@ -233,7 +219,7 @@ static const struct feed feed_notifs = {
     "rc_feed_notifs",
     "SELECT " STORE_PG_NOTIF_COLS("") " FROM notifications "
     "WHERE user_id = $1 AND id > $2::bigint ORDER BY id LIMIT $3::int",
-    sizeof(struct store_notif), row_notif, give_notifs, NULL, NULL, NULL};
+    sizeof(struct store_notif), row_notif, give_notifs, 0, 0, NULL};
 static const struct feed *const feeds[] = {&feed_changes, &feed_docops, &feed_notifs};
 
 /* Prepares the feed queries on a new connection: a wake-up then costs no parse or plan. */
@@ -485,6 +471,16 @@ static void sync_marks(struct pg_bus *b)
 
 /* ---- this node's own commits ------------------------------------------------------------ */
 
+/* Publishes the k rows gathered in out (this node's own, from memory); returns 0. */
+static size_t give_own(struct pg_bus *b, const struct feed *f, char *out, size_t k)
+{
+    if (k) {
+        metrics_bus_rows(true, k);
+        f->give(b, out, k);
+    }
+    return 0;
+}
+
 /* Publishes rows this node's writer committed, from memory: a row right after its key's
  * watermark goes out as it is; one further on means rows of other sessions came between
  * (their wake-ups may still be on the way), and the key is read from the database, which
@@ -495,9 +491,9 @@ static void deliver_own(struct pg_bus *b, const struct feed *f, char *rows, size
     char *out = xcalloc(n, f->size);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        void *row = rows + i * f->size;
-        const char *key = f->key(row);
-        int64_t v = f->order(row);
+        char *row = rows + i * f->size;
+        const char *key = *(char **)(row + f->key_at);
+        int64_t v = *(int64_t *)(row + f->order_at);
         struct mark *m = mark_of(marks, key, 0);
         if (v == m->v + 1) {
             memcpy(out + k++ * f->size, row, f->size);
@@ -505,17 +501,12 @@ static void deliver_own(struct pg_bus *b, const struct feed *f, char *rows, size
             continue;
         }
         if (v > m->v + 1) {
-            if (k) /* first what went before, in order */
-                f->give(b, out, k);
-            metrics_bus_rows(true, k);
-            k = 0;
+            k = give_own(b, f, out, k); /* what went before first, in order */
             deliver(b, f, marks, key, 0);
         }
         f->cleanup(row);
     }
-    if (k)
-        f->give(b, out, k);
-    metrics_bus_rows(true, k);
+    give_own(b, f, out, k);
     free(out);
 }
 
@@ -552,14 +543,25 @@ static void handle_own(struct pg_bus *b)
         sync_marks(b);
 }
 
-/* Queues an item for the listener thread and wakes it; a full queue drops the item and
- * has the listener read everything back instead. */
-static void own_push(struct pg_bus *b, struct own *o)
+/* Frees a queued item and the rows it still holds. */
+static void own_free(struct own *o)
 {
-    bool drop = false;
+    for (size_t i = 0; o->feed && i < o->n; i++)
+        o->feed->cleanup(o->rows + i * o->feed->size);
+    free(o->rows);
+    free(o);
+}
+
+/* Queues for the listener thread the n rows of feed f (or, f NULL, the session pid) and
+ * wakes it; a full queue drops the rows and has the listener read everything back
+ * instead. */
+static void own_push(struct pg_bus *b, const struct feed *f, void *rows, size_t n, int pid)
+{
+    struct own *o = xcalloc(1, sizeof *o);
+    *o = (struct own){.feed = f, .rows = rows, .n = n, .pid = pid};
     pthread_mutex_lock(&b->own_mu);
-    if (o->feed && b->own_len >= QUEUE_MAX) {
-        drop = true;
+    bool drop = f && b->own_len >= QUEUE_MAX;
+    if (drop) {
         b->own_dropped = true;
     } else {
         if (b->own_tail)
@@ -570,12 +572,8 @@ static void own_push(struct pg_bus *b, struct own *o)
         b->own_len++;
     }
     pthread_mutex_unlock(&b->own_mu);
-    if (drop) {
-        for (size_t i = 0; i < o->n; i++)
-            o->feed->cleanup(o->rows + i * o->feed->size);
-        free(o->rows);
-        free(o);
-    }
+    if (drop)
+        own_free(o);
     uint64_t one = 1;
     if (write(b->own_fd, &one, sizeof one) < 0 && errno != EAGAIN)
         log_warn("bus cannot wake its listener", "err=%s", log_v(strerror(errno)));
@@ -583,33 +581,23 @@ static void own_push(struct pg_bus *b, struct own *o)
 
 void bus_pg_on_changes(const struct store_change *cs, size_t n, void *bus)
 {
-    struct own *o = xcalloc(1, sizeof *o);
-    o->feed = &feed_changes;
     struct store_change *rows = xcalloc(n, sizeof *rows);
     for (size_t i = 0; i < n; i++)
         store_change_copy(&rows[i], &cs[i]);
-    o->rows = (char *)rows;
-    o->n = n;
-    own_push(bus, o);
+    own_push(bus, &feed_changes, rows, n, 0);
 }
 
 void bus_pg_on_docops(const struct store_docop *ops, size_t n, void *bus)
 {
-    struct own *o = xcalloc(1, sizeof *o);
-    o->feed = &feed_docops;
     struct store_docop *rows = xcalloc(n, sizeof *rows);
     for (size_t i = 0; i < n; i++)
         store_docop_copy(&rows[i], &ops[i]);
-    o->rows = (char *)rows;
-    o->n = n;
-    own_push(bus, o);
+    own_push(bus, &feed_docops, rows, n, 0);
 }
 
 void bus_pg_on_session(int pid, void *bus)
 {
-    struct own *o = xcalloc(1, sizeof *o);
-    o->pid = pid;
-    own_push(bus, o);
+    own_push(bus, NULL, NULL, 0, pid);
 }
 
 /* (Re)connects the listener: LISTEN, register the node, catch up. */
@@ -988,7 +976,6 @@ int bus_pg_start(const char *url, const struct bus_sink *sink, struct presence *
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
     pthread_mutex_init(&b->own_mu, NULL);
-    b->own_fd = -1;
     b->own_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (b->own_fd < 0) {
         snprintf(err, errlen, "cannot create the bus's eventfd: %s", strerror(errno));
@@ -1037,10 +1024,7 @@ static void pg_stop(struct bus *base)
     while (b->own_head) {
         struct own *o = b->own_head;
         b->own_head = o->next;
-        for (size_t i = 0; o->feed && i < o->n; i++)
-            o->feed->cleanup(o->rows + i * o->feed->size);
-        free(o->rows);
-        free(o);
+        own_free(o);
     }
     if (b->own_fd >= 0)
         close(b->own_fd);

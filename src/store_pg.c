@@ -1070,7 +1070,6 @@ static void pg_set_listeners(struct store *base, const struct store_listeners *l
     s->docop_listener = l->docops;
     s->session_listener = l->session;
     s->listener_arg = l->arg;
-    s->announced = 0; /* announced again before the next batch */
 }
 
 static void pg_submit(struct store *base, struct store_req *req)
