@@ -280,6 +280,7 @@ void test_seq_in_one_transaction(void **state);
 void test_bulk_insert_select(void **state);
 void test_writes_use_indexes(void **state);
 void test_sessions_plan_without_jit(void **state);
+void test_sessions_plan_generic(void **state);
 void test_notification_ids_in_commit_order(void **state);
 void test_life_in_one_batch(void **state);
 void test_message_run_between_trigger_writes(void **state);

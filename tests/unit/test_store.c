@@ -2194,6 +2194,7 @@ int main(void)
         ON(pg, test_bulk_insert_select),
         ON(pg, test_writes_use_indexes),
         ON(pg, test_sessions_plan_without_jit),
+        ON(pg, test_sessions_plan_generic),
         ON(pg, test_notification_ids_in_commit_order),
         ON(pg, test_life_in_one_batch),
         ON(pg, test_message_run_between_trigger_writes),
